@@ -1,0 +1,62 @@
+"""Architecture adapters: one per model family, chosen from the module's type.
+
+Example:
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100))
+    >>> [s.units for s in adapter_for(model, tokenizer=None, check_tokenizer=False).sites]
+    [128, 128]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from neurolens_lightning.adapters.base import Batch, ModelAdapter, NeuronSite, auto_device, pool_activations
+from neurolens_lightning.adapters.resnet import ResNetAdapter
+from neurolens_lightning.adapters.text import BertAdapter, GPT2Adapter, TextAdapter
+from neurolens_lightning.errors import NeuroLensError
+
+__all__ = ["Batch", "ModelAdapter", "NeuronSite", "TextAdapter", "GPT2Adapter", "BertAdapter", "ResNetAdapter",
+           "adapter_for", "auto_device", "pool_activations", "family_of"]
+
+
+def family_of(model: nn.Module) -> str | None:
+    """``gpt2`` / ``bert`` / ``resnet`` for a supported module, else None."""
+    cfg = getattr(model, "config", None)
+    mtype = getattr(cfg, "model_type", None)
+    if mtype == "gpt2":
+        return "gpt2"
+    if mtype in ("bert", "roberta", "xlm-roberta", "camembert", "electra"):
+        return "bert"
+    try:
+        from torchvision.models import ResNet
+    except Exception:  # pragma: no cover - torchvision missing
+        ResNet = ()  # type: ignore[assignment]
+    if ResNet and isinstance(model, ResNet):
+        return "resnet"
+    return None
+
+
+def adapter_for(model: nn.Module, tokenizer: Any = None, name: str | None = None,
+                device: str | torch.device | None = None, check_tokenizer: bool = True, **kwargs: Any
+                ) -> ModelAdapter:
+    """Wrap a supported ``nn.Module`` in its adapter (GPT-2, BERT-like or ResNet)."""
+    if isinstance(model, ModelAdapter):
+        return model
+    family = family_of(model)
+    name = name or type(model).__name__
+    if family is None:
+        raise NeuroLensError(
+            f"unsupported model type {type(model).__name__}: NeuroLens supports GPT-2, BERT/RoBERTa-like encoders "
+            "and torchvision ResNets (pass one of those, or a registry name such as 'minilm')")
+    if family == "resnet":
+        return ResNetAdapter(model, name=name, device=device, **kwargs)
+    cls = GPT2Adapter if family == "gpt2" else BertAdapter
+    if tokenizer is None and not check_tokenizer:
+        adapter = cls.__new__(cls)
+        ModelAdapter.__init__(adapter, model, name=name, device=device)
+        return adapter
+    return cls(model, tokenizer, name=name, device=device, **kwargs)

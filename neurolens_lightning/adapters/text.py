@@ -1,0 +1,229 @@
+"""Adapters for text transformers: GPT-2 (causal LM) and BERT-like encoders (BERT, RoBERTa, MiniLM).
+
+Neurons are MLP hidden units (DESIGN §1): the output of ``transformer.h[L].mlp.act`` for
+GPT-2 and of ``encoder.layer[L].intermediate`` (post-GELU) for BERT-like models.
+
+Confidence y (DESIGN §2):
+
+* GPT-2 with an LM head: ``log p(target | prompt)`` summed over the target's tokens for
+  tasks; without tasks, the mean log-probability of the model's own next-token
+  predictions over the example.
+* masked LM heads: ``log p(target at [MASK])`` (the target's tokens each masked) for tasks;
+  without tasks the concept span is masked (the last real token if none is marked) and
+  the original tokens are scored.
+* models without an LM head (``BertModel``, ``GPT2Model``, sequence classifiers): a
+  logistic probe fitted on the mean-pooled last hidden state, ``y = log p(concept)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from neurolens_lightning.adapters.base import Batch, ModelAdapter, NeuronSite
+from neurolens_lightning.concepts import Example, TextExample, TextTask
+from neurolens_lightning.errors import NeuroLensError
+
+
+class TextAdapter(ModelAdapter):
+    """Shared tokenization, span handling and confidence for text models."""
+
+    modality = "text"
+    max_length = 128
+
+    def __init__(self, model: nn.Module, tokenizer: Any, name: str = "model",
+                 device: str | torch.device | None = None, pooling: str | None = None,
+                 max_length: int | None = None) -> None:
+        super().__init__(model, name=name, device=device, pooling=pooling)
+        if tokenizer is None:
+            raise NeuroLensError(f"{name}: a text model needs a tokenizer; pass tokenizer=... (a Hugging Face "
+                                 "tokenizer object or a directory containing one)")
+        if not getattr(tokenizer, "is_fast", False):
+            raise NeuroLensError(f"{name}: tokenizer {type(tokenizer).__name__} is a slow (Python) tokenizer; span "
+                                 "marks need character offsets - load it with use_fast=True")
+        self.tokenizer = tokenizer
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        self.max_length = max_length or self.max_length
+
+    # ---------------------------------------------------------------- encoding
+    def encode(self, examples: Sequence[Example]) -> Batch:
+        for ex in examples:
+            if not isinstance(ex, TextExample):
+                raise NeuroLensError(f"{self.name} is a text model but got a {type(ex).__name__}; use a text probe")
+        texts = [ex.text for ex in examples]
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                             return_offsets_mapping=True, return_special_tokens_mask=True, return_tensors="pt")
+        offsets = enc.pop("offset_mapping")
+        special = enc.pop("special_tokens_mask").bool()
+        attn = enc["attention_mask"].bool()
+        position_mask = attn & ~special
+        span_mask = torch.zeros_like(position_mask)
+        for b, ex in enumerate(examples):
+            if ex.span is None:
+                continue
+            s, e = ex.span
+            starts, ends = offsets[b, :, 0], offsets[b, :, 1]
+            span_mask[b] = position_mask[b] & (starts < e) & (ends > s)
+        inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        tokens = [self.tokenizer.convert_ids_to_tokens(row.tolist()) for row in enc["input_ids"]]
+        return Batch(inputs=inputs, size=len(texts), position_mask=position_mask, span_mask=span_mask, tokens=tokens)
+
+    def _pad(self, rows: list[list[int]], value: int) -> torch.Tensor:
+        width = max(len(r) for r in rows)
+        return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+    def _target_ids(self, target: str) -> list[int]:
+        ids = self.tokenizer(target, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise NeuroLensError(f"task target {target!r} encodes to no tokens")
+        return ids
+
+    def site_view(self, act: torch.Tensor) -> torch.Tensor:
+        return act
+
+    # ---------------------------------------------------------------- confidence
+    @staticmethod
+    def _score_positions(logits: torch.Tensor, target: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Sum over m of ``weight[b, m] * log p(target_ids[b, m])`` at ``pred_pos[b, m]`` (own argmax if id < 0)."""
+        pos, ids, weight = target["pred_pos"], target["target_ids"], target["weight"]
+        b_idx = torch.arange(logits.shape[0], device=logits.device).unsqueeze(1)
+        logp = torch.log_softmax(logits[b_idx, pos].float(), dim=-1)  # [B, M, V]
+        own = logp.max(dim=-1).values
+        picked = logp.gather(-1, ids.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+        chosen = torch.where(ids < 0, own, picked)
+        return (chosen * weight).sum(dim=1)
+
+    def features(self, batch: Batch, outputs: Any) -> torch.Tensor:
+        hidden = getattr(outputs, "last_hidden_state", None)
+        if hidden is None:
+            hidden = outputs.hidden_states[-1]
+        mask = batch.inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
+
+    def forward(self, batch: Batch) -> Any:
+        if self.has_output_head:
+            return self.model(**batch.inputs)
+        return self.model(**batch.inputs, output_hidden_states=True)
+
+    def confidence(self, batch: Batch, outputs: Any, head: nn.Module | None = None) -> torch.Tensor:
+        if not self.has_output_head:
+            if head is None:
+                raise NeuroLensError(f"{self.name} has no LM head: confidence needs a fitted probe head")
+            return head(self.features(batch, outputs))
+        return self._score_positions(outputs.logits, batch.target)
+
+
+class GPT2Adapter(TextAdapter):
+    """GPT-2 (``GPT2LMHeadModel`` or ``GPT2Model``); neurons at ``h[L].mlp.act``."""
+
+    family = "gpt2"
+
+    @property
+    def _blocks(self) -> nn.ModuleList:
+        base = getattr(self.model, "transformer", self.model)
+        return base.h
+
+    @property
+    def sites(self) -> list[NeuronSite]:
+        prefix = "transformer.h" if hasattr(self.model, "transformer") else "h"
+        return [NeuronSite(i, f"{prefix}.{i}.mlp.act", blk.mlp.act, blk.mlp.c_fc.nf)
+                for i, blk in enumerate(self._blocks)]
+
+    @property
+    def has_output_head(self) -> bool:
+        return hasattr(self.model, "lm_head")
+
+    def encode_confidence(self, examples: Sequence[Example] | None, tasks: Sequence[TextTask] | None) -> Batch:
+        if tasks:
+            rows, pos, ids = [], [], []
+            for t in tasks:
+                p = self.tokenizer(t.prompt, add_special_tokens=False)["input_ids"][-(self.max_length - 8):]
+                tgt = self._target_ids(t.target)
+                rows.append(p + tgt)
+                pos.append(list(range(len(p) - 1, len(p) - 1 + len(tgt))))
+                ids.append(tgt)
+            input_ids = self._pad(rows, self.tokenizer.pad_token_id)
+            attn = self._pad([[1] * len(r) for r in rows], 0)
+            pm = attn.bool()
+            target = {"pred_pos": self._pad(pos, 0), "target_ids": self._pad(ids, 0),
+                      "weight": self._pad([[1] * len(i) for i in ids], 0).float()}
+            return Batch(inputs={"input_ids": input_ids, "attention_mask": attn}, size=len(rows), position_mask=pm,
+                         span_mask=torch.zeros_like(pm), target=target,
+                         tokens=[self.tokenizer.convert_ids_to_tokens(r) for r in rows])
+        batch = self.encode(examples or [])
+        if self.has_output_head:
+            attn = batch.inputs["attention_mask"]
+            T = attn.shape[1]
+            n = attn.sum(1)
+            pos = torch.arange(max(T - 1, 1)).unsqueeze(0).expand(batch.size, -1)
+            valid = (pos < (n - 1).unsqueeze(1)).float()
+            valid = valid / valid.sum(1, keepdim=True).clamp_min(1)
+            batch.target = {"pred_pos": pos.clone(), "target_ids": torch.full_like(pos, -1), "weight": valid}
+        return batch
+
+
+class BertAdapter(TextAdapter):
+    """BERT-like encoders (BERT, RoBERTa, MiniLM, ...); neurons at ``encoder.layer[L].intermediate``."""
+
+    family = "bert"
+
+    @property
+    def _encoder_layers(self) -> nn.ModuleList:
+        base = getattr(self.model, "base_model", self.model)
+        return base.encoder.layer
+
+    @property
+    def sites(self) -> list[NeuronSite]:
+        base = getattr(self.model, "base_model", self.model)
+        prefix = "" if base is self.model else f"{self.model.base_model_prefix}."
+        return [NeuronSite(i, f"{prefix}encoder.layer.{i}.intermediate", layer.intermediate,
+                           layer.intermediate.dense.out_features)
+                for i, layer in enumerate(self._encoder_layers)]
+
+    @property
+    def has_output_head(self) -> bool:
+        return type(self.model).__name__.endswith("ForMaskedLM")
+
+    def encode_confidence(self, examples: Sequence[Example] | None, tasks: Sequence[TextTask] | None) -> Batch:
+        if not self.has_output_head:
+            return self.encode(examples or [])
+        tok = self.tokenizer
+        mask_id = tok.mask_token_id
+        if tasks:
+            rows, pos, ids = [], [], []
+            for t in tasks:
+                p = tok(t.prompt, add_special_tokens=False)["input_ids"][-(self.max_length - 16):]
+                tgt = self._target_ids(t.target)
+                full = tok.build_inputs_with_special_tokens(p + [mask_id] * len(tgt))
+                first = full.index(mask_id)
+                rows.append(full)
+                pos.append(list(range(first, first + len(tgt))))
+                ids.append(tgt)
+            input_ids = self._pad(rows, tok.pad_token_id)
+            attn = self._pad([[1] * len(r) for r in rows], 0)
+            special = torch.tensor([tok.get_special_tokens_mask(r, already_has_special_tokens=True) +
+                                    [1] * (input_ids.shape[1] - len(r)) for r in rows]).bool()
+            pm = attn.bool() & ~special | (input_ids == mask_id)
+            target = {"pred_pos": self._pad(pos, 0), "target_ids": self._pad(ids, 0),
+                      "weight": self._pad([[1] * len(i) for i in ids], 0).float()}
+            inputs = {"input_ids": input_ids, "attention_mask": attn}
+            return Batch(inputs=inputs, size=len(rows), position_mask=pm, span_mask=torch.zeros_like(pm),
+                         target=target, tokens=[tok.convert_ids_to_tokens(r) for r in rows])
+        batch = self.encode(examples or [])
+        ids = batch.inputs["input_ids"].clone()
+        pos, tgt = [], []
+        for b in range(batch.size):
+            where = batch.span_mask[b].nonzero().flatten().tolist()
+            if not where:
+                real = batch.position_mask[b].nonzero().flatten().tolist()
+                where = real[-1:] if real else [0]
+            pos.append(where)
+            tgt.append(ids[b, where].tolist())
+            ids[b, where] = mask_id
+        batch.inputs["input_ids"] = ids
+        batch.target = {"pred_pos": self._pad(pos, 0), "target_ids": self._pad(tgt, 0),
+                        "weight": self._pad([[1] * len(p) for p in pos], 0).float()}
+        return batch

@@ -1,0 +1,111 @@
+"""The Python entry point: :func:`scan`.
+
+Example:
+    >>> import neurolens_lightning as nl
+    >>> result = nl.scan(model="minilm", concept="royalty", layers=[3, 4, 5], top_k=5)  # doctest: +SKIP
+    >>> result.save("reports/minilm-royalty")                                           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from neurolens_lightning.adapters import ModelAdapter
+from neurolens_lightning.concepts import Concept, load_concept
+from neurolens_lightning.errors import NeuroLensError
+from neurolens_lightning.registry import load_model
+from neurolens_lightning.results import ScanResult
+from neurolens_lightning.scanner import ConceptScanner
+
+
+def scan(
+    model: "str | Path | torch.nn.Module | ModelAdapter" = "minilm",
+    concept: "str | Path | Concept | dict[str, Any]" = "royalty",
+    layers: Sequence[int] | None = None,
+    top_k: int = 10,
+    ablate: bool = False,
+    *,
+    tokenizer: Any = None,
+    weights: str = "pretrained",
+    arch: str | None = None,
+    device: str | torch.device | None = None,
+    download: bool = False,
+    importance: bool = True,
+    baseline: str = "zero",
+    pooling: str | None = None,
+    batch_size: int = 16,
+    max_neurons: int = 500,
+    fdr_q: float = 0.05,
+    top_examples: int = 3,
+    ablation: str = "zero",
+    null_samples: int = 50,
+    neurons: Sequence[tuple[int, int]] | None = None,
+    holdout: float = 0.5,
+    seed: int = 0,
+    progress: bool = False,
+    image_size: int | None = None,
+) -> ScanResult:
+    """Score every neuron of ``layers`` for ``concept`` and rank them.
+
+    Args:
+        model: registry name (``minilm``, ``gpt2``, ...), local path, ``nn.Module`` or adapter.
+        concept: built-in name, probe JSON path, dict or :class:`Concept`.
+        layers: layer indices (default: all).
+        top_k: number of candidates reported (and ablated with ``ablate=True``).
+        ablate: validate the top-k causally (zero/mean/resample ablation vs a random-neuron
+            null). Candidates are then ranked on one split of the probe data and ablated on
+            the disjoint ``holdout`` split.
+        importance: compute gradient x activation importance (one backward pass).
+        baseline: importance baseline, ``zero`` or ``mean``.
+
+    Returns:
+        a :class:`ScanResult`; ``result.save(out_dir)`` writes results.json (+ report.html).
+    """
+    if top_k < 1:
+        raise NeuroLensError(f"top_k must be >= 1, got {top_k}")
+    concept_obj = load_concept(concept)
+    kwargs: dict[str, Any] = {}
+    if pooling:
+        kwargs["pooling"] = pooling
+    if image_size:
+        kwargs["image_size"] = image_size
+    adapter = load_model(model, tokenizer=tokenizer, weights=weights, arch=arch, device=device,
+                         download=download, **kwargs)
+    adapter.select_sites(layers)  # validate before any work
+    rank_concept, held_out = concept_obj, None
+    if ablate and holdout > 0:
+        rank_concept, held_out = concept_obj.split(holdout, seed=seed)
+    t0 = time.perf_counter()
+    scanner = ConceptScanner(adapter, rank_concept, layers=layers, batch_size=batch_size, importance=importance,
+                             baseline=baseline, top_examples=top_examples, progress=progress)
+    scanner.run_activation_pass()
+    t1 = time.perf_counter()
+    if importance:
+        scanner.run_importance_pass()
+    t2 = time.perf_counter()
+    scores = scanner.compute()
+    head = None
+    if scanner.head is not None:
+        head = {"kind": "logistic probe on mean-pooled last hidden state",
+                "train_accuracy": round(scanner.head.train_accuracy, 4),
+                "heldout_accuracy": round(scanner.head.heldout_accuracy, 4)}
+    result = ScanResult(
+        model={**adapter.describe(), "weights": weights if not isinstance(model, torch.nn.Module) else "given"},
+        concept=rank_concept, layers=scanner.layers, units=[s.units for s in scanner.sites], scores=scores,
+        top_k=top_k, max_neurons=max_neurons, fdr_q=fdr_q, head=head,
+        settings={"importance": importance, "baseline": baseline, "pooling": adapter.pooling,
+                  "batch_size": batch_size, "device": str(adapter.device), "ablate": ablate,
+                  "split": "ranking half of the probe" if held_out is not None else "all examples"},
+        timings={"activation_pass": t1 - t0, "importance_pass": t2 - t1},
+    )
+    if ablate:
+        from neurolens_lightning.ablation import run_ablation
+
+        run_ablation(result, adapter, scanner, held_out or concept_obj, method=ablation,
+                     null_samples=null_samples, neurons=neurons, seed=seed, batch_size=batch_size,
+                     progress=progress)
+    return result

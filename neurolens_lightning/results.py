@@ -1,0 +1,199 @@
+"""The result of a scan: candidate table, layer summaries, results.json and the saved report folder.
+
+``results.json`` (schema in the README) holds every number the report shows. Saving is
+atomic: files are written into a temporary sibling folder that is renamed into place, so
+an error never leaves a half-written report behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from neurolens_lightning.concepts import Concept, ImageExample, TextExample
+from neurolens_lightning.scanner import NeuronScores
+
+SCHEMA_VERSION = 1
+
+
+def _f(x: Any, nd: int = 6) -> float | None:
+    """A JSON-safe rounded float (None for NaN)."""
+    v = float(x)
+    if math.isnan(v):
+        return None
+    if math.isinf(v):
+        return 1e308 if v > 0 else -1e308
+    return float(f"{v:.{nd}g}")
+
+
+@dataclass
+class ScanResult:
+    """Scores of one concept in one model, ranked.
+
+    Example:
+        >>> result = scan(model="minilm", concept="royalty")   # doctest: +SKIP
+        >>> result.candidates(3)[0]["layer"]                    # doctest: +SKIP
+    """
+
+    model: dict[str, Any]
+    concept: Concept
+    layers: list[int]
+    units: list[int]
+    scores: NeuronScores
+    top_k: int = 10
+    max_neurons: int = 500
+    fdr_q: float = 0.05
+    settings: dict[str, Any] = field(default_factory=dict)
+    head: dict[str, Any] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    ablation: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    ablation_summary: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ tables
+    @property
+    def significant(self) -> torch.Tensor:
+        return self.scores.selectivity_q <= self.fdr_q
+
+    @property
+    def n_significant_fdr(self) -> int:
+        return int(self.significant.sum())
+
+    def neuron_record(self, i: int, rank: int | None = None) -> dict[str, Any]:
+        s = self.scores
+        rec = {
+            "layer": int(s.layer[i]), "index": int(s.index[i]),
+            "selectivity": _f(s.selectivity[i]), "selectivity_p": _f(s.selectivity_p[i]),
+            "selectivity_q": _f(s.selectivity_q[i]), "consistency": _f(s.consistency[i]),
+            "importance": None if s.importance is None else _f(s.importance[i]),
+            "importance_zero": None if s.importance_zero is None else _f(s.importance_zero[i]),
+            "importance_mean": None if s.importance_mean is None else _f(s.importance_mean[i]),
+            "score": _f(s.score[i]), "rank": rank,
+            "mean_pos": _f(s.mean_pos[i]), "mean_neg": _f(s.mean_neg[i]),
+            "group_d": [_f(v, 4) for v in s.group_d[:, i].tolist()],
+            "ablation": self.ablation.get((int(s.layer[i]), int(s.index[i]))),
+        }
+        return rec
+
+    def candidates(self, k: int | None = None) -> list[dict[str, Any]]:
+        """The top ``k`` neurons (default ``top_k``) as records, best first."""
+        k = self.top_k if k is None else k
+        order = self.scores.order[:k].tolist()
+        return [self.neuron_record(i, rank=r + 1) for r, i in enumerate(order)]
+
+    def top_neurons(self, k: int | None = None) -> list[tuple[int, int]]:
+        return [(c["layer"], c["index"]) for c in self.candidates(k)]
+
+    def layer_summary(self) -> list[dict[str, Any]]:
+        s = self.scores
+        out = []
+        sig = self.significant
+        for layer, units in zip(self.layers, self.units):
+            m = s.layer == layer
+            out.append({
+                "layer": layer, "n_units": units, "n_significant": int(sig[m].sum()),
+                "n_significant_positive": int((sig & (s.selectivity > 0))[m].sum()),
+                "top_score": _f(s.score[m].max()), "max_selectivity": _f(s.selectivity[m].max()),
+                "mean_abs_selectivity": _f(s.selectivity[m].abs().mean()),
+                "sum_score": _f(s.score[m].sum()),
+            })
+        return out
+
+    def examples_for(self, i: int) -> list[dict[str, Any]]:
+        """The probe examples that activate neuron ``i`` most, with the strongest position."""
+        s = self.scores
+        items = list(self.concept.positive) + list(self.concept.negative)
+        n_pos = len(self.concept.positive)
+        out = []
+        for v, eid, pos in zip(s.top_values[:, i].tolist(), s.top_example_ids[:, i].tolist(),
+                               s.top_positions[:, i].tolist()):
+            if eid < 0 or eid >= len(items):
+                continue
+            ex = items[eid]
+            rec: dict[str, Any] = {"activation": _f(v), "positive": eid < n_pos, "position": int(pos)}
+            if isinstance(ex, TextExample):
+                rec["text"] = ex.text
+                rec["span"] = list(ex.span) if ex.span else None
+            elif isinstance(ex, ImageExample):
+                rec["image"] = str(ex.path)
+            out.append(rec)
+        return out
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self, include_all: bool = True) -> dict[str, Any]:
+        s = self.scores
+        n_listed = max(self.top_k, min(self.max_neurons, len(s.order)))
+        order = s.order[:n_listed].tolist()
+        neurons = []
+        for r, i in enumerate(order):
+            rec = self.neuron_record(i, rank=r + 1)
+            if r < max(self.top_k, 20):
+                rec["top_examples"] = self.examples_for(i)
+            neurons.append(rec)
+        data: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "model": self.model.get("name"),
+            "model_info": self.model,
+            "concept": self.concept.name,
+            "concept_info": {**self.concept.summary(), "groups": self.concept.group_names,
+                             "source": self.concept.source},
+            "layers": self.layers,
+            "n_positive": len(self.concept.positive),
+            "n_negative": len(self.concept.negative),
+            "n_neurons_scanned": int(len(s.order)),
+            "n_significant_fdr": self.n_significant_fdr,
+            "fdr_q": self.fdr_q,
+            "top_k": self.top_k,
+            "settings": self.settings,
+            "confidence_head": self.head,
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+            "neurons": neurons,
+            "layer_summary": self.layer_summary(),
+        }
+        if self.ablation_summary is not None:
+            data["ablation_summary"] = self.ablation_summary
+        if include_all:
+            data["all_neurons"] = {
+                "layers": self.layers,
+                "selectivity": [[_f(v, 4) for v in s.selectivity[s.layer == l].tolist()] for l in self.layers],
+                "consistency": [[_f(v, 4) for v in s.consistency[s.layer == l].tolist()] for l in self.layers],
+                "importance": None if s.importance is None else
+                [[_f(v, 4) for v in s.importance[s.layer == l].tolist()] for l in self.layers],
+                "score": [[_f(v, 4) for v in s.score[s.layer == l].tolist()] for l in self.layers],
+            }
+        data.update(self.extra)
+        return data
+
+    def save(self, out_dir: str | Path, report: bool = True) -> Path:
+        """Write ``results.json`` (and ``report.html`` when ``report``) into ``out_dir`` atomically."""
+        out = Path(out_dir)
+        data = self.to_dict()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        try:
+            (tmp / "results.json").write_text(json.dumps(data, indent=1, allow_nan=False), encoding="utf-8")
+            if report:
+                try:
+                    from neurolens_lightning.report import write_report
+                except ImportError:
+                    write_report = None
+                if write_report is not None:
+                    write_report(data, tmp / "report.html", result=self)
+            if out.exists():
+                for child in tmp.iterdir():
+                    os.replace(child, out / child.name)
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return out

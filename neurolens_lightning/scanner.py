@@ -1,0 +1,278 @@
+"""The scoring passes: concept -> adapter -> hooks -> metrics.
+
+:class:`ConceptScanner` owns the metrics for one (model, concept, layers) and exposes the
+two per-batch steps, so the same logic runs from :func:`neurolens_lightning.scan`, from a
+Lightning ``validation_step`` and from the training callback:
+
+* :meth:`ConceptScanner.activation_step` (no grad): pooled activations of every scanned
+  neuron -> Selectivity, Consistency, MeanActivation, TopActivations (+ features for a
+  probe head when the model has no output head);
+* :meth:`ConceptScanner.importance_step` (one backward for all neurons): gradient x
+  activation of the confidence y on concept inputs -> Importance.
+
+Example:
+    >>> scanner = ConceptScanner(adapter, concept)               # doctest: +SKIP
+    >>> scanner.run(); scores = scanner.compute()               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from neurolens_lightning.adapters import Batch, ModelAdapter, NeuronSite
+from neurolens_lightning.concepts import Concept, Example, TextExample
+from neurolens_lightning.errors import NeuroLensError
+from neurolens_lightning.hooks import capture, eval_mode, intervene
+from neurolens_lightning.metrics import Consistency, Importance, MeanActivation, Selectivity, TopActivations
+from neurolens_lightning.probe_head import ProbeHead, fit_probe_head
+from neurolens_lightning.ranking import bh_qvalues, composite_score, rank_order
+
+
+@dataclass
+class NeuronScores:
+    """Flat per-neuron scores over every scanned neuron (``layer[i]``, ``index[i]``)."""
+
+    layer: torch.Tensor
+    index: torch.Tensor
+    selectivity: torch.Tensor
+    selectivity_p: torch.Tensor
+    selectivity_q: torch.Tensor
+    consistency: torch.Tensor
+    group_d: torch.Tensor
+    importance: torch.Tensor | None
+    importance_zero: torch.Tensor | None
+    importance_mean: torch.Tensor | None
+    mean_activation: torch.Tensor
+    mean_pos: torch.Tensor
+    mean_neg: torch.Tensor
+    score: torch.Tensor
+    order: torch.Tensor
+    top_values: torch.Tensor
+    top_example_ids: torch.Tensor
+    top_positions: torch.Tensor
+
+    def flat_index(self, layer: int, index: int) -> int:
+        hit = ((self.layer == layer) & (self.index == index)).nonzero().flatten()
+        if hit.numel() == 0:
+            raise NeuroLensError(f"neuron {layer}:{index} was not scanned (check the layer list and unit count)")
+        return int(hit[0])
+
+
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+class ConceptScanner:
+    """Accumulates the three scores for one concept over the chosen layers of one model."""
+
+    def __init__(self, adapter: ModelAdapter, concept: Concept, layers: Sequence[int] | None = None,
+                 batch_size: int = 16, importance: bool = True, baseline: str = "zero",
+                 top_examples: int = 3, progress: bool = False) -> None:
+        if concept.modality != adapter.modality:
+            raise NeuroLensError(f"concept {concept.name!r} is a {concept.modality} probe but {adapter.name} is a "
+                                 f"{adapter.modality} model; choose a matching concept or model")
+        if baseline not in ("zero", "mean"):
+            raise NeuroLensError(f"importance baseline must be 'zero' or 'mean', got {baseline!r}")
+        if batch_size < 1:
+            raise NeuroLensError(f"batch_size must be >= 1, got {batch_size}")
+        self.adapter = adapter
+        self.concept = concept
+        self.sites: list[NeuronSite] = adapter.select_sites(layers)
+        self.layers = [s.layer for s in self.sites]
+        self.offsets = [0]
+        for s in self.sites:
+            self.offsets.append(self.offsets[-1] + s.units)
+        self.num_neurons = self.offsets[-1]
+        self.batch_size = batch_size
+        self.use_importance = importance
+        self.baseline = baseline
+        self.progress = progress
+        self.examples: list[Example] = list(concept.positive) + list(concept.negative)
+        n_pos = len(concept.positive)
+        self.is_positive = torch.tensor([True] * n_pos + [False] * len(concept.negative))
+        self.groups = torch.tensor(concept.group_index + [-1] * len(concept.negative))
+        self.num_groups = len(concept.group_names)
+        device = adapter.device
+        u = self.num_neurons
+        self.selectivity = Selectivity(u).to(device)
+        self.consistency = Consistency(u, self.num_groups).to(device)
+        self.mean_activation = MeanActivation(u).to(device)
+        self.top = TopActivations(u, k=top_examples).to(device)
+        self.importance = Importance(u).to(device)
+        self.head: ProbeHead | None = None
+        self._features: list[torch.Tensor] = []
+        self._feature_labels: list[torch.Tensor] = []
+
+    # ----------------------------------------------------------------- helpers
+    @property
+    def modules(self) -> dict[int, nn.Module]:
+        return {i: s.module for i, s in enumerate(self.sites)}
+
+    def batches(self, examples: Sequence[Any] | None = None) -> Iterator[tuple[slice, Batch]]:
+        """Encoded batches of ``examples`` (default: positives then negatives), on the model's device."""
+        items = self.examples if examples is None else examples
+        for sl in _chunks(len(items), self.batch_size):
+            yield sl, self.adapter.encode(items[sl]).to(self.adapter.device)
+
+    def _progress(self, it: Any, total: int, desc: str) -> Any:
+        if not self.progress:
+            return it
+        from tqdm.auto import tqdm
+
+        return tqdm(it, total=total, desc=desc, leave=False, unit="batch")
+
+    # ----------------------------------------------------------------- activation pass
+    @torch.no_grad()
+    def activation_step(self, batch: Batch, is_positive: torch.Tensor, groups: torch.Tensor,
+                        example_ids: torch.Tensor) -> Any:
+        """Forward one batch, pool every site and update the activation metrics. Returns the model outputs."""
+        pooled: dict[int, torch.Tensor] = {}
+        argpos: dict[int, torch.Tensor] = {}
+        act_sum: dict[int, torch.Tensor] = {}
+        counts: dict[int, torch.Tensor] = {}
+        pm = batch.position_mask
+
+        def on_output(key: Any, act: torch.Tensor) -> None:
+            view = self.adapter.site_view(act)
+            pooled[key], argpos[key] = self.adapter.pool(act, batch)
+            if pm is not None:
+                act_sum[key] = (view * pm.unsqueeze(-1)).sum((0, 1))
+                counts[key] = pm.sum().expand(view.shape[2])
+            else:
+                act_sum[key] = view.sum((0, 1))
+                counts[key] = torch.full((view.shape[2],), view.shape[0] * view.shape[1], device=view.device)
+
+        with eval_mode(self.adapter.model), capture(self.modules, on_output=on_output):
+            outputs = self.adapter.forward(batch)
+        keys = range(len(self.sites))
+        acts = torch.cat([pooled[k] for k in keys], dim=1)
+        device = acts.device
+        is_positive, groups, example_ids = is_positive.to(device), groups.to(device), example_ids.to(device)
+        self.selectivity.update(acts, is_positive)
+        self.consistency.update(acts, groups)
+        self.mean_activation.update(torch.cat([act_sum[k] for k in keys]), torch.cat([counts[k] for k in keys]))
+        self.top.update(acts, example_ids, torch.cat([argpos[k] for k in keys], dim=1))
+        if not self.adapter.has_output_head and self.use_importance:
+            self._features.append(self.adapter.features(batch, outputs).detach().float())
+            self._feature_labels.append(is_positive.float())
+        return outputs
+
+    def run_activation_pass(self) -> None:
+        total = (len(self.examples) + self.batch_size - 1) // self.batch_size
+        for sl, batch in self._progress(self.batches(), total, f"activations [{self.concept.name}]"):
+            ids = torch.arange(sl.start, sl.stop)
+            self.activation_step(batch, self.is_positive[sl], self.groups[sl], ids)
+
+    # ----------------------------------------------------------------- probe head
+    def fit_head(self) -> ProbeHead | None:
+        if self.adapter.has_output_head or not self._features:
+            return self.head
+        feats = torch.cat(self._features)
+        labels = torch.cat(self._feature_labels)
+        self.head = fit_probe_head(feats, labels)
+        self._features, self._feature_labels = [], []
+        return self.head
+
+    # ----------------------------------------------------------------- importance pass
+    @property
+    def uses_tasks(self) -> bool:
+        """y is measured on the probe's tasks when the model has an output head that can score them."""
+        return bool(self.concept.tasks) and self.adapter.has_output_head
+
+    def confidence_inputs(self) -> list[Any]:
+        return list(self.concept.tasks) if self.uses_tasks else list(self.concept.positive)
+
+    def importance_step(self, batch: Batch) -> torch.Tensor:
+        """One forward + backward: per-example sum over positions of a*dy/da and dy/da for every neuron.
+
+        Gradients are taken with ``torch.autograd.grad`` w.r.t. the activations only, so no
+        parameter ``.grad`` is touched. Returns y ``[B]`` (detached).
+        """
+        acts: dict[int, torch.Tensor] = {}
+
+        def keep(key: Any, out: torch.Tensor) -> torch.Tensor:
+            if not out.requires_grad:  # frozen model: start the graph here; values are unchanged
+                out = out.detach().requires_grad_(True)
+            acts[key] = out
+            return out
+
+        with eval_mode(self.adapter.model), torch.enable_grad(), intervene(self.modules, keep):
+            outputs = self.adapter.forward(batch)
+            y = self.adapter.confidence(batch, outputs, self.head)
+            keys = list(range(len(self.sites)))
+            grads = torch.autograd.grad(y.sum(), [acts[k] for k in keys], allow_unused=True)
+        attn = batch.inputs.get("attention_mask")
+        ag_parts, g_parts = [], []
+        for k, g in zip(keys, grads):
+            a = self.adapter.site_view(acts[k].detach())
+            g = torch.zeros_like(a) if g is None else self.adapter.site_view(g)
+            if attn is not None:
+                g = g * attn.unsqueeze(-1).to(g.dtype)
+            ag_parts.append((a * g).sum(1))
+            g_parts.append(g.sum(1))
+        self.importance.update(torch.cat(ag_parts, 1), torch.cat(g_parts, 1))
+        return y.detach()
+
+    def run_importance_pass(self) -> None:
+        self.fit_head()
+        items = self.confidence_inputs()
+        total = (len(items) + self.batch_size - 1) // self.batch_size
+        for sl in self._progress(_chunks(len(items), self.batch_size), total, f"importance [{self.concept.name}]"):
+            chunk = items[sl]
+            if self.uses_tasks:
+                batch = self.adapter.encode_confidence(None, chunk)
+            else:
+                batch = self.adapter.encode_confidence(chunk, None)
+            self.importance_step(batch.to(self.adapter.device))
+
+    def run(self) -> "ConceptScanner":
+        self.run_activation_pass()
+        if self.use_importance:
+            self.run_importance_pass()
+        return self
+
+    # ----------------------------------------------------------------- results
+    def metrics(self) -> list[Any]:
+        return [self.selectivity, self.consistency, self.mean_activation, self.top, self.importance]
+
+    def reset(self) -> None:
+        for m in self.metrics():
+            m.reset()
+
+    def compute(self) -> NeuronScores:
+        """Compute (and, under DDP, sync) every score and rank the neurons."""
+        sel = self.selectivity.compute()
+        cons = self.consistency.compute()
+        mean_act = self.mean_activation.compute()
+        top = self.top.compute()
+        imp = imp0 = impm = None
+        if self.use_importance:
+            r = self.importance.compute(baseline=mean_act)
+            imp0, impm = r["zero"], r["mean"]
+            imp = imp0 if self.baseline == "zero" else impm
+        d = sel["d"]
+        for name, t in (("selectivity", d), ("consistency", cons["consistency"])):
+            if not torch.isfinite(t).all():
+                raise NeuroLensError(f"{name} is not finite for some neurons: the model produced NaN/inf "
+                                     "activations on the probe examples; check the model weights and inputs")
+        score = composite_score(d, cons["consistency"], imp)
+        layer = torch.cat([torch.full((s.units,), s.layer, dtype=torch.long) for s in self.sites])
+        index = torch.cat([torch.arange(s.units) for s in self.sites])
+        return NeuronScores(
+            layer=layer, index=index, selectivity=d.cpu(), selectivity_p=sel["p_value"].cpu(),
+            selectivity_q=bh_qvalues(sel["p_value"]).cpu(), consistency=cons["consistency"].cpu(),
+            group_d=cons["group_d"].cpu(), importance=None if imp is None else imp.cpu(),
+            importance_zero=None if imp0 is None else imp0.cpu(), importance_mean=None if impm is None else impm.cpu(),
+            mean_activation=mean_act.cpu(), mean_pos=sel["mean_pos"].cpu(), mean_neg=sel["mean_neg"].cpu(),
+            score=score.cpu(), order=rank_order(score, d).cpu(), top_values=top["values"].cpu(),
+            top_example_ids=top["example_ids"].cpu(), top_positions=top["positions"].cpu(),
+        )
+
+
+def example_text(ex: Example) -> str:
+    return ex.text if isinstance(ex, TextExample) else str(getattr(ex, "path", ex))
