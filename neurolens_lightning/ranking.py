@@ -74,5 +74,5 @@ def composite_score(d: torch.Tensor, consistency: torch.Tensor, imp: torch.Tenso
 
 def rank_order(score: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     """Indices by descending score, ties broken by descending selectivity."""
-    key = score.double() * 1e6 + torch.tanh(d.double()) * 1e-3
-    return torch.argsort(key, descending=True, stable=True)
+    by_d = torch.argsort(d.double(), descending=True, stable=True)
+    return by_d[torch.argsort(score.double()[by_d], descending=True, stable=True)]

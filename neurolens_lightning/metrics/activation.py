@@ -74,9 +74,16 @@ class TopActivations(Metric):
         self.values, self.example_ids, self.positions = self._select(
             values, torch.cat([self.example_ids, ids]), torch.cat([self.positions, positions.long()]), self.k)
 
+    def _reduce_states(self, incoming_state: dict) -> None:
+        # forward(): merge the batch's top-k with the running top-k and keep k rows (constant memory)
+        super()._reduce_states(incoming_state)
+        self.values, self.example_ids, self.positions = self._select(
+            self.values, self.example_ids, self.positions, self.k)
+
     def compute(self) -> dict[str, torch.Tensor]:
         values, ids, pos = self.values, self.example_ids, self.positions
         if isinstance(values, list):  # pragma: no cover - unsynced list states
             values, ids, pos = torch.cat(values), torch.cat(ids), torch.cat(pos)
-        v, i, p = self._select(values, ids, pos, self.k)
+        u = values.shape[-1]  # after a DDP sync the gathered states are stacked as [world, k, U]
+        v, i, p = self._select(values.reshape(-1, u), ids.reshape(-1, u), pos.reshape(-1, u), self.k)
         return {"values": v, "example_ids": i, "positions": p}

@@ -29,6 +29,7 @@ class Importance(Metric):
     full_state_update = False
 
     def __init__(self, num_neurons: int, **kwargs) -> None:
+        kwargs.setdefault("compute_with_cache", False)  # compute(baseline=...) depends on its argument
         super().__init__(**kwargs)
         self.num_neurons = num_neurons
         self.add_state("n", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
