@@ -1,8 +1,9 @@
 """A logistic probe head: the confidence y for models without an output head.
 
 Fitted on the pooled last-layer representation of concept-positive vs negative examples
-(a stratified train split; the rest measures held-out accuracy), then frozen:
-``y(x) = log p(concept | x) = logsigmoid(w . f(x) + b)``.
+(a stratified train split; the rest measures held-out accuracy), then frozen. The confidence used for importance and ablation is the log-odds
+``y(x) = w . f(x) + b = log p(concept | x) - log p(not concept | x)`` (:meth:`ProbeHead.logits`);
+``forward`` gives ``log p(concept | x)``.
 
 Example:
     >>> import torch

@@ -174,6 +174,21 @@ class ModelAdapter(ABC):
     def site_view(self, act: torch.Tensor) -> torch.Tensor:
         """A site's output as ``[B, positions, units]`` (a view where possible)."""
 
+    # ---------------------------------------------------------------- re-entry (ablation speed-up)
+    @property
+    def blocks(self) -> list[nn.Module] | None:
+        """The computation blocks, ``blocks[i]`` containing site ``i``, if the forward can be
+        re-entered at a block (see :meth:`tail`); None disables reuse of lower activations."""
+        return None
+
+    def tail(self, hidden: torch.Tensor) -> Any:
+        """Model outputs from the last block's output (what :meth:`confidence` reads)."""
+        raise NotImplementedError
+
+    def unview(self, view: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`site_view`: back to the layout of the site output ``like``."""
+        return view.reshape(like.shape)
+
     def pool(self, act: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         return pool_activations(self.site_view(act), batch.position_mask, batch.span_mask, self.pooling)
 

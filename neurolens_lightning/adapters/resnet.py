@@ -107,6 +107,16 @@ class ResNetAdapter(ModelAdapter):
     def site_view(self, act: torch.Tensor) -> torch.Tensor:
         return act.flatten(2).transpose(1, 2)
 
+    @property
+    def blocks(self) -> list[nn.Module]:
+        return [s.module for s in self.sites]
+
+    def tail(self, hidden: torch.Tensor) -> Any:
+        return self.model.fc(torch.flatten(self.model.avgpool(hidden), 1))
+
+    def unview(self, view: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return view.transpose(1, 2).reshape(like.shape)
+
     def confidence(self, batch: Batch, outputs: Any, head: nn.Module | None = None) -> torch.Tensor:
         logp = torch.log_softmax(outputs.float(), dim=-1)
         labels = batch.target["labels"]

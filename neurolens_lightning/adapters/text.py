@@ -12,11 +12,14 @@ Confidence y (DESIGN §2):
   without tasks the concept span is masked (the last real token if none is marked) and
   the original tokens are scored.
 * models without an LM head (``BertModel``, ``GPT2Model``, sequence classifiers): a
-  logistic probe fitted on the mean-pooled last hidden state, ``y = log p(concept)``.
+  logistic probe fitted on the mean-pooled last hidden state; y is its log-odds
+  ``log p(concept) - log p(not concept)`` (log p itself saturates near 0 for confidently
+  classified positives, which would hide ablation effects).
 """
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, Sequence
 
 import torch
@@ -25,6 +28,21 @@ from torch import nn
 from neurolens_lightning.adapters.base import Batch, ModelAdapter, NeuronSite
 from neurolens_lightning.concepts import Example, TextExample, TextTask
 from neurolens_lightning.errors import NeuroLensError
+
+
+def _with_special_tokens(tok: Any, ids: list[int]) -> list[int]:
+    """``ids`` wrapped in the tokenizer's special tokens (e.g. [CLS] ... [SEP]).
+
+    transformers 5 fast tokenizers have no ``build_inputs_with_special_tokens``: the
+    template is read off the encoding of a one-word text instead.
+    """
+    build = getattr(tok, "build_inputs_with_special_tokens", None)
+    if build is not None:
+        return list(build(ids))
+    probe = tok("a", add_special_tokens=False)["input_ids"]
+    full = tok("a", add_special_tokens=True)["input_ids"]
+    i = next(i for i in range(len(full)) if full[i:i + len(probe)] == probe)
+    return full[:i] + list(ids) + full[i + len(probe):]
 
 
 class TextAdapter(ModelAdapter):
@@ -112,7 +130,7 @@ class TextAdapter(ModelAdapter):
         if not self.has_output_head:
             if head is None:
                 raise NeuroLensError(f"{self.name} has no LM head: confidence needs a fitted probe head")
-            return head(self.features(batch, outputs))
+            return head.logits(self.features(batch, outputs))
         return self._score_positions(outputs.logits, batch.target)
 
 
@@ -135,6 +153,17 @@ class GPT2Adapter(TextAdapter):
     @property
     def has_output_head(self) -> bool:
         return hasattr(self.model, "lm_head")
+
+    @property
+    def blocks(self) -> list[nn.Module]:
+        return list(self._blocks)
+
+    def tail(self, hidden: torch.Tensor) -> Any:
+        base = getattr(self.model, "transformer", self.model)
+        h = base.ln_f(hidden)
+        if self.has_output_head:
+            return SimpleNamespace(logits=self.model.lm_head(h))
+        return SimpleNamespace(last_hidden_state=h, hidden_states=None)
 
     def encode_confidence(self, examples: Sequence[Example] | None, tasks: Sequence[TextTask] | None) -> Batch:
         if tasks:
@@ -187,6 +216,18 @@ class BertAdapter(TextAdapter):
     def has_output_head(self) -> bool:
         return type(self.model).__name__.endswith("ForMaskedLM")
 
+    @property
+    def blocks(self) -> list[nn.Module] | None:
+        if not self.has_output_head and type(self.model).__name__ not in ("BertModel", "RobertaModel"):
+            return None  # e.g. sequence classifiers: their head is not re-entered here
+        return list(self._encoder_layers)
+
+    def tail(self, hidden: torch.Tensor) -> Any:
+        if not self.has_output_head:
+            return SimpleNamespace(last_hidden_state=hidden, hidden_states=None)
+        head = getattr(self.model, "cls", None) or getattr(self.model, "lm_head")
+        return SimpleNamespace(logits=head(hidden))
+
     def encode_confidence(self, examples: Sequence[Example] | None, tasks: Sequence[TextTask] | None) -> Batch:
         if not self.has_output_head:
             return self.encode(examples or [])
@@ -197,15 +238,15 @@ class BertAdapter(TextAdapter):
             for t in tasks:
                 p = tok(t.prompt, add_special_tokens=False)["input_ids"][-(self.max_length - 16):]
                 tgt = self._target_ids(t.target)
-                full = tok.build_inputs_with_special_tokens(p + [mask_id] * len(tgt))
+                full = _with_special_tokens(tok, p + [mask_id] * len(tgt))
                 first = full.index(mask_id)
                 rows.append(full)
                 pos.append(list(range(first, first + len(tgt))))
                 ids.append(tgt)
             input_ids = self._pad(rows, tok.pad_token_id)
             attn = self._pad([[1] * len(r) for r in rows], 0)
-            special = torch.tensor([tok.get_special_tokens_mask(r, already_has_special_tokens=True) +
-                                    [1] * (input_ids.shape[1] - len(r)) for r in rows]).bool()
+            special_ids = torch.tensor(sorted(set(tok.all_special_ids) - {mask_id}))
+            special = torch.isin(input_ids, special_ids)
             pm = attn.bool() & ~special | (input_ids == mask_id)
             target = {"pred_pos": self._pad(pos, 0), "target_ids": self._pad(ids, 0),
                       "weight": self._pad([[1] * len(i) for i in ids], 0).float()}

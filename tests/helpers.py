@@ -1,0 +1,237 @@
+"""Reusable builders for tests: local tokenizers and tiny random transformers (no network).
+
+Everything here is built locally with the ``tokenizers`` library and random-init configs,
+so tests never touch the Hugging Face hub.
+
+* :func:`make_word_tokenizer` - a fast tokenizer (``PreTrainedTokenizerFast``) whose
+  vocabulary holds every word of the built-in text probes (+ common words + the given
+  ``words``) as single tokens, with a character fallback so nothing becomes ``[UNK]``.
+  ``kind`` is ``"gpt2"`` (byte-level, no special tokens added, ``<|endoftext|>`` = eos = pad),
+  ``"bert"`` (``[CLS] x [SEP]``, ``[PAD]/[UNK]/[MASK]``) or ``"roberta"`` (``<s> x </s>``,
+  ``<pad>``, ``<mask>``, byte-level).
+* :func:`tiny_gpt2`, :func:`tiny_bert`, :func:`tiny_bert_encoder`, :func:`tiny_roberta` -
+  random-init models sized to the tokenizer, in eval mode.
+* :func:`small_probe_dict` - a small valid probe with 3 groups, spans and tasks.
+"""
+
+from __future__ import annotations
+
+import string
+from functools import lru_cache
+from typing import Iterable, Sequence
+
+import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from transformers import (BertConfig, BertForMaskedLM, BertModel, GPT2Config, GPT2LMHeadModel,
+                          PreTrainedTokenizerFast, RobertaConfig, RobertaForMaskedLM)
+
+TEXT_CONCEPTS = ("royalty", "negation", "past_tense", "plural")
+
+COMMON_WORDS = """
+the a an and or but if then else of to in on at by for with from as is are was were be been being am do does did
+done have has had having not no yes it its this that these those there here he she they we you i me him her them us
+my your his our their what which who whom whose when where why how all any some many much more most few less very
+can could will would shall should may might must one two three four five six seven eight nine ten first last next
+new old young good bad big small long short great little man woman men women boy girl child children people person
+day night year time week morning evening home house city village country world hand eye head king queen prince
+princess throne crown farmer baker teacher doctor sailor soldier dog cat bird horse tree river road door room table
+sat sits sit spoke speak said say says went go goes came come saw see looked look walked walk ran run ate eat gave
+give took take made make found find told tell knew know thought think felt feel left leave kept keep stood stand
+red blue green yellow black white circle square striped stripe image picture photo
+""".split()
+
+PUNCT = list(".,!?;:'\"()-")
+
+
+@lru_cache(maxsize=None)
+def _builtin_probe_texts() -> tuple[str, ...]:
+    """Every text (with span marks removed) and task prompt/target of the built-in text concepts."""
+    from neurolens_lightning.concepts import TextExample, TextTask, load_concept
+
+    texts: list[str] = []
+    for name in TEXT_CONCEPTS:
+        c = load_concept(name)
+        for ex in list(c.positive) + list(c.negative):
+            if isinstance(ex, TextExample):
+                texts.append(ex.text)
+        for t in c.tasks:
+            if isinstance(t, TextTask):
+                texts += [t.prompt, t.target, t.prompt + t.target]
+    return tuple(texts)
+
+
+def _words_for(kind: str, texts: Iterable[str], normalizer, pre_tok) -> list[str]:
+    """The pre-tokenized words of ``texts`` as the model vocabulary should hold them."""
+    seen: dict[str, None] = {}
+    for text in texts:
+        for word, _ in pre_tok.pre_tokenize_str(normalizer.normalize_str(text)):
+            seen.setdefault(word, None)
+            if kind in ("gpt2", "roberta"):
+                # make both the word-initial ("Ġking") and sentence-initial ("king") forms single tokens
+                seen.setdefault(word[1:] if word.startswith("\u0120") else "\u0120" + word, None)
+    return list(seen)
+
+
+def make_word_tokenizer(kind: str, words: Sequence[str] = ()) -> PreTrainedTokenizerFast:
+    """A local fast tokenizer of the given ``kind`` (``gpt2`` | ``bert`` | ``roberta``).
+
+    The vocabulary holds, as single tokens: the words of the built-in text concept probes and
+    their tasks, a list of common words, and ``words``; anything else falls back to single
+    characters (WordPiece ``##`` continuation), so no input is an ``[UNK]`` flood. Lowercasing
+    normalizer. Offsets and special-token masks work as for the real tokenizers.
+    """
+    if kind not in ("gpt2", "bert", "roberta"):
+        raise ValueError(f"kind must be gpt2, bert or roberta, got {kind!r}")
+    normalizer = normalizers.Lowercase()
+    texts = list(_builtin_probe_texts()) + [" ".join(COMMON_WORDS), " ".join(words), " ".join(PUNCT)]
+    texts += [" " + w for w in words]
+    if kind == "bert":
+        pre_tok = pre_tokenizers.BertPreTokenizer()
+        specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        chars = list(string.ascii_lowercase + string.digits + string.punctuation)
+        unk = "[UNK]"
+    else:
+        pre_tok = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        specials = ["<|endoftext|>", "<unk>"] if kind == "gpt2" else ["<s>", "<pad>", "</s>", "<unk>"]
+        chars = sorted(pre_tokenizers.ByteLevel.alphabet())
+        unk = "<unk>"
+    vocab_list: list[str] = list(specials)
+    for tok in chars + ["##" + c for c in chars] + _words_for(kind, texts, normalizer, pre_tok):
+        if tok not in vocab_list:
+            vocab_list.append(tok)
+    if kind == "roberta":
+        vocab_list.append("<mask>")  # like RoBERTa: the mask token is the last id
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(vocab_list))}
+
+    backend = Tokenizer(models.WordPiece(vocab=vocab, unk_token=unk, continuing_subword_prefix="##",
+                                         max_input_chars_per_word=100))
+    backend.normalizer = normalizer
+    backend.pre_tokenizer = pre_tok
+    if kind == "bert":
+        backend.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+        backend.decoder = decoders.WordPiece(prefix="##")
+        tok = _BertLikeTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]",
+                                     cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    elif kind == "roberta":
+        backend.post_processor = processors.RobertaProcessing(("</s>", vocab["</s>"]), ("<s>", vocab["<s>"]),
+                                                              trim_offsets=True, add_prefix_space=False)
+        backend.decoder = decoders.ByteLevel()
+        tok = _RobertaLikeTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
+                                        unk_token="<unk>", pad_token="<pad>", cls_token="<s>", sep_token="</s>",
+                                        mask_token="<mask>")
+    else:
+        backend.post_processor = processors.ByteLevel(trim_offsets=True)
+        backend.decoder = decoders.ByteLevel()
+        tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|endoftext|>",
+                                      eos_token="<|endoftext|>", unk_token="<unk>", pad_token="<|endoftext|>")
+    tok.model_max_length = 512
+    return tok
+
+
+class _BertLikeTokenizerFast(PreTrainedTokenizerFast):
+    """Adds the BERT-style (transformers 4) ``build_inputs_with_special_tokens`` and
+    ``get_special_tokens_mask`` on unformatted ids, which transformers 5 fast tokenizers lack."""
+
+    _double_sep = False
+
+    def build_inputs_with_special_tokens(self, token_ids_0: list[int], token_ids_1: list[int] | None = None
+                                         ) -> list[int]:
+        cls, sep = [self.cls_token_id], [self.sep_token_id]
+        if token_ids_1 is None:
+            return cls + list(token_ids_0) + sep
+        mid = sep + sep if self._double_sep else sep
+        return cls + list(token_ids_0) + mid + list(token_ids_1) + sep
+
+    def get_special_tokens_mask(self, token_ids_0: list[int], token_ids_1: list[int] | None = None,
+                                already_has_special_tokens: bool = False) -> list[int]:
+        if already_has_special_tokens:
+            return super().get_special_tokens_mask(token_ids_0, token_ids_1, already_has_special_tokens=True)
+        if token_ids_1 is None:
+            return [1] + [0] * len(token_ids_0) + [1]
+        mid = [1, 1] if self._double_sep else [1]
+        return [1] + [0] * len(token_ids_0) + mid + [0] * len(token_ids_1) + [1]
+
+
+class _RobertaLikeTokenizerFast(_BertLikeTokenizerFast):
+    _double_sep = True
+
+
+# ----------------------------------------------------------------------------- tiny models
+
+
+def tiny_gpt2(tokenizer, n_layer: int = 2, n_embd: int = 32, n_head: int = 2, seed: int = 0,
+              n_positions: int = 128) -> GPT2LMHeadModel:
+    """A random-init GPT-2 LM (tied wte / lm_head) with the tokenizer's vocabulary, in eval mode."""
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
+                     n_head=n_head, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                     pad_token_id=tokenizer.pad_token_id, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    return GPT2LMHeadModel(cfg).eval()
+
+
+def _bert_config(tokenizer, n_layer: int, hidden: int, n_head: int, intermediate: int | None,
+                 max_len: int) -> BertConfig:
+    return BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=n_layer,
+                      num_attention_heads=n_head, intermediate_size=intermediate or 4 * hidden,
+                      max_position_embeddings=max_len, pad_token_id=tokenizer.pad_token_id,
+                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def tiny_bert(tokenizer, n_layer: int = 2, hidden: int = 32, n_head: int = 2, intermediate: int | None = None,
+              seed: int = 0, max_len: int = 128) -> BertForMaskedLM:
+    """A random-init ``BertForMaskedLM`` (decoder tied to the word embeddings), in eval mode."""
+    torch.manual_seed(seed)
+    return BertForMaskedLM(_bert_config(tokenizer, n_layer, hidden, n_head, intermediate, max_len)).eval()
+
+
+def tiny_bert_encoder(tokenizer, n_layer: int = 2, hidden: int = 32, n_head: int = 2,
+                      intermediate: int | None = None, seed: int = 0, max_len: int = 128) -> BertModel:
+    """A random-init ``BertModel`` (no head), in eval mode."""
+    torch.manual_seed(seed)
+    return BertModel(_bert_config(tokenizer, n_layer, hidden, n_head, intermediate, max_len)).eval()
+
+
+def tiny_roberta(tokenizer, n_layer: int = 2, hidden: int = 32, n_head: int = 2, intermediate: int | None = None,
+                 seed: int = 0, max_len: int = 128) -> RobertaForMaskedLM:
+    """A random-init ``RobertaForMaskedLM``; positions are offset by pad_token_id + 1, hence max_len + 2."""
+    torch.manual_seed(seed)
+    cfg = RobertaConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=n_layer,
+                        num_attention_heads=n_head, intermediate_size=intermediate or 4 * hidden,
+                        max_position_embeddings=max_len + 2, type_vocab_size=1,
+                        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                        eos_token_id=tokenizer.eos_token_id, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0, layer_norm_eps=1e-5)
+    return RobertaForMaskedLM(cfg).eval()
+
+
+# ----------------------------------------------------------------------------- probes
+
+
+def small_probe_dict() -> dict:
+    """A small valid text probe: 3 groups with [[span]] marks, matched negatives and tasks."""
+    return {
+        "name": "small_royalty",
+        "modality": "text",
+        "description": "A small royalty probe for tests.",
+        "groups": {
+            "king": ["The [[king]] spoke to the people.", "A [[king]] sat on the old chair.",
+                     "Everyone saw the [[king]] at night."],
+            "queen": ["The [[queen]] spoke to the people.", "A [[queen]] sat on the old chair.",
+                      "Everyone saw the [[queen]] at night."],
+            "prince": ["The [[prince]] spoke to the people.", "A [[prince]] sat on the old chair.",
+                       "Everyone saw the [[prince]] at night."],
+        },
+        "negative": ["The [[farmer]] spoke to the people.", "A [[baker]] sat on the old chair.",
+                     "Everyone saw the [[teacher]] at night.", "The [[doctor]] spoke to the people.",
+                     "A [[sailor]] sat on the old chair.", "Everyone saw the [[soldier]] at night."],
+        "tasks": [{"prompt": "The king sat on his", "target": " throne"},
+                  {"prompt": "The queen sat on her", "target": " throne"}],
+    }
+
+
+def count_unk(tokenizer, text: str) -> int:
+    """How many unknown tokens ``text`` encodes to."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return sum(1 for i in ids if i == tokenizer.unk_token_id)
