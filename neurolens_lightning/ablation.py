@@ -205,11 +205,26 @@ def _norm_sf(z: float) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2))
 
 
-def run_ablation(result: Any, adapter: ModelAdapter, scanner: Any, held_out: Concept, method: str = "zero",
-                 null_samples: int = 50, neurons: Sequence[tuple[int, int]] | None = None, seed: int = 0,
-                 batch_size: int = 16, replicas: int = 8, audit_samples: int = 20, min_effect: float = 0.01,
-                 alpha: float = 0.05, n_boot: int = 1000, progress: bool = False) -> Any:
-    """Ablate ``result``'s top-k (and explicit ``neurons``) on ``held_out``; fill ``result.ablation``."""
+@dataclass
+class AblationPlan:
+    """What one ablation run measures: the jobs, the candidates and the inputs."""
+
+    jobs: list[AblationJob]
+    candidates: list[tuple[int, int]]
+    method: str
+    seed: int = 0
+
+    @property
+    def control_jobs(self) -> list[int]:
+        return [k for k, j in enumerate(self.jobs) if j.kind in ("candidate", "joint")]
+
+
+def plan_ablation(result: Any, scanner: Any, method: str = "zero", null_samples: int = 50,
+                  neurons: Sequence[tuple[int, int]] | None = None, audit_samples: int = 20,
+                  seed: int = 0) -> AblationPlan:
+    """Candidates (top-k + explicit ``neurons``), their joint set, the per-layer random null and the audit sample."""
+    if method not in METHODS:
+        raise NeuroLensError(f"unknown ablation method {method!r}; use one of {', '.join(METHODS)}")
     if null_samples < 2:
         raise NeuroLensError(f"null_samples must be >= 2 to estimate a null spread, got {null_samples}")
     scores = result.scores
@@ -218,9 +233,9 @@ def run_ablation(result: Any, adapter: ModelAdapter, scanner: Any, held_out: Con
     for l, i in neurons or []:
         if l not in site_pos:
             raise NeuroLensError(f"neuron {l}:{i}: layer {l} was not scanned (scanned layers: {scanner.layers})")
-        if not 0 <= i < scanner.sites[site_pos[l]].units:
-            raise NeuroLensError(f"neuron {l}:{i}: index out of range, layer {l} has "
-                                 f"{scanner.sites[site_pos[l]].units} units (0..{scanner.sites[site_pos[l]].units - 1})")
+        units = scanner.sites[site_pos[l]].units
+        if not 0 <= i < units:
+            raise NeuroLensError(f"neuron {l}:{i}: index out of range, layer {l} has {units} units (0..{units - 1})")
         if (l, i) not in cands:
             cands.append((l, i))
     rng = random.Random(seed)
@@ -228,14 +243,13 @@ def run_ablation(result: Any, adapter: ModelAdapter, scanner: Any, held_out: Con
     layers = sorted({l for l, _ in cands})
     null_jobs: list[AblationJob] = []
     for l in layers:
-        units = scanner.sites[site_pos[l]].units
-        pool = [u for u in range(units) if (l, u) not in cand_set]
+        pool = [u for u in range(scanner.sites[site_pos[l]].units) if (l, u) not in cand_set]
         for u in rng.sample(pool, min(null_samples, len(pool))):
             null_jobs.append(AblationJob([(site_pos[l], u)], "null", l))
     audit_jobs: list[AblationJob] = []
     if scores.importance is not None and audit_samples > 0:
         in_layers = torch.tensor([int(l) in layers for l in scores.layer.tolist()])
-        imp = scores.importance.clone()
+        imp = scores.importance
         med = imp[in_layers].median()
         low = [(int(scores.layer[j]), int(scores.index[j])) for j in
                (in_layers & (imp <= med)).nonzero().flatten().tolist()]
@@ -244,12 +258,14 @@ def run_ablation(result: Any, adapter: ModelAdapter, scanner: Any, held_out: Con
             audit_jobs.append(AblationJob([(site_pos[l], u)], "audit", l))
     cand_jobs = [AblationJob([(site_pos[l], i)], "candidate", l) for l, i in cands]
     joint = AblationJob([(site_pos[l], i) for l, i in cands], "joint")
-    jobs = cand_jobs + [joint] + null_jobs + audit_jobs
+    return AblationPlan(cand_jobs + [joint] + null_jobs + audit_jobs, cands, method, seed)
 
-    # resample: pooled activations of the ranking split, one random source example per held-out example
+
+def make_runner(plan: AblationPlan, result: Any, adapter: ModelAdapter, scanner: Any, replicas: int = 8,
+                reuse: bool = True) -> AblationRunner:
+    """The runner for ``plan`` (resample ablation reads the ranking split's pooled activations lazily)."""
     resample_source = None
-    src_rng = torch.Generator().manual_seed(seed)
-    if method == "resample":
+    if plan.method == "resample":
         cache: dict[int, torch.Tensor] = {}
 
         def resample_source(s: int) -> torch.Tensor:
@@ -265,32 +281,59 @@ def run_ablation(result: Any, adapter: ModelAdapter, scanner: Any, held_out: Con
                 cache[s] = torch.cat(rows)
             return cache[s]
 
-    runner = AblationRunner(adapter, scanner.sites, jobs, method=method, mean_values=scores.mean_activation,
-                            offsets=scanner.offsets, head=scanner.head, replicas=replicas,
-                            resample_source=resample_source,
-                            control_jobs=[k for k, j in enumerate(jobs) if j.kind in ("candidate", "joint")])
+    return AblationRunner(adapter, scanner.sites, plan.jobs, method=plan.method,
+                          mean_values=result.scores.mean_activation, offsets=scanner.offsets, head=scanner.head,
+                          replicas=replicas, resample_source=resample_source, control_jobs=plan.control_jobs,
+                          reuse=reuse)
+
+
+def ablation_inputs(adapter: ModelAdapter, scanner: Any, held_out: Concept, batch_size: int = 16, seed: int = 0
+                    ) -> list[tuple[str, list[Any]]]:
+    """Chunks ``(kind, items)`` of held-out concept inputs (tasks or positives) and control inputs (negatives)."""
     concept_items = list(held_out.tasks) if scanner.uses_tasks else list(held_out.positive)
-    control_items = list(held_out.negative)
-    n_ref = len(scanner.examples)
     chunks = []
-    for kind, items in (("concept", concept_items), ("control", control_items)):
+    for kind, items in (("concept", concept_items), ("control", list(held_out.negative))):
         for start in range(0, len(items), batch_size):
             chunks.append((kind, items[start:start + batch_size]))
+    return chunks
+
+
+def encode_chunk(adapter: ModelAdapter, scanner: Any, kind: str, items: Sequence[Any], generator: torch.Generator
+                 ) -> tuple[Batch, torch.Tensor]:
+    """Encode one chunk; also draw, per example, the ranking-split example a resample ablation copies."""
+    if kind == "concept" and scanner.uses_tasks:
+        batch = adapter.encode_confidence(None, items)
+    else:
+        batch = adapter.encode_confidence(items, None)
+    src = torch.randint(0, len(scanner.examples), (batch.size,), generator=generator)
+    return batch, src
+
+
+def run_ablation(result: Any, adapter: ModelAdapter, scanner: Any, held_out: Concept, method: str = "zero",
+                 null_samples: int = 50, neurons: Sequence[tuple[int, int]] | None = None, seed: int = 0,
+                 batch_size: int = 16, replicas: int = 8, audit_samples: int = 20, min_effect: float = 0.01,
+                 alpha: float = 0.05, n_boot: int = 1000, progress: bool = False, reuse: bool = True) -> Any:
+    """Ablate ``result``'s top-k (and explicit ``neurons``) on ``held_out``; fill ``result.ablation``.
+
+    This is the plain-loop form of :class:`neurolens_lightning.modules.AblationModule`'s
+    validation loop (same plan, runner and statistics).
+    """
+    plan = plan_ablation(result, scanner, method, null_samples, neurons, audit_samples, seed)
+    runner = make_runner(plan, result, adapter, scanner, replicas=replicas, reuse=reuse)
+    chunks = ablation_inputs(adapter, scanner, held_out, batch_size, seed)
+    gen = torch.Generator().manual_seed(seed)
     it: Any = chunks
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(chunks, desc=f"ablation [{method}, {len(jobs)} jobs]", leave=False, unit="batch")
-    for kind, chunk in it:
-        if kind == "concept" and scanner.uses_tasks:
-            batch = adapter.encode_confidence(None, chunk)
-        else:
-            batch = adapter.encode_confidence(chunk, None)
-        src = torch.randint(0, n_ref, (batch.size,), generator=src_rng)
+        it = tqdm(chunks, desc=f"ablation [{method}, {len(plan.jobs)} jobs]", leave=False, unit="batch")
+    for kind, items in it:
+        batch, src = encode_chunk(adapter, scanner, kind, items, gen)
         runner.step(kind, batch, src)
-    summarize_ablation(result, runner, jobs, cands, method=method, min_effect=min_effect, alpha=alpha,
-                       n_boot=n_boot, seed=seed, split=result.settings.get("split", ""),
-                       n_concept=len(concept_items), n_control=len(control_items))
+    summarize_ablation(result, runner, plan.jobs, plan.candidates, method=method, min_effect=min_effect,
+                       alpha=alpha, n_boot=n_boot, seed=seed, split=result.settings.get("split", ""),
+                       n_concept=sum(len(c) for k, c in chunks if k == "concept"),
+                       n_control=sum(len(c) for k, c in chunks if k == "control"))
     return result
 
 
@@ -323,7 +366,7 @@ def summarize_ablation(result: Any, runner: AblationRunner, jobs: Sequence[Ablat
         for k, (z, p), ph in zip(idx, zp, holm):
             ok = bool(ph < alpha and lo[k] > 0 and delta[k] >= min_effect)
             out[k] = {"method": method, "delta": float(delta[k]), "ci_low": float(lo[k]), "ci_high": float(hi[k]),
-                      "delta_control": float(delta_ctl[k]), "specificity": float(delta[k] - delta_ctl[k]),
+                      "delta_control": _opt(delta_ctl[k]), "specificity": _opt(delta[k] - delta_ctl[k]),
                       "z": _finite(z), "p_value": float(p), "p_holm": float(ph), "validated": ok}
         return out
 
@@ -349,7 +392,7 @@ def summarize_ablation(result: Any, runner: AblationRunner, jobs: Sequence[Ablat
         "min_effect": min_effect, "alpha": alpha, "replicas": runner.replicas,
         "null": [{"layer": l, "mean": m, "std": s, "n": n} for l, (m, s, n) in null.items()],
         "joint_delta": float(delta[joint_k]), "joint_ci_low": float(lo[joint_k]), "joint_ci_high": float(hi[joint_k]),
-        "joint_delta_control": float(delta_ctl[joint_k]),
+        "joint_delta_control": _opt(delta_ctl[joint_k]),
         "importance_delta_spearman": spearman,
         "audit": {"n_checked": len(audit_idx), "n_missed": sum(int(v["validated"]) for v in audit_stats.values()),
                   "neurons": [{"layer": jobs[k].layer, "index": jobs[k].units[0][1], **audit_stats[k]}
@@ -357,6 +400,11 @@ def summarize_ablation(result: Any, runner: AblationRunner, jobs: Sequence[Ablat
         "n_validated": sum(int(v["validated"]) for v in cand_stats.values()),
         "n_candidates": len(cand_idx),
     }
+
+
+def _opt(x: float) -> float | None:
+    """None where a quantity was not measured (NaN)."""
+    return None if math.isnan(float(x)) else float(x)
 
 
 def _finite(x: float) -> float:

@@ -169,11 +169,16 @@ class ConceptScanner:
             self.activation_step(batch, self.is_positive[sl], self.groups[sl], ids)
 
     # ----------------------------------------------------------------- probe head
-    def fit_head(self) -> ProbeHead | None:
-        if self.adapter.has_output_head or not self._features:
+    def fit_head(self, gather: Any = None) -> ProbeHead | None:
+        """Fit the probe head on the activation pass's features (``gather`` concatenates them across ranks)."""
+        if self.adapter.has_output_head or not self.use_importance:
+            return self.head
+        if not self._features:
             return self.head
         feats = torch.cat(self._features)
         labels = torch.cat(self._feature_labels)
+        if gather is not None:
+            feats, labels = gather(feats), gather(labels.unsqueeze(1)).squeeze(1)
         self.head = fit_probe_head(feats, labels)
         self._features, self._feature_labels = [], []
         return self.head

@@ -1,0 +1,230 @@
+"""Lightning wrappers: scoring and ablation as ``trainer.validate`` runs.
+
+* :class:`ConceptDataModule` — a concept's examples as validation dataloaders (activation
+  pass, then confidence inputs for importance), sharded across ranks without padding.
+* :class:`ProbeModule` — accumulates Selectivity / Consistency / Importance as torchmetrics
+  in ``validation_step`` and logs headline scalars at epoch end; ``module.result`` is the
+  ranked :class:`~neurolens_lightning.results.ScanResult`.
+* :class:`AblationModule` — the causal validation loop (DESIGN §3) as ``validation_step``
+  over held-out concept and control inputs, logging per-candidate Δ / validated.
+
+Importance needs gradients: run ``Trainer(inference_mode=False)`` when it is enabled.
+
+Example:
+    >>> import lightning.pytorch as pl
+    >>> module = ProbeModule("minilm", "royalty", layers=[4, 5])            # doctest: +SKIP
+    >>> pl.Trainer(inference_mode=False, logger=False).validate(module, datamodule=module.datamodule())  # doctest: +SKIP
+    >>> module.result.candidates(3)                                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator, Sequence
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from neurolens_lightning.ablation import (ablation_inputs, encode_chunk, make_runner, plan_ablation,
+                                          summarize_ablation)
+from neurolens_lightning.adapters import ModelAdapter
+from neurolens_lightning.concepts import Concept, load_concept
+from neurolens_lightning.errors import NeuroLensError
+from neurolens_lightning.registry import load_model
+from neurolens_lightning.results import ScanResult
+from neurolens_lightning.scanner import ConceptScanner
+
+
+class _Indices(Dataset):
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+class ShardSampler(DistributedSampler):
+    """Contiguous-free, padding-free sharding: rank r gets indices r, r+W, ... (no duplicates,
+    unlike the default DistributedSampler, which pads and would double-count examples)."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int | None = None, rank: int | None = None) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.dataset), self.num_replicas))
+
+
+def _sampler(ds: Dataset) -> Any:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return ShardSampler(ds)
+    return None
+
+
+class ConceptDataModule(pl.LightningDataModule):
+    """Validation dataloaders over a concept: 0 = every probe example (activations), 1 = confidence inputs."""
+
+    def __init__(self, scanner: ConceptScanner, batch_size: int = 16, importance: bool = True) -> None:
+        super().__init__()
+        self.scanner, self.batch_size, self.importance = scanner, batch_size, importance
+
+    def _collate_examples(self, idx: list[int]) -> dict[str, Any]:
+        sc = self.scanner
+        ids = torch.tensor(idx)
+        return {"batch": sc.adapter.encode([sc.examples[i] for i in idx]), "is_positive": sc.is_positive[ids],
+                "groups": sc.groups[ids], "ids": ids}
+
+    def _collate_confidence(self, idx: list[int]) -> dict[str, Any]:
+        sc = self.scanner
+        items = sc.confidence_inputs()
+        chunk = [items[i] for i in idx]
+        batch = sc.adapter.encode_confidence(None, chunk) if sc.uses_tasks else sc.adapter.encode_confidence(chunk, None)
+        return {"batch": batch}
+
+    def val_dataloader(self) -> list[DataLoader]:
+        sc = self.scanner
+        ds = _Indices(len(sc.examples))
+        loaders = [DataLoader(ds, batch_size=self.batch_size, sampler=_sampler(ds), collate_fn=self._collate_examples)]
+        if self.importance:
+            ds2 = _Indices(len(sc.confidence_inputs()))
+            loaders.append(DataLoader(ds2, batch_size=self.batch_size, sampler=_sampler(ds2),
+                                      collate_fn=self._collate_confidence))
+        return loaders
+
+
+def _move(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
+
+
+class ProbeModule(pl.LightningModule):
+    """Scores a concept over the layers of a network as a Lightning validation run."""
+
+    def __init__(self, model: "str | torch.nn.Module | ModelAdapter" = "minilm",
+                 concept: "str | Concept" = "royalty", layers: Sequence[int] | None = None,
+                 tokenizer: Any = None, importance: bool = True, baseline: str = "zero", top_k: int = 10,
+                 batch_size: int = 16, fdr_q: float = 0.05, weights: str = "pretrained") -> None:
+        super().__init__()
+        self.adapter = load_model(model, tokenizer=tokenizer, weights=weights, device="cpu")
+        self.model = self.adapter.model  # registered so Lightning moves it to the right device
+        self.concept = load_concept(concept)
+        self.adapter.select_sites(layers)
+        self.layers, self.importance, self.baseline = layers, importance, baseline
+        self.top_k, self.batch_size, self.fdr_q = top_k, batch_size, fdr_q
+        self.scanner: ConceptScanner | None = None
+        self.result: ScanResult | None = None
+        self._head_ready = False
+
+    def _ensure_scanner(self) -> ConceptScanner:
+        if self.scanner is None or self.scanner.selectivity.device != self.device:
+            self.scanner = ConceptScanner(self.adapter, self.concept, self.layers, batch_size=self.batch_size,
+                                          importance=self.importance, baseline=self.baseline)
+        return self.scanner
+
+    def datamodule(self) -> ConceptDataModule:
+        return ConceptDataModule(self._ensure_scanner(), self.batch_size, self.importance)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model(*args, **kwargs)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        return _move(batch, device)
+
+    def on_validation_epoch_start(self) -> None:
+        self._ensure_scanner().reset()
+        self._head_ready = False
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        sc = self._ensure_scanner()
+        if dataloader_idx == 0:
+            sc.activation_step(batch["batch"], batch["is_positive"], batch["groups"], batch["ids"])
+            return
+        if torch.is_inference_mode_enabled():
+            raise NeuroLensError("importance needs gradients: create the Trainer with inference_mode=False "
+                                 "(or pass importance=False)")
+        if not self._head_ready:
+            sc.fit_head(gather=self._gather_rows)
+            self._head_ready = True
+        sc.importance_step(batch["batch"])
+
+    def _gather_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Concatenate a per-rank ``[n_r, H]`` tensor across ranks (n_r may differ)."""
+        if self.trainer is None or self.trainer.world_size == 1:
+            return rows
+        n = torch.tensor([rows.shape[0]], device=rows.device)
+        sizes = self.all_gather(n).flatten().tolist()
+        pad = torch.zeros(max(sizes) - rows.shape[0], *rows.shape[1:], device=rows.device, dtype=rows.dtype)
+        gathered = self.all_gather(torch.cat([rows, pad]))
+        return torch.cat([gathered[r, : sizes[r]] for r in range(len(sizes))])
+
+    def on_validation_epoch_end(self) -> None:
+        sc = self._ensure_scanner()
+        scores = sc.compute()  # collective: every rank computes (metrics sync)
+        self.result = ScanResult(model=self.adapter.describe(), concept=self.concept, layers=sc.layers,
+                                 units=[s.units for s in sc.sites], scores=scores, top_k=self.top_k,
+                                 fdr_q=self.fdr_q, settings={"importance": self.importance,
+                                                             "baseline": self.baseline})
+        top = scores.order[: self.top_k]
+        self.log_dict({
+            "neurolens/n_significant_fdr": float(self.result.n_significant_fdr),
+            "neurolens/top_selectivity": float(scores.selectivity[top].mean()),
+            "neurolens/top_consistency": float(scores.consistency[top].mean()),
+            "neurolens/top_score": float(scores.score[top[0]]),
+        }, rank_zero_only=True)
+
+
+class AblationModule(pl.LightningModule):
+    """The ablation validation loop: ``trainer.validate(AblationModule(...))`` fills ``result.ablation``."""
+
+    def __init__(self, result: ScanResult, adapter: ModelAdapter, scanner: ConceptScanner, held_out: Concept,
+                 method: str = "zero", null_samples: int = 50, neurons: Sequence[tuple[int, int]] | None = None,
+                 replicas: int = 8, batch_size: int = 16, seed: int = 0, audit_samples: int = 20,
+                 min_effect: float = 0.01, alpha: float = 0.05, n_boot: int = 1000) -> None:
+        super().__init__()
+        self.result, self.adapter, self.scanner, self.held_out = result, adapter, scanner, held_out
+        self.model = adapter.model
+        self.plan = plan_ablation(result, scanner, method, null_samples, neurons, audit_samples, seed)
+        self.replicas, self.batch_size, self.seed = replicas, batch_size, seed
+        self.min_effect, self.alpha, self.n_boot = min_effect, alpha, n_boot
+        self.runner = None
+        self._chunks = ablation_inputs(adapter, scanner, held_out, batch_size, seed)
+
+    def val_dataloader(self) -> DataLoader:
+        gen = torch.Generator().manual_seed(self.seed)
+
+        def collate(items: list[tuple[str, list[Any]]]) -> dict[str, Any]:
+            (kind, chunk), = items
+            batch, src = encode_chunk(self.adapter, self.scanner, kind, chunk, gen)
+            return {"kind": kind, "batch": batch, "src": src}
+
+        return DataLoader(self._chunks, batch_size=1, collate_fn=collate)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        return {"kind": batch["kind"], "batch": batch["batch"].to(device), "src": batch["src"]}
+
+    def on_validation_epoch_start(self) -> None:
+        self.runner = make_runner(self.plan, self.result, self.adapter, self.scanner, replicas=self.replicas)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.runner.step(batch["kind"], batch["batch"], batch["src"])
+
+    def on_validation_epoch_end(self) -> None:
+        n_con = sum(len(c) for k, c in self._chunks if k == "concept")
+        n_ctl = sum(len(c) for k, c in self._chunks if k == "control")
+        summarize_ablation(self.result, self.runner, self.plan.jobs, self.plan.candidates, method=self.plan.method,
+                           min_effect=self.min_effect, alpha=self.alpha, n_boot=self.n_boot, seed=self.seed,
+                           split=self.result.settings.get("split", ""), n_concept=n_con, n_control=n_ctl)
+        logs: dict[str, float] = {}
+        for (l, i), ab in self.result.ablation.items():
+            logs[f"ablation/delta/{l}:{i}"] = ab["delta"]
+            logs[f"ablation/z/{l}:{i}"] = ab["z"] if math.isfinite(ab["z"]) else 0.0
+            logs[f"ablation/validated/{l}:{i}"] = float(ab["validated"])
+        summary = self.result.ablation_summary
+        logs["ablation/joint_delta"] = summary["joint_delta"]
+        logs["ablation/n_validated"] = float(summary["n_validated"])
+        self.log_dict(logs, rank_zero_only=True)
