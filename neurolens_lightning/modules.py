@@ -98,6 +98,15 @@ class ConceptDataModule(pl.LightningDataModule):
         return loaders
 
 
+def gather_rows(pl_module: pl.LightningModule, rows: torch.Tensor) -> torch.Tensor:
+    """Concatenate a per-rank ``[n_r, ...]`` tensor across ranks (n_r may differ between ranks)."""
+    n = torch.tensor([rows.shape[0]], device=rows.device)
+    sizes = pl_module.all_gather(n).flatten().tolist()
+    pad = torch.zeros(max(sizes) - rows.shape[0], *rows.shape[1:], device=rows.device, dtype=rows.dtype)
+    gathered = pl_module.all_gather(torch.cat([rows, pad]))
+    return torch.cat([gathered[r, : sizes[r]] for r in range(len(sizes))])
+
+
 def _move(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
 
@@ -153,14 +162,9 @@ class ProbeModule(pl.LightningModule):
         sc.importance_step(batch["batch"])
 
     def _gather_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        """Concatenate a per-rank ``[n_r, H]`` tensor across ranks (n_r may differ)."""
         if self.trainer is None or self.trainer.world_size == 1:
             return rows
-        n = torch.tensor([rows.shape[0]], device=rows.device)
-        sizes = self.all_gather(n).flatten().tolist()
-        pad = torch.zeros(max(sizes) - rows.shape[0], *rows.shape[1:], device=rows.device, dtype=rows.dtype)
-        gathered = self.all_gather(torch.cat([rows, pad]))
-        return torch.cat([gathered[r, : sizes[r]] for r in range(len(sizes))])
+        return gather_rows(self, rows)
 
     def on_validation_epoch_end(self) -> None:
         sc = self._ensure_scanner()

@@ -72,7 +72,7 @@ class ConceptScanner:
 
     def __init__(self, adapter: ModelAdapter, concept: Concept, layers: Sequence[int] | None = None,
                  batch_size: int = 16, importance: bool = True, baseline: str = "zero",
-                 top_examples: int = 3, progress: bool = False) -> None:
+                 top_examples: int = 3, progress: bool = False, rank: int = 0, world_size: int = 1) -> None:
         if concept.modality != adapter.modality:
             raise NeuroLensError(f"concept {concept.name!r} is a {concept.modality} probe but {adapter.name} is a "
                                  f"{adapter.modality} model; choose a matching concept or model")
@@ -92,6 +92,7 @@ class ConceptScanner:
         self.use_importance = importance
         self.baseline = baseline
         self.progress = progress
+        self.rank, self.world_size = rank, world_size  # this process scores examples rank, rank+W, ...
         self.examples: list[Example] = list(concept.positive) + list(concept.negative)
         n_pos = len(concept.positive)
         self.is_positive = torch.tensor([True] * n_pos + [False] * len(concept.negative))
@@ -162,11 +163,16 @@ class ConceptScanner:
             self._feature_labels.append(is_positive.float())
         return outputs
 
+    def _shard(self, n: int) -> list[int]:
+        return list(range(self.rank, n, self.world_size))
+
     def run_activation_pass(self) -> None:
-        total = (len(self.examples) + self.batch_size - 1) // self.batch_size
-        for sl, batch in self._progress(self.batches(), total, f"activations [{self.concept.name}]"):
-            ids = torch.arange(sl.start, sl.stop)
-            self.activation_step(batch, self.is_positive[sl], self.groups[sl], ids)
+        mine = self._shard(len(self.examples))
+        total = (len(mine) + self.batch_size - 1) // self.batch_size
+        for sl in self._progress(_chunks(len(mine), self.batch_size), total, f"activations [{self.concept.name}]"):
+            ids = torch.tensor(mine[sl], dtype=torch.long)
+            batch = self.adapter.encode([self.examples[i] for i in mine[sl]]).to(self.adapter.device)
+            self.activation_step(batch, self.is_positive[ids], self.groups[ids], ids)
 
     # ----------------------------------------------------------------- probe head
     def fit_head(self, gather: Any = None) -> ProbeHead | None:
@@ -223,9 +229,10 @@ class ConceptScanner:
         self.importance.update(torch.cat(ag_parts, 1), torch.cat(g_parts, 1))
         return y.detach()
 
-    def run_importance_pass(self) -> None:
-        self.fit_head()
-        items = self.confidence_inputs()
+    def run_importance_pass(self, gather: Any = None) -> None:
+        self.fit_head(gather=gather)
+        all_items = self.confidence_inputs()
+        items = [all_items[i] for i in self._shard(len(all_items))]
         total = (len(items) + self.batch_size - 1) // self.batch_size
         for sl in self._progress(_chunks(len(items), self.batch_size), total, f"importance [{self.concept.name}]"):
             chunk = items[sl]

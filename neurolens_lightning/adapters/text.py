@@ -158,6 +158,12 @@ class GPT2Adapter(TextAdapter):
     def blocks(self) -> list[nn.Module]:
         return list(self._blocks)
 
+    def forward(self, batch: Batch) -> Any:
+        # no KV cache: probes are single forward passes, and re-entry at a block must not append to a cache
+        if self.has_output_head:
+            return self.model(**batch.inputs, use_cache=False)
+        return self.model(**batch.inputs, use_cache=False, output_hidden_states=True)
+
     def tail(self, hidden: torch.Tensor) -> Any:
         base = getattr(self.model, "transformer", self.model)
         h = base.ln_f(hidden)
