@@ -29,10 +29,14 @@ from neurolens_lightning.adapters import adapter_for  # noqa: E402
 from neurolens_lightning.scanner import ConceptScanner  # noqa: E402
 
 
-def run(runner: AblationRunner, adapter, items, batch_size: int) -> float:
+def encode(adapter, chunk, tasks: bool):
+    return adapter.encode_confidence(None, chunk) if tasks else adapter.encode_confidence(chunk, None)
+
+
+def run(runner: AblationRunner, adapter, items, batch_size: int, tasks: bool) -> float:
     t = time.perf_counter()
     for s in range(0, len(items), batch_size):
-        runner.step("concept", adapter.encode_confidence(items[s:s + batch_size], None))
+        runner.step("concept", encode(adapter, items[s:s + batch_size], tasks))
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter() - t
@@ -41,7 +45,10 @@ def run(runner: AblationRunner, adapter, items, batch_size: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--top-k", type=int, default=10)
-    ap.add_argument("--examples", type=int, default=64)
+    ap.add_argument("--examples", type=int, default=60)
+    ap.add_argument("--inputs", choices=["tasks", "positives"], default="tasks",
+                    help="concept inputs: the probe's tasks (what scan uses for GPT-2; y = log p(target)), repeated "
+                         "to --examples, or positive sentences (y = mean log p of own predictions at every position)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--no-captum", action="store_true")
     args = ap.parse_args()
@@ -57,18 +64,21 @@ def main() -> None:
     site_pos = {s.layer: i for i, s in enumerate(scanner.sites)}
     neurons = [(int(scores.layer[i]), int(scores.index[i])) for i in top]
     jobs = [AblationJob([(site_pos[l], u)], "candidate", l) for l, u in neurons]
-    items = list(concept.positive)[: args.examples]
-    print(f"GPT-2 small shape, random weights; top-{args.top_k} neurons {neurons}; {len(items)} concept inputs; "
-          f"y = mean log p of the model's own next-token predictions")
+    tasks = args.inputs == "tasks"
+    pool = list(concept.tasks) if tasks else list(concept.positive)
+    items = (pool * (args.examples // len(pool) + 1))[: args.examples]
+    what = "royalty tasks, y = log p(target | prompt)" if tasks else \
+        "positive sentences, y = mean log p of the model's own next-token predictions"
+    print(f"GPT-2 small shape, random weights; top-{args.top_k} neurons {neurons}; {len(items)} concept inputs ({what})")
 
     def make(replicas: int, reuse: bool) -> AblationRunner:
         return AblationRunner(adapter, scanner.sites, jobs, replicas=replicas, reuse=reuse)
 
-    run(make(8, True), adapter, items[: args.batch_size], args.batch_size)  # warm-up
+    run(make(8, True), adapter, items[: args.batch_size], args.batch_size, tasks)  # warm-up
     batched = make(8, True)
-    t_b = run(batched, adapter, items, args.batch_size)
+    t_b = run(batched, adapter, items, args.batch_size, tasks)
     naive = make(1, False)
-    t_n = run(naive, adapter, items, args.batch_size)
+    t_n = run(naive, adapter, items, args.batch_size, tasks)
     d_b = batched.deltas("concept").mean(1)
     d_n = naive.deltas("concept").mean(1)
     err = float((d_b - d_n).abs().max())
@@ -84,7 +94,7 @@ def main() -> None:
         return
     t = time.perf_counter()
     for s in range(0, len(items), args.batch_size):
-        batch = adapter.encode_confidence(items[s:s + args.batch_size], None).to(dev)
+        batch = encode(adapter, items[s:s + args.batch_size], tasks).to(dev)
 
         def forward_func(input_ids, batch=batch):
             b = batch

@@ -141,13 +141,13 @@ class AblationRunner:
         with torch.no_grad(), eval_mode(self.adapter.model), intervene(modules, edit):
             if self.reuse and cache:
                 start = min(self.site_ids[s] for s in tensors)
-                outputs = self._replay(start, cache, B, R)
+                outputs = self._replay(start, cache, B, R, rep)
             else:
                 outputs = self.adapter.forward(rep)
             y = self.adapter.confidence(rep, outputs, self.head).float()
         return y.view(R, B)
 
-    def _replay(self, start: int, cache: dict[int, tuple[tuple, dict]], B: int, R: int) -> Any:
+    def _replay(self, start: int, cache: dict[int, tuple[tuple, dict]], B: int, R: int, batch: Batch) -> Any:
         """Run blocks ``start..`` on the recorded inputs replicated R times, then the model's tail."""
 
         def rep(t: Any) -> Any:
@@ -162,7 +162,7 @@ class AblationRunner:
             a, kw = cache[j]
             out = blocks[j](hidden, *[rep(x) for x in a[1:]], **{k: rep(v) for k, v in kw.items()})
             hidden = out[0] if isinstance(out, (tuple, list)) else out
-        return self.adapter.tail(hidden)
+        return self.adapter.tail(hidden, batch)
 
     def _start(self, job: AblationJob) -> int:
         return min(self.site_ids[s] if self.site_ids[s] is not None else 0 for s, _ in job.units)

@@ -181,8 +181,8 @@ class ModelAdapter(ABC):
         re-entered at a block (see :meth:`tail`); None disables reuse of lower activations."""
         return None
 
-    def tail(self, hidden: torch.Tensor) -> Any:
-        """Model outputs from the last block's output (what :meth:`confidence` reads)."""
+    def tail(self, hidden: torch.Tensor, batch: Batch) -> Any:
+        """Model outputs from the last block's output, enough for :meth:`confidence` on ``batch``."""
         raise NotImplementedError
 
     def unview(self, view: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

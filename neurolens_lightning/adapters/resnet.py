@@ -111,7 +111,7 @@ class ResNetAdapter(ModelAdapter):
     def blocks(self) -> list[nn.Module]:
         return [s.module for s in self.sites]
 
-    def tail(self, hidden: torch.Tensor) -> Any:
+    def tail(self, hidden: torch.Tensor, batch: Batch) -> Any:
         return self.model.fc(torch.flatten(self.model.avgpool(hidden), 1))
 
     def unview(self, view: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

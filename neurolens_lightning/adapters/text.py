@@ -104,15 +104,30 @@ class TextAdapter(ModelAdapter):
 
     # ---------------------------------------------------------------- confidence
     @staticmethod
-    def _score_positions(logits: torch.Tensor, target: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Sum over m of ``weight[b, m] * log p(target_ids[b, m])`` at ``pred_pos[b, m]`` (own argmax if id < 0)."""
+    def _score_positions(logits: torch.Tensor, target: dict[str, torch.Tensor], gathered: bool = False
+                         ) -> torch.Tensor:
+        """Sum over m of ``weight[b, m] * log p(target_ids[b, m])`` at ``pred_pos[b, m]`` (own argmax if id < 0).
+
+        ``gathered``: ``logits`` is already ``[B, M, V]`` at the scored positions.
+        """
         pos, ids, weight = target["pred_pos"], target["target_ids"], target["weight"]
-        b_idx = torch.arange(logits.shape[0], device=logits.device).unsqueeze(1)
-        logp = torch.log_softmax(logits[b_idx, pos].float(), dim=-1)  # [B, M, V]
-        own = logp.max(dim=-1).values
-        picked = logp.gather(-1, ids.clamp_min(0).unsqueeze(-1)).squeeze(-1)
-        chosen = torch.where(ids < 0, own, picked)
+        if gathered:
+            sel = logits.float()
+        else:
+            b_idx = torch.arange(logits.shape[0], device=logits.device).unsqueeze(1)
+            sel = logits[b_idx, pos].float()  # [B, M, V]
+        lse = torch.logsumexp(sel, dim=-1)
+        own = sel.max(dim=-1).values
+        picked = sel.gather(-1, ids.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+        chosen = torch.where(ids < 0, own, picked) - lse
         return (chosen * weight).sum(dim=1)
+
+    @staticmethod
+    def _at_scored_positions(hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """``hidden [B, T, H]`` at the positions confidence reads: ``[B, M, H]``."""
+        pos = batch.target["pred_pos"]
+        b_idx = torch.arange(hidden.shape[0], device=hidden.device).unsqueeze(1)
+        return hidden[b_idx, pos]
 
     def features(self, batch: Batch, outputs: Any) -> torch.Tensor:
         hidden = getattr(outputs, "last_hidden_state", None)
@@ -131,7 +146,7 @@ class TextAdapter(ModelAdapter):
             if head is None:
                 raise NeuroLensError(f"{self.name} has no LM head: confidence needs a fitted probe head")
             return head.logits(self.features(batch, outputs))
-        return self._score_positions(outputs.logits, batch.target)
+        return self._score_positions(outputs.logits, batch.target, gathered=getattr(outputs, "gathered", False))
 
 
 class GPT2Adapter(TextAdapter):
@@ -164,11 +179,11 @@ class GPT2Adapter(TextAdapter):
             return self.model(**batch.inputs, use_cache=False)
         return self.model(**batch.inputs, use_cache=False, output_hidden_states=True)
 
-    def tail(self, hidden: torch.Tensor) -> Any:
+    def tail(self, hidden: torch.Tensor, batch: Batch) -> Any:
         base = getattr(self.model, "transformer", self.model)
         h = base.ln_f(hidden)
-        if self.has_output_head:
-            return SimpleNamespace(logits=self.model.lm_head(h))
+        if self.has_output_head:  # the LM head only where y reads it
+            return SimpleNamespace(logits=self.model.lm_head(self._at_scored_positions(h, batch)), gathered=True)
         return SimpleNamespace(last_hidden_state=h, hidden_states=None)
 
     def encode_confidence(self, examples: Sequence[Example] | None, tasks: Sequence[TextTask] | None) -> Batch:
@@ -228,11 +243,11 @@ class BertAdapter(TextAdapter):
             return None  # e.g. sequence classifiers: their head is not re-entered here
         return list(self._encoder_layers)
 
-    def tail(self, hidden: torch.Tensor) -> Any:
+    def tail(self, hidden: torch.Tensor, batch: Batch) -> Any:
         if not self.has_output_head:
             return SimpleNamespace(last_hidden_state=hidden, hidden_states=None)
         head = getattr(self.model, "cls", None) or getattr(self.model, "lm_head")
-        return SimpleNamespace(logits=head(hidden))
+        return SimpleNamespace(logits=head(self._at_scored_positions(hidden, batch)), gathered=True)
 
     def encode_confidence(self, examples: Sequence[Example] | None, tasks: Sequence[TextTask] | None) -> Batch:
         if not self.has_output_head:

@@ -1,0 +1,669 @@
+"""Plotly figures of a scan, one function per figure, each taking the ``results.json`` dict.
+
+Every function reads only the results dict (so a report can be rebuilt from ``results.json``
+alone) and returns a :class:`plotly.graph_objects.Figure`, or ``None`` where the section does
+not apply (no ablation ran, no training history). Text that comes from the user (concept
+name, model name) is HTML-escaped before it goes into a figure: plotly renders a subset of
+HTML in titles and labels and turns entities back into plain characters.
+
+Size and rendering rules (see CONVENTIONS.md):
+
+* at most one WebGL trace per page (the selectivity/consistency scatter, and only past
+  ``gl_threshold`` points); everything else is SVG;
+* the heatmap never has more than ``max_per_layer`` columns: large layers are reduced to
+  their highest-scoring neurons (or binned), and :func:`heatmap_reduction` says how;
+* numeric arrays are numpy ``float32`` so plotly serialises them as base64, not lists.
+
+Example:
+    >>> import json
+    >>> data = json.load(open("reports/minilm-royalty/results.json"))     # doctest: +SKIP
+    >>> scatter_figure(data).data[0].type                                  # doctest: +SKIP
+    'scattergl'
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+__all__ = [
+    "STATUS_COLORS",
+    "FIGURE_BUILDERS",
+    "ablation_figure",
+    "build_figures",
+    "candidate_status",
+    "candidates",
+    "emergence_figure",
+    "heatmap_figure",
+    "heatmap_reduction",
+    "layer_distribution_figure",
+    "layer_profile",
+    "neuron_table",
+    "sankey_figure",
+    "scatter_figure",
+    "scatter_reduction",
+]
+
+#: colours of the candidate statuses (Sankey, ablation chart, table badges)
+STATUS_COLORS: dict[str, str] = {
+    "validated": "#1a9850",
+    "weak": "#f39c12",
+    "not validated": "#b2182b",
+    "not ablated": "#7f8c8d",
+    "significant": "#2c7fb8",
+    "not significant": "#f39c12",
+}
+
+FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
+
+
+# ---------------------------------------------------------------------------- helpers
+def _esc(s: Any) -> str:
+    return html.escape(str(s), quote=True)
+
+
+def _num(x: Any) -> float:
+    """A float, NaN for None / non-numbers."""
+    if x is None:
+        return math.nan
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _arr(values: Iterable[Any] | None, n: int | None = None) -> np.ndarray:
+    if values is None:
+        return np.full(n or 0, np.nan, dtype=np.float64)
+    return np.array([_num(v) for v in values], dtype=np.float64)
+
+
+def _style(fig: go.Figure, title: str, height: int, subtitle: str | None = None, legend_rows: int = 0) -> go.Figure:
+    t: dict[str, Any] = {"text": f"<b>{title}</b>", "x": 0.0, "xanchor": "left", "font": {"size": 17}}
+    if subtitle:
+        t["subtitle"] = {"text": subtitle, "font": {"size": 12, "color": "#555"}}
+    fig.update_layout(
+        template="plotly_white", title=t, height=height,
+        font={"family": FONT, "size": 13, "color": "#222"},
+        margin={"l": 70, "r": 30, "t": 90 if subtitle else 60, "b": 64 + 24 * legend_rows},
+        showlegend=legend_rows > 0,
+        hoverlabel={"font": {"family": FONT, "size": 12}},
+        legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0.0, "xanchor": "left",
+                "x": 0.0, "font": {"size": 12}},
+    )
+    return fig
+
+
+def neuron_label(n: dict[str, Any]) -> str:
+    """Short label of a neuron record, e.g. ``L3:1035``."""
+    return f"L{n.get('layer')}:{n.get('index')}"
+
+
+def candidates(data: dict[str, Any], k: int | None = None) -> list[dict[str, Any]]:
+    """The top-k neuron records (``data['top_k']`` by default), best first."""
+    neurons = list(data.get("neurons") or [])
+    k = int(data.get("top_k") or 10) if k is None else k
+    neurons.sort(key=lambda n: (n.get("rank") is None, n.get("rank") or 0))
+    return neurons[:k]
+
+
+def candidate_status(neuron: dict[str, Any], data: dict[str, Any]) -> str:
+    """Status of a candidate for the Sankey and the table.
+
+    With an ablation record: ``validated`` (the ablation verdict), ``weak`` (not validated,
+    but the bootstrap CI of Δ lies above 0: a real effect that misses the corrected p-value
+    or the minimum effect size), else ``not validated``. A candidate without an ablation
+    record in a scan where ablation ran is ``not ablated``. Without ablation: ``significant``
+    (positively selective at FDR q) or ``not significant``.
+    """
+    ab = neuron.get("ablation")
+    if isinstance(ab, dict):
+        if ab.get("validated"):
+            return "validated"
+        lo = _num(ab.get("ci_low"))
+        return "weak" if lo > 0 else "not validated"
+    if data.get("ablation_summary") is not None or any(
+            isinstance(n.get("ablation"), dict) for n in data.get("neurons") or []):
+        return "not ablated"
+    q = _num(neuron.get("selectivity_q"))
+    d = _num(neuron.get("selectivity"))
+    fdr_q = _num(data.get("fdr_q", 0.05))
+    return "significant" if (q <= fdr_q and d > 0) else "not significant"
+
+
+def neuron_table(data: dict[str, Any]) -> dict[str, Any]:
+    """Every scanned neuron as flat arrays (from ``all_neurons``; falls back to ``neurons``).
+
+    Returns a dict with ``layer``, ``index``, ``selectivity``, ``consistency``, ``importance``
+    (NaN where absent), ``score`` arrays, ``layers`` (the scanned layers in order),
+    ``units`` (per layer) and ``source`` (``"all"`` or ``"listed"``).
+    """
+    alln = data.get("all_neurons")
+    layers = [int(x) for x in (data.get("layers") or [])]
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("layer", "index", "selectivity", "consistency",
+                                                          "importance", "score")}
+    if isinstance(alln, dict) and alln.get("score") is not None:
+        layers = [int(x) for x in (alln.get("layers") or layers)]
+        units = []
+        for li, layer in enumerate(layers):
+            sc = _arr(alln["score"][li])
+            n = len(sc)
+            units.append(n)
+            cols["layer"].append(np.full(n, layer, dtype=np.float64))
+            cols["index"].append(np.arange(n, dtype=np.float64))
+            cols["score"].append(sc)
+            for key in ("selectivity", "consistency", "importance"):
+                per = alln.get(key)
+                cols[key].append(_arr(per[li], n) if per is not None else np.full(n, np.nan))
+        source = "all"
+    else:
+        neurons = data.get("neurons") or []
+        if not layers:
+            layers = sorted({int(n["layer"]) for n in neurons})
+        summ = {int(s["layer"]): s.get("n_units") for s in data.get("layer_summary") or []}
+        units = [int(summ.get(l) or 0) for l in layers]
+        for key in cols:
+            cols[key].append(_arr([n.get(key) for n in neurons]))
+        source = "listed"
+    out: dict[str, Any] = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()}
+    out.update(layers=layers, units=units, source=source)
+    return out
+
+
+def layer_profile(data: dict[str, Any], relative: bool = False) -> dict[str, Any]:
+    """Per-layer counts from ``layer_summary`` (reusable by a cross-model comparison).
+
+    ``x`` is the layer index, or the relative depth ℓ/(L−1) with ``relative=True`` (L from
+    ``model_info.n_layers`` when known, else the largest scanned layer + 1).
+    """
+    summ = sorted(data.get("layer_summary") or [], key=lambda s: s.get("layer", 0))
+    layers = [int(s.get("layer", 0)) for s in summ]
+    n_layers = (data.get("model_info") or {}).get("n_layers") or ((max(layers) + 1) if layers else 1)
+    depth = [l / (n_layers - 1) if n_layers > 1 else 0.0 for l in layers]
+    units = np.array([_num(s.get("n_units")) for s in summ])
+    pos = np.array([_num(s.get("n_significant_positive")) for s in summ])
+    sig = np.array([_num(s.get("n_significant")) for s in summ])
+    return {
+        "layer": layers, "depth": depth, "x": depth if relative else layers,
+        "n_units": units, "n_significant": sig, "n_significant_positive": pos,
+        "n_significant_negative": sig - pos,
+        "frac_positive": np.where(units > 0, pos / np.where(units > 0, units, 1), np.nan),
+        "top_score": np.array([_num(s.get("top_score")) for s in summ]),
+        "max_selectivity": np.array([_num(s.get("max_selectivity")) for s in summ]),
+        "mean_abs_selectivity": np.array([_num(s.get("mean_abs_selectivity")) for s in summ]),
+        "sum_score": np.array([_num(s.get("sum_score")) for s in summ]),
+    }
+
+
+# ---------------------------------------------------------------------------- heatmap
+def _heatmap_plan(table: dict[str, Any], max_per_layer: int, reduction: str, n_bins: int) -> dict[str, Any]:
+    """Which ranks are drawn one by one (``exact``) and which rank ranges are averaged (``bins``)."""
+    counts = [int(np.sum(table["layer"] == l)) for l in table["layers"]]
+    widest = max(counts, default=0)
+    if reduction not in ("auto", "all", "top", "top+bins"):
+        raise ValueError(f"reduction must be auto, all, top or top+bins, got {reduction!r}")
+    if reduction == "auto":
+        reduction = "all" if widest <= max_per_layer else "top+bins"
+    if reduction == "all" or widest <= max_per_layer:
+        return {"how": "all", "exact": widest, "bins": [], "widest": widest, "counts": counts}
+    exact = max_per_layer if reduction == "top" else max(1, max_per_layer // 4)
+    bins: list[tuple[int, int]] = []
+    if reduction == "top+bins":
+        edges = np.unique(np.round(np.geomspace(exact + 1, widest + 1, n_bins + 1)).astype(int))
+        bins = [(int(a), int(b) - 1) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    return {"how": reduction, "exact": exact, "bins": bins, "widest": widest, "counts": counts}
+
+
+def heatmap_reduction(data: dict[str, Any], max_per_layer: int = 2048, reduction: str = "auto",
+                      n_bins: int = 48) -> str:
+    """One sentence saying what the heatmap shows (which neurons, sorted how, reduced how)."""
+    table = neuron_table(data)
+    plan = _heatmap_plan(table, max_per_layer, reduction, n_bins)
+    total = sum(plan["counts"])
+    if table["source"] == "listed":
+        return (f"Only the {total} neurons listed in results.json are shown (the per-neuron arrays were not "
+                "saved), sorted by composite score within each layer.")
+    if plan["how"] == "all":
+        return (f"All {total:,} scanned neurons are shown: each row is a layer, its neurons sorted by composite "
+                "score, best on the left (rank axis is logarithmic); hover a cell for the neuron index and its "
+                "three scores.")
+    if plan["how"] == "top":
+        return (f"Reduced for size: each layer shows only its {plan['exact']:,} highest-scoring neurons (of up to "
+                f"{plan['widest']:,}), sorted by composite score (rank axis is logarithmic); the rest of each layer "
+                "is summarised in the layer chart.")
+    lo, hi = plan["bins"][0][0], plan["bins"][-1][1]
+    return (f"Reduced for size: each layer's neurons are sorted by composite score; ranks 1–{plan['exact']:,} are "
+            f"drawn one neuron per column and ranks {lo:,}–{hi:,} are averaged in {len(plan['bins'])} bins of "
+            f"growing width (mean score per bin; logarithmic rank axis). All {total:,} scanned neurons are covered.")
+
+
+def heatmap_figure(data: dict[str, Any], max_per_layer: int = 2048, reduction: str = "auto",
+                   n_bins: int = 48) -> go.Figure | None:
+    """Layers × neurons heatmap of the composite score, neurons sorted by score within each layer.
+
+    The x axis is the rank within the layer (logarithmic), so the few strong neurons of each
+    layer are wide and the long tail is compressed.
+
+    Args:
+        data: the results dict.
+        max_per_layer: layers up to this many neurons are drawn in full.
+        reduction: ``auto`` (``all`` if every layer fits, else ``top+bins``), ``all``, ``top``
+            (only the ``max_per_layer`` best neurons of each layer) or ``top+bins`` (the best
+            ``max_per_layer // 4`` one by one, the remaining ranks averaged in ``n_bins``
+            log-spaced bins).
+    """
+    table = neuron_table(data)
+    if not table["layers"] or table["score"].size == 0:
+        return None
+    plan = _heatmap_plan(table, max_per_layer, reduction, n_bins)
+    layers = table["layers"]
+    exact, bins = plan["exact"], plan["bins"]
+    z = np.full((len(layers), max(exact, 1)), np.nan, dtype=np.float32)
+    custom = np.full((len(layers), max(exact, 1), 5), np.nan, dtype=np.float32)
+    zb = np.full((len(layers), max(len(bins), 1)), np.nan, dtype=np.float32)
+    cb = np.full((len(layers), max(len(bins), 1), 3), np.nan, dtype=np.float32)
+    for r, layer in enumerate(layers):
+        m = table["layer"] == layer
+        sc, sel = table["score"][m], table["selectivity"][m]
+        order = np.lexsort((-np.nan_to_num(sel, nan=-np.inf), -np.where(np.isnan(sc), -np.inf, sc)))
+        top = order[:exact]
+        n = len(top)
+        z[r, :n] = sc[top]
+        custom[r, :n, 0] = table["index"][m][top]
+        custom[r, :n, 1] = sel[top]
+        custom[r, :n, 2] = table["consistency"][m][top]
+        custom[r, :n, 3] = table["importance"][m][top]
+        custom[r, :n, 4] = np.arange(1, n + 1)
+        for c, (lo, hi) in enumerate(bins):
+            part = order[lo - 1:hi]
+            if part.size and np.any(~np.isnan(sc[part])):
+                zb[r, c] = np.nanmean(sc[part])
+                cb[r, c] = [np.nanmax(sc[part]), np.nanmean(sel[part]), part.size]
+    y = np.array(layers, dtype=np.int32)
+    colour = {"colorscale": "Viridis", "zmin": 0.0,
+              "zmax": float(np.nanmax([np.nanmax(z) if np.any(~np.isnan(z)) else 0.0,
+                                       np.nanmax(zb) if np.any(~np.isnan(zb)) else 0.0, 1e-6]))}
+    fig = go.Figure(go.Heatmap(
+        z=z, x=np.arange(0.5, exact + 1, dtype=np.float32), y=y, customdata=custom, hoverongaps=False,
+        hovertemplate=("layer %{y}, rank %{customdata[4]} → neuron %{customdata[0]}<br>score = %{z:.3f}"
+                       "<br>selectivity d = %{customdata[1]:.3f}<br>consistency = %{customdata[2]:.3f}"
+                       "<br>importance = %{customdata[3]:.3g}<extra></extra>"),
+        colorbar={"title": {"text": "score"}, "thickness": 14}, name="neurons", **colour))
+    if bins:
+        xb = np.array([bins[0][0] - 0.5] + [b[1] + 0.5 for b in bins], dtype=np.float32)
+        rng = np.array([[f"ranks {a:,}–{b:,}" for a, b in bins]] * len(layers))
+        fig.add_trace(go.Heatmap(
+            z=zb, x=xb, y=y, customdata=cb, text=rng, hoverongaps=False, showscale=False, name="binned",
+            hovertemplate=("layer %{y}, %{text}<br>mean score = %{z:.3f}<br>max score = %{customdata[0]:.3f}"
+                           "<br>mean selectivity d = %{customdata[1]:.3f}<br>%{customdata[2]} neurons"
+                           "<extra></extra>"), **colour))
+        fig.add_vline(x=exact + 0.5, line={"color": "#fff", "width": 1.5, "dash": "dot"})
+    fig.update_yaxes(title_text="layer", tickmode="array", tickvals=layers, ticktext=[str(l) for l in layers])
+    fig.update_xaxes(title_text="rank of the neuron within its layer, by composite score (log scale)",
+                     type="log", range=[math.log10(0.5), math.log10(plan["widest"] + 0.5)],
+                     tickvals=[v for v in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
+                               if v <= plan["widest"]])
+    if table["source"] == "listed":
+        note = "listed neurons only"
+    elif plan["how"] == "all":
+        note = "all neurons"
+    elif plan["how"] == "top":
+        note = f"top {exact:,} per layer"
+    else:
+        note = f"top {exact:,} per layer one by one, the rest in {len(bins)} bins"
+    height = int(min(760, max(320, 130 + 28 * len(layers))))
+    return _style(fig, "Composite score of every neuron, layer by layer", height,
+                  subtitle=f"rows = layers; columns = neurons sorted by score within the layer ({note})")
+
+
+# ---------------------------------------------------------------------------- scatter
+def scatter_reduction(data: dict[str, Any], gl_threshold: int = 5000, density_threshold: int = 20000,
+                      max_points: int = 5000) -> str:
+    """One sentence saying how the scatter draws the neurons (SVG, WebGL, or density + dots)."""
+    t = neuron_table(data)
+    n = int(np.sum(~(np.isnan(t["selectivity"]) | np.isnan(t["consistency"]))))
+    if n > density_threshold:
+        return (f"All {n:,} neurons are drawn as a grey density (darker = more neurons); the {min(n, max_points):,} "
+                f"highest-scoring ones are also drawn as dots{' (WebGL)' if max_points > gl_threshold else ''} "
+                "that show their scores on hover.")
+    return f"All {n:,} neurons are drawn as dots{' (WebGL)' if n > gl_threshold else ''}; hover a dot for its scores."
+
+
+def scatter_figure(data: dict[str, Any], gl_threshold: int = 5000, density_threshold: int = 20000,
+                   max_points: int = 5000, label_top: int | None = None) -> go.Figure | None:
+    """Selectivity (Cohen's d) vs consistency for every scanned neuron, colour = importance.
+
+    Up to ``gl_threshold`` neurons: one SVG scatter; up to ``density_threshold``: one
+    ``Scattergl`` trace with every neuron. Beyond: a density of all neurons (an SVG heatmap of
+    counts) under dots for the ``max_points`` highest-scoring neurons (SVG when that is at most
+    ``gl_threshold``). WebGL start-up dominates the render time of a page in software GL, so a
+    100k-neuron model renders faster this way, and the bulk near d = 0 is noise anyway. The
+    top-k candidates are overlaid as labelled SVG markers.
+    """
+    t = neuron_table(data)
+    ok = ~(np.isnan(t["selectivity"]) | np.isnan(t["consistency"]))
+    n_all = int(ok.sum())
+    if n_all == 0:
+        return None
+    has_imp = bool(np.any(~np.isnan(t["importance"][ok])))
+    colour = t["importance"] if has_imp else t["score"]
+    key = np.nan_to_num(t["score"][ok], nan=-1.0) + 1e-9 * np.tanh(np.nan_to_num(t["selectivity"][ok]))
+    order = np.argsort(key, kind="stable")  # best drawn last (on top)
+    idx = np.flatnonzero(ok)[order]
+    fig = go.Figure()
+    if n_all > density_threshold:
+        sel_all, con_all = t["selectivity"][ok], t["consistency"][ok]
+        lo, hi = float(np.nanmin(sel_all)), float(np.nanmax(sel_all))
+        xe = np.linspace(lo, hi if hi > lo else lo + 1, 121)
+        ye = np.linspace(-0.02, 1.02, 53)
+        counts, _, _ = np.histogram2d(sel_all, con_all, bins=[xe, ye])
+        dens = np.where(counts.T > 0, np.log10(np.maximum(counts.T, 1)) + 0.3, np.nan).astype(np.float32)
+        fig.add_trace(go.Heatmap(
+            z=dens, x=xe.astype(np.float32), y=ye.astype(np.float32), customdata=counts.T.astype(np.int32),
+            colorscale=[[0, "#e9ecef"], [1, "#495057"]], showscale=False, hoverongaps=False,
+            name=f"density of all {n_all:,} neurons", showlegend=True,
+            hovertemplate="%{customdata} neurons here<extra></extra>"))
+        idx = idx[-max_points:]
+    n = len(idx)
+    c = colour[idx]
+    if has_imp:
+        lim = float(np.nanpercentile(np.abs(c), 99)) if np.any(~np.isnan(c)) else 1.0
+        lim = lim if lim > 0 else 1.0
+        marker = {"color": c.astype(np.float32), "cmin": -lim, "cmax": lim,
+                  "colorscale": [[0.0, "#053061"], [0.25, "#4393c3"], [0.5, "#b8b8b8"], [0.75, "#d6604d"],
+                                 [1.0, "#67001f"]],
+                  "colorbar": {"title": {"text": "importance<br>(grad×act)"}, "thickness": 14}}
+    else:
+        marker = {"color": c.astype(np.float32), "colorscale": "Viridis", "cmin": 0,
+                  "colorbar": {"title": {"text": "score"}, "thickness": 14}}
+    use_gl = n > gl_threshold
+    marker.update(size=4 if use_gl else 6, opacity=0.75 if use_gl else 0.8)
+    custom = np.stack([t["layer"][idx], t["index"][idx], t["importance"][idx], t["score"][idx]], axis=1)
+    hover = ("layer %{customdata[0]}, neuron %{customdata[1]}<br>selectivity d = %{x:.3f}"
+             "<br>consistency = %{y:.3f}<br>importance = %{customdata[2]:.3g}"
+             "<br>score = %{customdata[3]:.3f}<extra></extra>")
+    cls = go.Scattergl if use_gl else go.Scatter
+    name = f"top {n:,} neurons by score" if n < n_all else f"all {n:,} neurons"
+    fig.add_trace(cls(x=t["selectivity"][idx].astype(np.float32), y=t["consistency"][idx].astype(np.float32),
+                      mode="markers", marker=marker, customdata=custom.astype(np.float32),
+                      hovertemplate=hover, name=name, showlegend=True))
+    cands = candidates(data, label_top)
+    if cands:
+        fig.add_trace(go.Scatter(
+            x=[_num(n_.get("selectivity")) for n_ in cands], y=[_num(n_.get("consistency")) for n_ in cands],
+            mode="markers+text", text=[neuron_label(n_) for n_ in cands], textposition="top center",
+            textfont={"size": 11, "color": "#111"},
+            marker={"symbol": "circle-open", "size": 14, "color": "#111", "line": {"width": 2}},
+            customdata=[[n_.get("rank"), _num(n_.get("importance")), _num(n_.get("score"))] for n_ in cands],
+            hovertemplate=("candidate #%{customdata[0]}: %{text}<br>selectivity d = %{x:.3f}<br>consistency = "
+                           "%{y:.3f}<br>importance = %{customdata[1]:.3g}<br>score = %{customdata[2]:.3f}"
+                           "<extra></extra>"),
+            name=f"top {len(cands)} candidates"))
+    fig.update_xaxes(title_text="selectivity (Cohen's d, concept vs control)", zeroline=True,
+                     zerolinecolor="#999")
+    fig.update_yaxes(title_text="consistency across phrasing groups", range=[-0.04, 1.08])
+    how = (f"{n:,} highest-scoring of {n_all:,} neurons as dots{' (WebGL)' if use_gl else ''}, all as grey density"
+           if n < n_all else
+           f"{n:,} neurons{' (WebGL)' if use_gl else ''}")
+    colour_txt = ("importance (red: removing it is predicted to lower the concept confidence)" if has_imp
+                  else "composite score")
+    sub = f"{how}; colour = {colour_txt}"
+    return _style(fig, "Selectivity vs consistency", 600, subtitle=sub, legend_rows=1)
+
+
+# ---------------------------------------------------------------------------- sankey
+_STATUS_ORDER = ["validated", "weak", "not validated", "not ablated", "significant", "not significant"]
+
+
+def sankey_figure(data: dict[str, Any]) -> go.Figure | None:
+    """Sankey: concept → layer → status of each top-k candidate (see :func:`candidate_status`)."""
+    cands = candidates(data)
+    if not cands:
+        return None
+    concept = _esc(data.get("concept") or "concept")
+    layers = sorted({int(c.get("layer", 0)) for c in cands})
+    statuses = [s for s in _STATUS_ORDER if any(candidate_status(c, data) == s for c in cands)]
+    per_layer = {l: sum(1 for c in cands if int(c.get("layer", 0)) == l) for l in layers}
+    per_status = {st: sum(1 for c in cands if candidate_status(c, data) == st) for st in statuses}
+    labels = ([f"{concept} ({len(cands)})"] + [f"layer {l} ({per_layer[l]})" for l in layers]
+              + [f"{st} ({per_status[st]})" for st in statuses])
+    colors = ["#34495e"] + ["#95a5a6"] * len(layers) + [STATUS_COLORS[s] for s in statuses]
+    li = {l: 1 + i for i, l in enumerate(layers)}
+    si = {s: 1 + len(layers) + i for i, s in enumerate(statuses)}
+    src, dst, val, lcol = [], [], [], []
+    for l in layers:
+        n = sum(1 for c in cands if int(c.get("layer", 0)) == l)
+        src.append(0), dst.append(li[l]), val.append(n), lcol.append("rgba(52,73,94,0.25)")
+    for l in layers:
+        for s in statuses:
+            n = sum(1 for c in cands if int(c.get("layer", 0)) == l and candidate_status(c, data) == s)
+            if n:
+                src.append(li[l]), dst.append(si[s]), val.append(n)
+                h = STATUS_COLORS[s].lstrip("#")
+                lcol.append("rgba({},{},{},0.35)".format(*(int(h[i:i + 2], 16) for i in (0, 2, 4))))
+    fig = go.Figure(go.Sankey(
+        arrangement="snap", valueformat="d",
+        node={"label": labels, "color": colors, "pad": 18, "thickness": 18, "line": {"width": 0},
+              "hovertemplate": "%{label}<extra></extra>"},
+        link={"source": src, "target": dst, "value": val, "color": lcol,
+              "hovertemplate": "%{source.label} → %{target.label}: %{value}<extra></extra>"}))
+    fig.update_layout(font={"size": 13})
+    ablated = any(isinstance(c.get("ablation"), dict) for c in cands)
+    sub = (f"top {len(cands)} candidates; status from the ablation test" if ablated else
+           f"top {len(cands)} candidates; no ablation ran, status = FDR significance of selectivity")
+    fig = _style(fig, "Where the candidates sit, and what survived", 360, subtitle=sub)
+    fig.update_layout(margin={"b": 24, "l": 30, "r": 30})
+    return fig
+
+
+# ---------------------------------------------------------------------------- ablation
+def ablation_figure(data: dict[str, Any]) -> go.Figure | None:
+    """Ablation effect Δ per ablated candidate with its 95% CI, the control Δ and the null band.
+
+    The grey band is the null model of the candidate's layer: mean ± 2 std of Δ over random
+    neurons of that layer (``ablation_summary.null``). ``None`` when no ablation ran.
+    """
+    ab_neurons = [n for n in sorted(data.get("neurons") or [], key=lambda n: n.get("rank") or 0)
+                  if isinstance(n.get("ablation"), dict)]
+    if not ab_neurons:
+        return None
+    summary = data.get("ablation_summary") or {}
+    null = {int(r["layer"]): r for r in summary.get("null") or [] if r.get("layer") is not None}
+    x = [f"#{n.get('rank')} {neuron_label(n)}" for n in ab_neurons]
+    fig = go.Figure()
+    lo_b, hi_b, mean_b, hov = [], [], [], []
+    for n in ab_neurons:
+        r = null.get(int(n.get("layer", -1)))
+        m, s = (_num(r.get("mean")), _num(r.get("std"))) if r else (math.nan, math.nan)
+        lo_b.append(m - 2 * s), hi_b.append(m + 2 * s), mean_b.append(m)
+        hov.append(f"null of layer {n.get('layer')}: mean {m:.3g}, std {s:.3g}, n = {r.get('n') if r else '?'}")
+    if any(not math.isnan(v) for v in mean_b):
+        fig.add_trace(go.Bar(x=x, y=[h - l for h, l in zip(hi_b, lo_b)], base=lo_b, width=0.6,
+                             marker={"color": "rgba(127,140,141,0.28)", "line": {"width": 0}},
+                             name="null: random neurons of the layer (mean ± 2 std)",
+                             hovertext=hov, hovertemplate="%{hovertext}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=x, y=mean_b, mode="markers", name="null mean",
+                                 marker={"symbol": "line-ew-open", "size": 22, "color": "#7f8c8d",
+                                         "line": {"width": 2, "color": "#7f8c8d"}},
+                                 hoverinfo="skip", showlegend=False))
+    ctrl = [_num(n["ablation"].get("delta_control")) for n in ab_neurons]
+    if any(not math.isnan(v) for v in ctrl):
+        fig.add_trace(go.Scatter(x=x, y=ctrl, mode="markers", name="Δ on control inputs",
+                                 marker={"symbol": "diamond-open", "size": 10, "color": "#555",
+                                         "line": {"width": 1.5}},
+                                 hovertemplate="%{x}<br>Δ control = %{y:.3g}<extra></extra>"))
+    for status in ("validated", "weak", "not validated"):
+        sel = [i for i, n in enumerate(ab_neurons) if candidate_status(n, data) == status]
+        if not sel:
+            continue
+        abs_ = [ab_neurons[i]["ablation"] for i in sel]
+        d = [_num(a.get("delta")) for a in abs_]
+        plus = [max(0.0, _num(a.get("ci_high")) - v) for a, v in zip(abs_, d)]
+        minus = [max(0.0, v - _num(a.get("ci_low"))) for a, v in zip(abs_, d)]
+        custom = [[_num(a.get("ci_low")), _num(a.get("ci_high")), _num(a.get("z")), _num(a.get("p_value")),
+                   _num(a.get("specificity"))] for a in abs_]
+        fig.add_trace(go.Scatter(
+            x=[x[i] for i in sel], y=d, mode="markers", name=f"Δ concept, {status}",
+            marker={"size": 11, "color": STATUS_COLORS[status], "line": {"width": 1, "color": "#222"}},
+            error_y={"type": "data", "symmetric": False, "array": plus, "arrayminus": minus,
+                     "thickness": 1.6, "width": 5, "color": STATUS_COLORS[status]},
+            customdata=custom,
+            hovertemplate=("%{x}<br>Δ = %{y:.3g} [%{customdata[0]:.3g}, %{customdata[1]:.3g}]"
+                           "<br>z = %{customdata[2]:.2f}, p = %{customdata[3]:.2g}"
+                           "<br>specificity = %{customdata[4]:.3g}<extra></extra>")))
+    fig.add_hline(y=0, line={"color": "#444", "width": 1})
+    me = _num(summary.get("min_effect"))
+    if not math.isnan(me) and me > 0:
+        fig.add_hline(y=me, line={"color": "#1a9850", "width": 1, "dash": "dash"},
+                      annotation_text=f"minimum effect {me:g}", annotation_position="top left",
+                      annotation_font={"size": 11, "color": "#1a9850"})
+    fig.update_xaxes(title_text="candidate (rank, layer:neuron)", type="category")
+    fig.update_yaxes(title_text="Δ confidence when ablated")
+    sub_parts = [f"{_esc(summary.get('method') or 'zero')} ablation"]
+    if summary.get("split"):
+        sub_parts.append(f"on {_esc(summary['split'])}")
+    jd = _num(summary.get("joint_delta"))
+    if not math.isnan(jd):
+        sub_parts.append(f"all {len(ab_neurons)} jointly: Δ = {jd:.3g} "
+                         f"[{_num(summary.get('joint_ci_low')):.3g}, {_num(summary.get('joint_ci_high')):.3g}]")
+    fig.update_layout(barmode="overlay", bargap=0.4)
+    return _style(fig, "Causal test: effect of ablating each candidate", 540,
+                  subtitle="; ".join(sub_parts) + "; bars = 95% bootstrap CI", legend_rows=2)
+
+
+# ---------------------------------------------------------------------------- emergence
+def _int_or_str(k: Any) -> Any:
+    try:
+        return int(k)
+    except (TypeError, ValueError):
+        return str(k)
+
+
+def emergence_figure(data: dict[str, Any], max_tracked: int = 10, max_lines: int = 8) -> go.Figure | None:
+    """The emergence timeline of a training run (``data['emergence']``), or ``None``.
+
+    Rows: FDR-significant neurons per layer (lines up to ``max_lines`` layers, else a
+    step × layer heatmap); score of the final top neurons at each probe
+    point (a gap where a neuron was not in that point's top-k); Jaccard overlap of the top-k
+    with the previous point.
+    """
+    points = [p for p in data.get("emergence") or [] if isinstance(p, dict) and p.get("step") is not None]
+    if not points:
+        return None
+    points.sort(key=lambda p: _num(p.get("step")))
+    steps = [p["step"] for p in points]
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.4, 0.35, 0.25],
+                        subplot_titles=("FDR-significant neurons per layer", "score of the final top neurons",
+                                        "top-k overlap with the previous point (Jaccard)"))
+    layer_keys = sorted({_int_or_str(k) for p in points for k in (p.get("n_significant_per_layer") or {})},
+                        key=lambda k: (isinstance(k, str), k))
+    per_point = [p.get("n_significant_per_layer") or {} for p in points]
+    counts = np.array([[_num(d.get(str(lk), d.get(lk))) for d in per_point] for lk in layer_keys],
+                      dtype=np.float64).reshape(len(layer_keys), len(points))
+    if len(layer_keys) > max_lines:
+        fig.add_trace(go.Heatmap(
+            z=counts.astype(np.float32), x=steps, y=[str(k) for k in layer_keys], colorscale="Blues",
+            colorbar={"title": {"text": "significant"}, "len": 0.36, "y": 1.0, "yanchor": "top", "thickness": 12},
+            hovertemplate="layer %{y}, step %{x}: %{z} significant<extra></extra>", name="significant"),
+            row=1, col=1)
+        fig.update_yaxes(title_text="layer", row=1, col=1)
+    else:
+        for r, lk in enumerate(layer_keys):
+            fig.add_trace(go.Scatter(x=steps, y=counts[r], mode="lines+markers", name=f"layer {_esc(lk)}",
+                                     legendgroup="layers", legendgrouptitle={"text": "significant, per layer"},
+                                     marker={"size": 5},
+                                     hovertemplate=f"layer {_esc(lk)}<br>step %{{x}}: %{{y}} significant"
+                                                   "<extra></extra>"),
+                          row=1, col=1)
+        fig.update_yaxes(title_text="neurons", row=1, col=1)
+    final = (points[-1].get("top") or [])[:max_tracked]
+    for n in final:
+        key = (n.get("layer"), n.get("index"))
+        ys = []
+        for p in points:
+            hit = next((m for m in p.get("top") or [] if (m.get("layer"), m.get("index")) == key), None)
+            ys.append(_num(hit.get("score")) if hit else None)
+        fig.add_trace(go.Scatter(x=steps, y=ys, mode="lines+markers", name=neuron_label(n), legendgroup="top",
+                                 legendgrouptitle={"text": "final top neurons"},
+                                 connectgaps=False, marker={"size": 5},
+                                 hovertemplate=f"{neuron_label(n)}<br>step %{{x}}: score %{{y:.3f}}<extra></extra>"),
+                      row=2, col=1)
+    jac = [_num(p.get("jaccard_prev")) for p in points]
+    fig.add_trace(go.Scatter(x=steps, y=jac, mode="lines+markers", name="Jaccard", line={"color": "#34495e"},
+                             showlegend=False, hovertemplate="step %{x}: Jaccard %{y:.2f}<extra></extra>"),
+                  row=3, col=1)
+    fig.update_yaxes(title_text="score", row=2, col=1)
+    fig.update_yaxes(title_text="Jaccard", range=[-0.05, 1.05], row=3, col=1)
+    fig.update_xaxes(title_text="training step", row=3, col=1)
+    fig = _style(fig, "Emergence over training", 780,
+                 subtitle=f"{len(points)} probe points, steps {steps[0]}–{steps[-1]}", legend_rows=1)
+    heat = len(layer_keys) > max_lines
+    fig.update_layout(legend={"orientation": "v", "yref": "paper", "y": 0.6 if heat else 1.0, "yanchor": "top",
+                              "x": 1.02, "xanchor": "left", "groupclick": "toggleitem"},
+                      margin={"r": 150, "b": 64})
+    for ann in fig.layout.annotations:  # subplot titles: left-aligned, muted
+        ann.update(font={"size": 13, "color": "#444"})
+    return fig
+
+
+# ---------------------------------------------------------------------------- layers
+def layer_distribution_figure(data: dict[str, Any], relative: bool = False) -> go.Figure | None:
+    """Per layer: FDR-significant neurons (positive / negative selectivity) and the best score.
+
+    With ``relative=True`` the x axis is the relative depth ℓ/(L−1), so that models of
+    different depths can be compared side by side.
+    """
+    p = layer_profile(data, relative=relative)
+    if not p["layer"]:
+        return None
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    x = p["x"] if relative else [str(l) for l in p["layer"]]
+    custom = np.stack([p["n_units"], p["frac_positive"] * 100, p["depth"]], axis=1)
+    fig.add_trace(go.Bar(x=x, y=p["n_significant_positive"], name="significant, fires more on concept",
+                         marker={"color": "#2c7fb8"}, customdata=custom,
+                         hovertemplate=("layer %{x}: %{y} of %{customdata[0]} neurons (%{customdata[1]:.1f}%)"
+                                        "<br>relative depth %{customdata[2]:.2f}<extra></extra>")),
+                  secondary_y=False)
+    fig.add_trace(go.Bar(x=x, y=p["n_significant_negative"], name="significant, fires less on concept",
+                         marker={"color": "#bdc3c7"},
+                         hovertemplate="layer %{x}: %{y} neurons<extra></extra>"), secondary_y=False)
+    fig.add_trace(go.Scatter(x=x, y=p["top_score"], name="best composite score in layer", mode="lines+markers",
+                             line={"color": "#d35400", "width": 2}, marker={"size": 8},
+                             hovertemplate="layer %{x}: best score %{y:.3f}<extra></extra>"), secondary_y=True)
+    fig.update_layout(barmode="stack", bargap=0.25)
+    fig.update_xaxes(title_text="relative depth ℓ/(L−1)" if relative else "layer",
+                     type="linear" if relative else "category")
+    fig.update_yaxes(title_text="FDR-significant neurons", secondary_y=False)
+    fig.update_yaxes(title_text="best score", secondary_y=True, rangemode="tozero", showgrid=False)
+    q = data.get("fdr_q", 0.05)
+    return _style(fig, "Which layers carry the concept", 440,
+                  subtitle=f"neurons selective at Benjamini–Hochberg FDR q = {q}, per layer", legend_rows=1)
+
+
+# ---------------------------------------------------------------------------- all
+#: name -> builder, in page order; each returns a Figure or None (section not applicable)
+FIGURE_BUILDERS = {
+    "layers": layer_distribution_figure,
+    "heatmap": heatmap_figure,
+    "scatter": scatter_figure,
+    "sankey": sankey_figure,
+    "ablation": ablation_figure,
+    "emergence": emergence_figure,
+}
+
+
+def build_figures(data: dict[str, Any], names: Sequence[str] | None = None) -> dict[str, go.Figure]:
+    """Every applicable figure of ``data`` as ``{name: Figure}`` (page order)."""
+    out: dict[str, go.Figure] = {}
+    for name, fn in FIGURE_BUILDERS.items():
+        if names is not None and name not in names:
+            continue
+        fig = fn(data)
+        if fig is not None:
+            out[name] = fig
+    return out

@@ -1,0 +1,357 @@
+"""The HTML report: figures, escaping, size, and rendering in headless Chromium.
+
+Chromium tests render the product page as is (nothing injected) with ``--dump-dom`` after a
+virtual time budget, then check in the serialised DOM that every chart drew (an
+``svg.main-svg`` with its traces, a ``canvas`` for the WebGL scatter) and read Chromium's
+console log (``--enable-logging=stderr``) for uncaught script errors. They are skipped when
+no Chromium is installed (``apt-get install chromium``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from html import escape as html_escape
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+import pytest
+
+from neurolens_lightning.report import (
+    build_figures,
+    candidate_status,
+    heatmap_figure,
+    heatmap_reduction,
+    scatter_figure,
+    write_report,
+)
+from neurolens_lightning.report.figures import scatter_reduction
+from neurolens_lightning.report.synthetic import synthetic_results
+
+CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
+needs_chromium = pytest.mark.skipif(CHROMIUM is None,
+                                    reason="headless Chromium not installed (apt-get install chromium)")
+
+HOSTILE_TEXT = "The [[king]] said <script>alert(1)</script> loudly."
+HOSTILE_CONCEPT = {
+    "name": "evil <b>x</b>",
+    "modality": "text",
+    "description": "royalty, with <i>markup</i> & \"quotes\"",
+    "groups": {
+        "g<1>": [HOSTILE_TEXT, "A [[queen]] </script><script>alert(2)</script> smiled.", "The [[prince]] waved.",
+                 "The [[king]] slept."],
+        "g2": ["The [[emperor]] ruled.", "The [[monarch]] <img src=x onerror=alert(3)> spoke.",
+               "A [[king]] rode home.", "The [[queen]] sang."],
+    },
+    "negative": ["The [[farmer]] said <script>alert(1)</script> loudly.", "A [[teacher]] smiled.",
+                 "The [[baker]] waved.", "The [[clerk]] ruled.", "The [[man]] spoke.", "A [[dog]] slept.",
+                 "The [[driver]] rode home.", "The [[child]] sang."],
+}
+
+
+# ---------------------------------------------------------------------------- helpers
+def _scan(**kwargs):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import neurolens_lightning as nl
+
+    try:
+        return nl.scan(**kwargs)
+    except nl.ModelLoadError as err:  # pragma: no cover - depends on the local model cache
+        pytest.skip(f"MiniLM is not available offline: {err}")
+
+
+@pytest.fixture(scope="session")
+def minilm_report(tmp_path_factory):
+    """A real small scan (MiniLM, royalty, layers 4-5) saved with its report."""
+    result = _scan(model="minilm", concept="royalty", layers=[4, 5])
+    out = result.save(tmp_path_factory.mktemp("minilm") / "royalty")
+    return out, json.loads((out / "results.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def hostile_report(tmp_path_factory):
+    """A real scan of a probe whose name and sentences contain HTML/JS."""
+    result = _scan(model="minilm", concept=HOSTILE_CONCEPT, layers=[5], top_k=5)
+    out = result.save(tmp_path_factory.mktemp("hostile") / "evil")
+    return out, json.loads((out / "results.json").read_text())
+
+
+def render(page: Path, budget_ms: int = 5000, timeout: float = 90) -> tuple[str, str, float]:
+    """Render ``page`` in headless Chromium: (serialised DOM, console log, wall seconds)."""
+    with tempfile.TemporaryDirectory(prefix="nl-chromium-") as profile:
+        cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--no-first-run", "--disable-quic", f"--user-data-dir={profile}", "--window-size=1400,1000",
+               "--enable-logging=stderr", "--v=0", f"--virtual-time-budget={budget_ms}", "--dump-dom",
+               Path(page).resolve().as_uri()]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        wall = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout, proc.stderr, wall
+
+
+def console_errors(log: str) -> list[str]:
+    """Uncaught script errors from Chromium's console log."""
+    lines = [l for l in log.splitlines() if ":CONSOLE" in l]
+    return [l for l in lines if re.search(r"Uncaught|TypeError|ReferenceError|SyntaxError|RangeError", l)]
+
+
+def strip_scripts(dom: str) -> str:
+    return re.sub(r"<script\b[^>]*>.*?</script>", "<script></script>", dom, flags=re.S | re.I)
+
+
+def figure_fragments(dom: str) -> dict[str, str]:
+    """``{figure name: serialised DOM of its plot div}`` (scripts removed)."""
+    body = strip_scripts(dom)
+    starts = [(m.start(), m.group(1)) for m in re.finditer(r'<div id="nl-fig-([a-z]+)"', body)]
+    out = {}
+    for i, (pos, name) in enumerate(starts):
+        end = body.find("<figcaption", pos)
+        nxt = starts[i + 1][0] if i + 1 < len(starts) else len(body)
+        out[name] = body[pos:min(end if end > 0 else nxt, nxt)]
+    return out
+
+
+#: what must be in a plot div once its traces are drawn
+_CLS = r'class="(?:[^"]* )?{}[ "]'
+DRAWN = {
+    "layers": [_CLS.format("bars"), _CLS.format("point"), _CLS.format("js-line")],
+    "heatmap": [_CLS.format("hm"), r"<image "],
+    "scatter": [_CLS.format("point")],  # + canvas when WebGL, checked below
+    "sankey": [_CLS.format("sankey-node"), _CLS.format("sankey-link")],
+    "ablation": [_CLS.format("bars"), _CLS.format("errorbar"), _CLS.format("point")],
+    "emergence": [_CLS.format("js-line")],
+}
+
+
+def assert_all_drawn(dom: str, data: dict) -> dict[str, str]:
+    frags = figure_fragments(dom)
+    expected = set(build_figures(data))
+    assert set(frags) == expected, (set(frags), expected)
+    for name, frag in frags.items():
+        assert 'class="main-svg"' in frag, f"{name}: plotly did not draw (no svg.main-svg)"
+        assert re.search(r'class="(trace|hm|sankey)', frag), f"{name}: no trace drawn"
+        for marker in DRAWN[name]:
+            assert re.search(marker, frag), f"{name}: {marker} missing, the chart is empty"
+    if any(t.type == "scattergl" for t in build_figures(data)["scatter"].data):
+        assert "<canvas" in frags["scatter"] and "gl-canvas" in frags["scatter"], "WebGL scatter has no canvas"
+    body = strip_scripts(dom)
+    assert "WebGL is not supported" not in body
+    return frags
+
+
+def _plotly_banner() -> str:
+    import plotly.offline
+
+    return plotly.offline.get_plotlyjs()[:200]
+
+
+# ---------------------------------------------------------------------------- real scan
+def test_real_scan_report_content(minilm_report):
+    out, data = minilm_report
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert page.count(_plotly_banner()) == 1, "plotly.js must be inlined exactly once"
+    assert not re.search(r"<script[^>]*\bsrc=", page) and "<link" not in page, "the page must not load anything"
+    for name in ("layers", "heatmap", "scatter", "sankey"):
+        assert f'id="nl-fig-{name}"' in page
+    assert 'id="nl-fig-ablation"' not in page and "No ablation was run" in page
+    # numbers on the page come from results.json
+    assert f"{data['n_neurons_scanned']:,}" in page and f"{data['n_significant_fdr']:,}" in page
+    head = data["confidence_head"]
+    assert f"{100 * head['heldout_accuracy']:.1f}%" in page
+    top = data["neurons"][0]
+    assert f"neuron {top['index']} of layer {top['layer']}" in page
+    # the strongest examples, with the concept span marked
+    ex = top["top_examples"][0]
+    s, e = ex["span"]
+    assert f"<mark>{ex['text'][s:e]}</mark>" in page
+    assert "Cohen&#x27;s d" in page or "Cohen's d" in page
+    assert heatmap_reduction(data).split(":")[0] in page
+
+
+@needs_chromium
+def test_real_scan_report_renders(minilm_report):
+    out, data = minilm_report
+    dom, log, wall = render(out / "report.html")
+    assert not console_errors(log), console_errors(log)
+    frags = assert_all_drawn(dom, data)
+    assert len(re.findall(_CLS.format("point"), frags["scatter"])) >= data["top_k"]  # the labelled candidates (SVG)
+    assert wall < 20
+
+
+@needs_chromium
+def test_console_error_detection_works(tmp_path):
+    """The error check is not vacuous: a page with a broken script is caught."""
+    page = tmp_path / "broken.html"
+    page.write_text("<html><body><p>x</p><script>undefinedFunction()</script></body></html>")
+    _, log, _ = render(page, budget_ms=500)
+    assert console_errors(log)
+
+
+# ---------------------------------------------------------------------------- synthetic sections
+def test_sections_present_only_with_data():
+    plain = synthetic_results(n_layers=3, units=64)
+    full = synthetic_results(n_layers=3, units=64, ablation=True, emergence=True)
+    assert set(build_figures(plain)) == {"layers", "heatmap", "scatter", "sankey"}
+    assert set(build_figures(full)) == {"layers", "heatmap", "scatter", "sankey", "ablation", "emergence"}
+    statuses = {candidate_status(n, full) for n in full["neurons"][:full["top_k"]]}
+    assert statuses <= {"validated", "weak", "not validated"} and "validated" in statuses
+    assert {candidate_status(n, plain) for n in plain["neurons"][:10]} <= {"significant", "not significant"}
+
+
+@needs_chromium
+def test_synthetic_ablation_and_emergence_render(tmp_path):
+    data = synthetic_results(n_layers=6, units=512, ablation=True, emergence=True, seed=1)
+    page = write_report(json.loads(json.dumps(data)), tmp_path / "report.html")
+    html = page.read_text(encoding="utf-8")
+    summ = data["ablation_summary"]
+    assert f"validated {summ['n_validated']} of {data['top_k']}" in html
+    assert "Spearman" in html and "Holm" in html
+    dom, log, _ = render(page)
+    assert not console_errors(log), console_errors(log)
+    frags = assert_all_drawn(dom, data)
+    # every ablated candidate has its error bar; the null band is drawn per candidate
+    assert len(re.findall(_CLS.format("errorbar"), frags["ablation"])) >= data["top_k"]
+
+
+def test_listed_neurons_fallback(tmp_path):
+    """Without all_neurons (include_all=False) the page still builds from the listed neurons."""
+    data = synthetic_results(n_layers=2, units=300)
+    del data["all_neurons"]
+    assert "Only the" in heatmap_reduction(data)
+    html = write_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert 'id="nl-fig-heatmap"' in html and 'id="nl-fig-scatter"' in html
+
+
+def test_image_examples_and_tokens(tmp_path):
+    import neurolens_lightning
+
+    img = next((Path(neurolens_lightning.__file__).parent / "builtin_concepts" / "images" / "red").glob("*.png"))
+    data = synthetic_results(n_layers=2, units=64)
+    data["neurons"][0]["top_examples"] = [
+        {"activation": 2.5, "positive": True, "position": 0, "image": str(img)},
+        {"activation": 1.5, "positive": True, "position": 3, "text": "The old king slept.", "span": [8, 12],
+         "tokens": ["[CLS]", "the", "old", "king", "slept", "."]},
+    ]
+    html = write_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "src='data:image/png;base64," in html
+    assert "The old <mark>king</mark> slept." in html and "strongest token: <code>king</code>" in html
+
+
+# ---------------------------------------------------------------------------- escaping
+def test_plotly_json_cannot_close_the_script_tag():
+    fig = go.Figure(go.Scatter(x=[1], y=[1], text=["</script><script>alert(1)</script>"]))
+    frag = pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id="t")
+    assert frag.count("</script>") == frag.count("<script")
+    assert "<script>alert(1)" not in frag and "\\u003c\\u002fscript\\u003e" in frag
+
+
+def test_hostile_probe_is_escaped(hostile_report):
+    out, data = hostile_report
+    assert data["concept"] == "evil <b>x</b>"
+    texts = [ex.get("text") for n in data["neurons"] for ex in n.get("top_examples") or []]
+    assert any("<script>alert(1)</script>" in (t or "") for t in texts), "the hostile sentence must be shown"
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script>alert(" not in page and "<img src=x" not in page
+    assert "<b>x</b>" not in page and "evil &lt;b&gt;x&lt;/b&gt;" in page
+    assert "<i>markup</i>" not in page and "&lt;i&gt;markup&lt;/i&gt;" in page
+    assert "g&lt;1&gt;" in page and "g<1>" not in page
+    # every <script> opened is closed by its own tag: the data JSON never contains "</script"
+    assert page.count("</script>") == len(re.findall(r"<script\b", page))
+
+
+def test_every_user_string_is_escaped(tmp_path):
+    """Model name, concept, description, group names, paths, settings and probe text: all escaped."""
+    bad = {"model": "<img src=x onerror=alert(5)>", "concept": "<b>x</b>", "desc": "<svg onload=alert(6)>",
+           "group": "<i>g</i>", "path": "/tmp/<script>alert(7)</script>/p.json", "setting": "<u>cpu</u>"}
+    data = synthetic_results(n_layers=2, units=64, ablation=True, emergence=True, model=bad["model"],
+                             concept=bad["concept"], positive_texts=[HOSTILE_TEXT, "The [[queen]] <u>sang</u>."])
+    data["concept_info"].update(description=bad["desc"], groups=[bad["group"], "g2"], source=bad["path"])
+    data["settings"]["device"] = bad["setting"]
+    data["ablation_summary"]["split"] = bad["setting"]
+    page = write_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
+    for raw in bad.values():
+        assert raw not in page, raw
+    for raw in ("<script>alert(1)", "<u>sang</u>"):
+        assert raw not in page
+    assert "&lt;img src=x onerror=alert(5)&gt;" in page and "&lt;i&gt;g&lt;/i&gt;" in page
+    assert page.count("</script>") == len(re.findall(r"<script\b", page))
+
+
+@needs_chromium
+def test_hostile_probe_renders_as_text(hostile_report):
+    out, data = hostile_report
+    dom, log, _ = render(out / "report.html")
+    assert not console_errors(log), console_errors(log)
+    assert_all_drawn(dom, data)
+    body = strip_scripts(dom)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body  # shown as text in the live DOM
+    assert "<b>x</b>" not in body and "<img src=\"x\"" not in body
+    assert len(re.findall(r"<script\b", dom)) == len(re.findall(r"<script\b", (out / "report.html").read_text()))
+
+
+# ---------------------------------------------------------------------------- size and speed
+@pytest.fixture(scope="module")
+def gpt2_medium_sized(tmp_path_factory):
+    data = synthetic_results(n_layers=24, units=4096, ablation=True, emergence=True, model="gpt2-medium-synthetic")
+    page = write_report(data, tmp_path_factory.mktemp("big") / "report.html")
+    return page, data
+
+
+def test_large_scan_page_size_and_reductions(gpt2_medium_sized):
+    page, data = gpt2_medium_sized
+    size = page.stat().st_size
+    assert size < 15e6, f"{size / 1e6:.1f} MB"
+    figs = build_figures(data)
+    gl = [t for f in figs.values() for t in f.data if t.type.endswith("gl")]
+    assert len(gl) <= 1, "at most one WebGL trace per page"
+    hm = figs["heatmap"]
+    assert max(np.asarray(t.z).shape[1] for t in hm.data) <= 2048  # far below plotly's ~65k-per-axis limit
+    note = heatmap_reduction(data)
+    assert "Reduced for size" in note and "98,304" in note
+    html = page.read_text(encoding="utf-8")
+    assert html_escape(note) in html and html_escape(scatter_reduction(data)) in html
+
+
+@needs_chromium
+def test_large_scan_renders_within_5s(gpt2_medium_sized):
+    page, data = gpt2_medium_sized
+    walls = []
+    for _ in range(3):  # best of three: the machine is shared (timings vary by ±30%)
+        dom, log, wall = render(page)
+        walls.append(wall)
+        if wall < 5.0:
+            break
+    assert not console_errors(log), console_errors(log)
+    assert_all_drawn(dom, data)
+    assert min(walls) < 5.0, f"Chromium took {walls} s"
+
+
+def test_small_models_use_svg_and_full_heatmap():
+    data = synthetic_results(n_layers=2, units=3000)
+    assert scatter_figure(data).data[0].type == "scattergl"
+    small = synthetic_results(n_layers=2, units=500)
+    assert scatter_figure(small).data[0].type == "scatter"
+    hm = heatmap_figure(small)
+    assert np.asarray(hm.data[0].z).shape == (2, 500) and len(hm.data) == 1
+    assert heatmap_reduction(small).startswith("All 1,000 scanned neurons")
+
+
+def test_cdn_option_is_small_and_inline_is_default(tmp_path):
+    from neurolens_lightning.report import render_report
+
+    data = synthetic_results(n_layers=2, units=64)
+    cdn = render_report(data, plotlyjs="cdn")
+    assert re.search(r"<script charset='utf-8' src='https://cdn\.plot\.ly/plotly-[0-9.]+\.min\.js'>", cdn)
+    assert len(cdn) < 1e6 < len(render_report(data))
+    with pytest.raises(ValueError):
+        render_report(data, plotlyjs="nope")
