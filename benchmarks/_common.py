@@ -57,6 +57,26 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _status_kb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return float(line.split()[1])
+    return float("nan")
+
+
+def reset_peak_rss() -> float:
+    """Reset the kernel's RSS high-water mark (Linux) and return the current RSS in MiB."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    return _status_kb("VmRSS") / 1024.0
+
+
+def peak_rss_since_reset_mb() -> float:
+    return _status_kb("VmHWM") / 1024.0
+
+
 def timed(fn, repeats: int = 3) -> float:
     """Best-of-``repeats`` wall time (after one warm-up call)."""
     fn()
