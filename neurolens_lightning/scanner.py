@@ -253,8 +253,11 @@ class ConceptScanner:
         return [self.selectivity, self.consistency, self.mean_activation, self.top, self.importance]
 
     def reset(self) -> None:
+        """Forget everything accumulated (metrics, probe-head features, the fitted head)."""
         for m in self.metrics():
             m.reset()
+        self.head = None
+        self._features, self._feature_labels = [], []
 
     def compute(self) -> NeuronScores:
         """Compute (and, under DDP, sync) every score and rank the neurons."""
