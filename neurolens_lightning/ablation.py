@@ -103,8 +103,9 @@ class AblationRunner:
                 out[s][0][r, u] = 1.0
         return out
 
-    def _clean(self, batch: Batch) -> tuple[torch.Tensor, dict[int, tuple[tuple, dict]]]:
-        """Clean y, and (when reusing) every block's positional/keyword inputs."""
+    def _clean(self, batch: Batch) -> tuple[torch.Tensor, dict[int, tuple[tuple, dict]], Batch]:
+        """Clean y, (when reusing) every block's inputs, and the batch with own-prediction targets fixed
+        to the clean model's predictions (so ablated runs score the original top-1)."""
         cache: dict[int, tuple[tuple, dict]] = {}
         handles = []
         try:
@@ -114,11 +115,13 @@ class AblationRunner:
                         cache[i] = (args, kwargs)
                     handles.append(blk.register_forward_pre_hook(pre, with_kwargs=True))
             with torch.no_grad(), eval_mode(self.adapter.model):
-                y = self.adapter.confidence(batch, self.adapter.forward(batch), self.head).float()
+                outputs = self.adapter.forward(batch)
+                batch = self.adapter.fix_targets(batch, outputs)
+                y = self.adapter.confidence(batch, outputs, self.head).float()
         finally:
             for h in handles:
                 h.remove()
-        return y, cache
+        return y, cache, batch
 
     def _ablated(self, batch: Batch, group: Sequence[AblationJob], cache: dict[int, tuple[tuple, dict]],
                  example_index: torch.Tensor | None) -> torch.Tensor:
@@ -170,7 +173,7 @@ class AblationRunner:
     def step(self, kind: str, batch: Batch, example_index: torch.Tensor | None = None) -> None:
         """Clean and ablated y for one chunk of ``kind`` (``concept`` or ``control``) inputs."""
         batch = batch.to(self.adapter.device)
-        y, cache = self._clean(batch)
+        y, cache, batch = self._clean(batch)
         self.y_clean[kind].append(y.cpu())
         idx = sorted(self.job_index[kind], key=lambda k: self._start(self.jobs[k]), reverse=True)
         rows = torch.zeros(len(self.job_index[kind]), batch.size)
@@ -217,6 +220,22 @@ class AblationPlan:
     @property
     def control_jobs(self) -> list[int]:
         return [k for k, j in enumerate(self.jobs) if j.kind in ("candidate", "joint")]
+
+
+def check_ablation_args(adapter: ModelAdapter, layers: Sequence[int] | None, method: str, null_samples: int,
+                        neurons: Sequence[tuple[int, int]] | None) -> None:
+    """Validate ablation arguments up front, before any scoring work."""
+    if method not in METHODS:
+        raise NeuroLensError(f"unknown ablation method {method!r}; use one of {', '.join(METHODS)}")
+    if null_samples < 2:
+        raise NeuroLensError(f"null_samples must be >= 2 to estimate a null spread, got {null_samples}")
+    sites = {s.layer: s for s in adapter.select_sites(layers)}
+    for l, i in neurons or []:
+        if l not in sites:
+            raise NeuroLensError(f"neuron {l}:{i}: layer {l} was not scanned (scanned layers: {sorted(sites)})")
+        if not 0 <= i < sites[l].units:
+            raise NeuroLensError(f"neuron {l}:{i}: index out of range, layer {l} has {sites[l].units} units "
+                                 f"(0..{sites[l].units - 1})")
 
 
 def plan_ablation(result: Any, scanner: Any, method: str = "zero", null_samples: int = 50,
@@ -379,10 +398,13 @@ def summarize_ablation(result: Any, runner: AblationRunner, jobs: Sequence[Ablat
     spearman = None
     if result.scores.importance is not None:
         single = [k for k, j in enumerate(jobs) if j.kind in ("candidate", "null", "audit")]
+        # the importance estimate that matches the ablation: mean baseline for mean ablation, else zero
+        est = result.scores.importance_mean if method == "mean" else result.scores.importance_zero
+        est = result.scores.importance if est is None else est
         imps = []
         for k in single:
             s, u = jobs[k].units[0]
-            imps.append(float(result.scores.importance[runner.offsets[s] + u]))
+            imps.append(float(est[runner.offsets[s] + u]))
         if len(single) > 2 and np.std(imps) > 0 and np.std(delta[single]) > 0:
             from scipy.stats import spearmanr
 

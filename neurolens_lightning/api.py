@@ -76,6 +76,10 @@ def scan(
     adapter = load_model(model, tokenizer=tokenizer, weights=weights, arch=arch, device=device,
                          download=download, **kwargs)
     adapter.select_sites(layers)  # validate before any work
+    if ablate:
+        from neurolens_lightning.ablation import check_ablation_args
+
+        check_ablation_args(adapter, layers, ablation, null_samples, neurons)
     rank_concept, held_out = concept_obj, None
     if ablate and holdout > 0:
         rank_concept, held_out = concept_obj.split(holdout, seed=seed)

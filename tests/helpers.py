@@ -235,3 +235,111 @@ def count_unk(tokenizer, text: str) -> int:
     """How many unknown tokens ``text`` encodes to."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     return sum(1 for i in ids if i == tokenizer.unk_token_id)
+
+
+# ----------------------------------------------------------------------------- planted ground-truth models
+# Shared by test_ground_truth.py and test_ablation.py; the construction is described in
+# test_ground_truth.py's module docstring. n_embd = 32 in both families. Residual dims: 0 = concept,
+# 1 = king only, 2 = " throne" (read by the tied unembedding), 4/5 = norm fillers.
+
+CONCEPT = ["king", "queen", "monarch", "emperor"]
+NEGATIVE = ["farmer", "baker", "teacher", "doctor", "sailor", "soldier", "driver", "painter"]
+TEMPLATES = ["The [[{w}]] spoke to the people.", "Everyone saw the [[{w}]] at night.",
+             "A [[{w}]] sat on the old chair.", "They waited for the [[{w}]] by the river."]
+TASK_PROMPTS = {
+    # GPT-2 predicts the target right after the prompt: end the prompt on the concept word
+    "gpt2": ["the seat of the {w}", "they bowed to the {w}"],
+    # BERT predicts the target at a [MASK] after the prompt; the concept word is anywhere before it
+    "bert": ["the {w} sat on his", "they bowed to the {w} on the"],
+}
+PLANTED, DECOY = 7, 11  # unit indices in layer 0
+BIG, A, THRESHOLD, SPREAD = 8.0, 3.0, 1.5, 3.5
+
+
+def planted_probe(family: str) -> dict:
+    groups = {w: [t.format(w=w) for t in TEMPLATES] for w in CONCEPT}                       # 4 x 4 = 16 positives
+    negative = [t.format(w=w) for i, w in enumerate(NEGATIVE) for t in TEMPLATES[i % 2::2]]  # 8 x 2 = 16 negatives
+    tasks = [{"prompt": p.format(w=w), "target": " throne"} for w in CONCEPT for p in TASK_PROMPTS[family]]
+    return {"name": "planted_royalty", "modality": "text", "groups": groups, "negative": negative, "tasks": tasks}
+
+
+def _ids(tok, words) -> list[int]:
+    """Every vocabulary id whose token is one of ``words`` (with or without the byte-level space mark)."""
+    return [i for t, i in tok.get_vocab().items() if t.replace("\u0120", "").lower() in words]
+
+
+def _plant_embeddings(E: torch.Tensor, tok, v_throne: float) -> None:
+    with torch.no_grad():
+        E[:, :8] = 0
+        E[:, 5] = BIG                       # filler: every ordinary token
+        concept, king = _ids(tok, CONCEPT), _ids(tok, ["king"])
+        E[concept, 5] = 0
+        E[concept, 0] = BIG                 # the concept direction
+        E[concept, 4] = BIG                 # filler for queen/monarch/emperor ...
+        E[king, 4] = 0
+        E[king, 1] = BIG                    # ... and the king-only direction instead
+        E[_ids(tok, ["throne"]), 2] = v_throne
+        for i, w in enumerate(NEGATIVE):    # negatives: a spread of sub-threshold concept values
+            E[_ids(tok, [w]), 0] = SPREAD * i / (len(NEGATIVE) - 1)
+
+
+def planted_gpt2(tok, seed: int = 0, w_out: float = 4.0, v_throne: float = 2.0, mute: int | None = None):
+    """Tiny GPT-2 with unit PLANTED (concept -> " throne") and DECOY (king only) planted in layer 0's MLP.
+
+    ``mute``: also plant a unit that reads exactly like PLANTED (same activations, hence the same
+    selectivity and consistency) but has an all-zero output projection, so it has no effect.
+    """
+    model = tiny_gpt2(tok, n_layer=2, n_embd=32, n_head=2, seed=seed)
+    _plant_embeddings(model.transformer.wte.weight, tok, v_throne)  # lm_head is tied to wte
+    mlp = model.transformer.h[0].mlp
+    with torch.no_grad():
+        fc, proj = mlp.c_fc, mlp.c_proj  # Conv1D: c_fc.weight [n_embd, n_inner], c_proj.weight [n_inner, n_embd]
+        for unit, dim in ((PLANTED, 0), (DECOY, 1)):
+            fc.weight[:, unit] = 0
+            fc.weight[dim, unit] = A
+            fc.bias[unit] = -THRESHOLD * A
+            proj.weight[unit, :] = 0
+            proj.weight[unit, 2] = w_out
+        if mute is not None:
+            fc.weight[:, mute] = fc.weight[:, PLANTED]
+            fc.bias[mute] = fc.bias[PLANTED]
+            proj.weight[mute, :] = 0
+    return model
+
+
+def planted_bert(tok, seed: int = 0, w_out: float = 1.0, v_throne: float = 2.0, copy_gain: float = 16.0,
+                 mute: int | None = None):
+    """Tiny BertForMaskedLM with PLANTED / DECOY in layer 0 and a path from dim 2 to the [MASK] logits.
+
+    ``mute``: as for :func:`planted_gpt2` (reads like PLANTED, zero output weights).
+    """
+    model = tiny_bert(tok, n_layer=2, hidden=32, n_head=2, seed=seed)
+    _plant_embeddings(model.bert.embeddings.word_embeddings.weight, tok, v_throne)  # decoder is tied
+    layer0, layer1 = model.bert.encoder.layer
+    with torch.no_grad():
+        layer0.attention.output.dense.weight.zero_()
+        layer0.attention.output.dense.bias.zero_()
+        fc, proj = layer0.intermediate.dense, layer0.output.dense  # Linear: [inter, hidden] and [hidden, inter]
+        for unit, dim in ((PLANTED, 0), (DECOY, 1)):
+            fc.weight[unit] = 0
+            fc.weight[unit, dim] = A
+            fc.bias[unit] = -THRESHOLD * A
+            proj.weight[:, unit] = 0
+            proj.weight[2, unit] = w_out
+        if mute is not None:
+            fc.weight[mute] = fc.weight[PLANTED]
+            fc.bias[mute] = fc.bias[PLANTED]
+            proj.weight[:, mute] = 0
+        att = layer1.attention.self
+        for lin in (att.query, att.key, att.value):  # Q = K = 0: uniform attention; V copies dim 2
+            lin.weight.zero_()
+            lin.bias.zero_()
+        att.value.weight[2, 2] = 1.0
+        out = layer1.attention.output.dense
+        out.weight.zero_()
+        out.bias.zero_()
+        out.weight[2, 2] = copy_gain
+        head = model.cls.predictions.transform.dense
+        head.weight.copy_(torch.eye(32))
+        head.bias.zero_()
+    return model

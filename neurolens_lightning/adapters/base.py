@@ -202,6 +202,13 @@ class ModelAdapter(ABC):
     def confidence(self, batch: Batch, outputs: Any, head: "nn.Module | None" = None) -> torch.Tensor:
         """Per-example confidence y ``[B]`` (differentiable w.r.t. the activations)."""
 
+    def fix_targets(self, batch: Batch, outputs: Any) -> Batch:
+        """``batch`` with "the model's own prediction" targets replaced by the clean model's prediction.
+
+        Ablation must score the *original* top-1 (DESIGN §2), not the ablated model's own.
+        """
+        return batch
+
     def features(self, batch: Batch, outputs: Any) -> torch.Tensor:
         """Pooled last-layer representation ``[B, H]`` for a fitted probe head."""
         raise NotImplementedError

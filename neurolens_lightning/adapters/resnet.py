@@ -117,6 +117,14 @@ class ResNetAdapter(ModelAdapter):
     def unview(self, view: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return view.transpose(1, 2).reshape(like.shape)
 
+    def fix_targets(self, batch: Batch, outputs: Any) -> Batch:
+        labels = batch.target["labels"]
+        if bool((labels < 0).any()):
+            fixed = torch.where(labels < 0, outputs.argmax(-1).to(labels.device), labels)
+            batch = Batch(inputs=batch.inputs, size=batch.size, position_mask=batch.position_mask,
+                          span_mask=batch.span_mask, target={**batch.target, "labels": fixed}, tokens=batch.tokens)
+        return batch
+
     def confidence(self, batch: Batch, outputs: Any, head: nn.Module | None = None) -> torch.Tensor:
         logp = torch.log_softmax(outputs.float(), dim=-1)
         labels = batch.target["labels"]

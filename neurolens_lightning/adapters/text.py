@@ -129,6 +129,20 @@ class TextAdapter(ModelAdapter):
         b_idx = torch.arange(hidden.shape[0], device=hidden.device).unsqueeze(1)
         return hidden[b_idx, pos]
 
+    def fix_targets(self, batch: Batch, outputs: Any) -> Batch:
+        ids = batch.target.get("target_ids")
+        if not self.has_output_head or ids is None or not bool((ids < 0).any()):
+            return batch
+        logits = outputs.logits
+        if getattr(outputs, "gathered", False):
+            own = logits.argmax(-1)
+        else:
+            b_idx = torch.arange(logits.shape[0], device=logits.device).unsqueeze(1)
+            own = logits[b_idx, batch.target["pred_pos"]].argmax(-1)
+        fixed = torch.where(ids < 0, own.to(ids.device), ids)
+        return Batch(inputs=batch.inputs, size=batch.size, position_mask=batch.position_mask,
+                     span_mask=batch.span_mask, target={**batch.target, "target_ids": fixed}, tokens=batch.tokens)
+
     def features(self, batch: Batch, outputs: Any) -> torch.Tensor:
         hidden = getattr(outputs, "last_hidden_state", None)
         if hidden is None:

@@ -1,0 +1,519 @@
+"""Causal ablation (DESIGN §3): ground truth, ablation methods, batching, non-interference, statistics.
+
+Models are the hand-built tiny GPT-2 / BertForMaskedLM of ``helpers.planted_gpt2`` /
+``helpers.planted_bert`` (see test_ground_truth.py for the construction), with one more unit:
+
+* CAUSAL = ``PLANTED`` (layer 0, unit 7): fires on every concept word, writes into the residual
+  dimension read by the " throne" logit, so zeroing it lowers log p(" throne") on the tasks.
+* MUTE (layer 0, unit 13): the same input weights as CAUSAL (identical activations, hence the
+  same selectivity and consistency) but an all-zero output projection: ablating it can change
+  nothing, so its Δ must be 0 (up to float noise) and it must never be validated.
+
+The planted probe has 16 positives (4 groups), 16 negatives and 8 tasks, so ``ablate=True``'s
+held-out half has 8 / 8 / 4: candidates are ranked on one half and ablated on the other.
+
+The batching tests compare :class:`AblationRunner` at several ``replicas`` (ablations per
+forward) with and without re-entry (``reuse``) against a naive reference: one plain forward per
+job with :func:`neurolens_lightning.hooks.intervene` zeroing the job's units.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from helpers import (CONCEPT, NEGATIVE, PLANTED, make_word_tokenizer, planted_bert, planted_gpt2, planted_probe,
+                     tiny_bert, tiny_gpt2)
+
+import neurolens_lightning as nl
+from neurolens_lightning.ablation import AblationJob, AblationRunner, bootstrap_ci, summarize_ablation
+from neurolens_lightning.adapters import adapter_for
+from neurolens_lightning.concepts import load_concept
+from neurolens_lightning.errors import NeuroLensError
+from neurolens_lightning.hooks import capture, count_hooks, intervene
+
+CAUSAL, MUTE = PLANTED, 13
+FAMILIES = ("gpt2", "bert")
+RECORD_KEYS = {"method", "delta", "ci_low", "ci_high", "delta_control", "specificity", "z", "p_value", "validated"}
+
+
+# ----------------------------------------------------------------------------- fixtures / helpers
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: these models are tiny, and on a shared 2-core machine two spinning OpenMP
+    threads can make a forward 10-30x slower than one."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def toks():
+    words = CONCEPT + NEGATIVE + ["throne", "seat", "bowed"]
+    return {"gpt2": make_word_tokenizer("gpt2", words), "bert": make_word_tokenizer("bert", words)}
+
+
+def planted(family: str, tok):
+    """The planted model (default configs: GPT-2 keeps ``use_cache=True`` like the real one) + a MUTE unit."""
+    return planted_gpt2(tok, mute=MUTE) if family == "gpt2" else planted_bert(tok, mute=MUTE)
+
+
+def ablation_scan(family: str, tok, model=None, **kw):
+    model = planted(family, tok) if model is None else model
+    args = dict(tokenizer=tok, concept=planted_probe(family), top_k=3, ablate=True,
+                neurons=[(0, CAUSAL), (0, MUTE)], null_samples=20)
+    args.update(kw)
+    return nl.scan(model=model, **args)
+
+
+@pytest.fixture(scope="module")
+def zero_scans(toks):
+    """One zero-ablation scan per family (shared by the ground-truth and method tests)."""
+    return {f: ablation_scan(f, toks[f]) for f in FAMILIES}
+
+
+def held_out_tasks(family: str):
+    return load_concept(planted_probe(family)).split(0.5, seed=0)[1].tasks
+
+
+def y_with(adapter, batch, site: int, units, value) -> torch.Tensor:
+    """Confidence y with ``units`` of ``site`` set to ``value`` at every position (``value=None``: clean)."""
+    def edit(_key, t):
+        t = t.clone()
+        v = adapter.site_view(t)
+        v[..., units] = value
+        return adapter.unview(v, t)
+
+    with torch.no_grad():
+        if value is None:
+            return adapter.confidence(batch, adapter.forward(batch)).double()
+        with intervene({site: adapter.sites[site].module}, edit):
+            return adapter.confidence(batch, adapter.forward(batch)).double()
+
+
+def naive_deltas(adapter, batch, jobs) -> torch.Tensor:
+    """Reference Δ ``[J, B]``: one plain full forward per job with its units zeroed via ``intervene``.
+
+    Own-prediction targets are fixed to the clean model's prediction first (DESIGN §2: y scores the
+    original top-1), the same convention the runner follows."""
+    with torch.no_grad():
+        clean = adapter.forward(batch)
+        batch = adapter.fix_targets(batch, clean)
+        y = adapter.confidence(batch, clean).float()
+        rows = []
+        for job in jobs:
+            by_site: dict[int, list[int]] = {}
+            for s, u in job.units:
+                by_site.setdefault(s, []).append(u)
+
+            def edit(key, t, by_site=by_site):
+                t = t.clone()
+                v = adapter.site_view(t)
+                v[..., by_site[key]] = 0
+                return adapter.unview(v, t)
+
+            with intervene({s: adapter.sites[s].module for s in by_site}, edit):
+                rows.append(y - adapter.confidence(batch, adapter.forward(batch)).float())
+    return torch.stack(rows).double()
+
+
+# ----------------------------------------------------------------------------- 1. ground truth
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_causal_neuron_validated_mute_neuron_not(family, zero_scans):
+    result = zero_scans[family]
+    s = result.scores
+    j, m = s.flat_index(0, CAUSAL), s.flat_index(0, MUTE)
+    # the construction: the two units are indistinguishable by selectivity / consistency
+    assert torch.allclose(s.selectivity[m], s.selectivity[j], rtol=1e-5) and s.selectivity[j] > 5
+    assert torch.allclose(s.consistency[m], s.consistency[j], rtol=1e-5) and s.consistency[j] > 0.7
+    assert abs(float(s.importance[m])) < 1e-6 < float(s.importance[j])
+
+    causal, mute = result.ablation[(0, CAUSAL)], result.ablation[(0, MUTE)]
+    assert RECORD_KEYS <= set(causal) and causal["method"] == "zero"
+    assert causal["validated"] is True, causal
+    assert causal["delta"] > 2.0, causal                       # GPT-2 ~42 nats, BERT ~5.5 nats
+    assert 0 < causal["ci_low"] <= causal["delta"] <= causal["ci_high"], causal
+    assert causal["z"] > 10 and causal["p_value"] < 1e-6, causal
+    assert causal["specificity"] > 2.0, causal                 # the control inputs barely move
+
+    assert abs(mute["delta"]) < 1e-4, mute
+    assert abs(mute["ci_low"]) < 1e-4 and abs(mute["ci_high"]) < 1e-4, mute
+    assert mute["delta_control"] is None or abs(mute["delta_control"]) < 1e-4, mute
+    assert mute["validated"] is False, mute
+
+    summ = result.ablation_summary
+    assert summ["method"] == "zero"
+    assert isinstance(summ["split"], str) and summ["split"]
+    assert isinstance(summ["null"], list) and summ["null"]
+    for row in summ["null"]:
+        assert {"layer", "mean", "std", "n"} <= set(row)
+    (null0,) = [r for r in summ["null"] if r["layer"] == 0]
+    assert null0["n"] == 20 and null0["std"] > 0
+    assert abs(null0["mean"]) < 0.05 and null0["std"] < 0.05  # random units of a tiny model do ~nothing
+    assert summ["joint_delta"] > 2.0                           # the joint set contains CAUSAL
+    assert "importance_delta_spearman" in summ
+    rho = summ["importance_delta_spearman"]
+    assert rho is None or -1 <= rho <= 1
+    assert summ["audit"]["n_checked"] == 20
+    assert summ["audit"]["n_missed"] == 0  # low-importance units of this model have no effect
+
+    data = result.to_dict()
+    json.dumps(data, allow_nan=False)  # strict JSON: no NaN / inf anywhere
+    assert data["ablation_summary"]["method"] == "zero"
+    recs = {(r["layer"], r["index"]): r for r in data["neurons"]}
+    for key in [(0, CAUSAL), (0, MUTE)]:
+        abl = recs[key]["ablation"]
+        assert isinstance(abl, dict) and RECORD_KEYS <= set(abl), abl
+        assert abl["delta"] == pytest.approx(result.ablation[key]["delta"])
+    assert recs[(0, CAUSAL)]["ablation"]["validated"] is True
+    assert recs[(0, MUTE)]["ablation"]["validated"] is False
+    assert sum(r["ablation"] is not None for r in data["neurons"]) == len(result.ablation)
+
+
+# ----------------------------------------------------------------------------- 2. mean / resample
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_mean_ablation_uses_the_mean_activation(family, toks, zero_scans):
+    tok = toks[family]
+    model = planted(family, tok)
+    result = ablation_scan(family, tok, model=model, ablation="mean")
+    rec = result.ablation[(0, CAUSAL)]
+    assert rec["method"] == "mean" and result.ablation_summary["method"] == "mean"
+    assert rec["delta"] > 0, rec
+    assert abs(result.ablation[(0, MUTE)]["delta"]) < 1e-4
+
+    s = result.scores
+    mean_value = float(s.mean_activation[s.flat_index(0, CAUSAL)])
+    # the mean is over the real tokens of the ranking split (recomputed by hand)
+    adapter = adapter_for(model, tok)
+    rank = load_concept(planted_probe(family)).split(0.5, seed=0)[0]
+    batch = adapter.encode(rank.positive + rank.negative)
+    with torch.no_grad(), capture({0: adapter.sites[0].module}) as acts:
+        adapter.forward(batch)
+    a = adapter.site_view(acts[0])[..., CAUSAL]
+    assert mean_value == pytest.approx(float(a[batch.position_mask].mean()), rel=1e-4)
+    assert mean_value > 0.1  # so that mean and zero ablation really differ
+
+    # Δ by hand: CAUSAL set to its mean activation at every position of the held-out tasks
+    tb = adapter.encode_confidence(None, held_out_tasks(family))
+    manual = float((y_with(adapter, tb, 0, CAUSAL, None) - y_with(adapter, tb, 0, CAUSAL, mean_value)).mean())
+    assert rec["delta"] == pytest.approx(manual, abs=1e-4 * max(1.0, abs(manual)))
+    zero_manual = float((y_with(adapter, tb, 0, CAUSAL, None) - y_with(adapter, tb, 0, CAUSAL, 0.0)).mean())
+    assert zero_scans[family].ablation[(0, CAUSAL)]["delta"] == pytest.approx(zero_manual,
+                                                                             abs=1e-4 * max(1.0, zero_manual))
+    assert abs(rec["delta"] - zero_manual) > 1e-3  # the mean value was used, not 0
+    if family == "gpt2":
+        assert rec["delta"] > 2.0 and rec["validated"] is True, rec
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_resample_ablation_runs(family, toks, zero_scans):
+    result = ablation_scan(family, toks[family], ablation="resample")
+    rec = result.ablation[(0, CAUSAL)]
+    assert rec["method"] == "resample" and result.ablation_summary["method"] == "resample"
+    assert rec["delta"] > 0, rec
+    assert abs(result.ablation[(0, MUTE)]["delta"]) < 1e-4
+    assert rec["delta"] != pytest.approx(zero_scans[family].ablation[(0, CAUSAL)]["delta"], abs=1e-3)
+    if family == "gpt2":
+        assert rec["delta"] > 2.0 and rec["validated"] is True, rec
+
+
+# ----------------------------------------------------------------------------- 3. batching invariance
+
+
+def _scale_weights(model, factor: float = 8.0, embeddings: float = 25.0):
+    """Stronger random weights (the tied unembedding included) so that every unit has a visible,
+    non-linear effect on y: |Δ| of every job is ~1e-2..1e-1, float noise ~1e-6."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 2:
+                emb = "embeddings" in name or "wte" in name or "wpe" in name
+                p.mul_(embeddings if emb else factor)
+    return model
+
+
+def _batching_case(family: str, toks):
+    """(adapter, chunks, jobs): jobs at every depth, in mixed order, plus a joint job over two sites."""
+    if family == "resnet":
+        from neurolens_lightning.registry import load_model
+
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            adapter = load_model("resnet18", weights="random", image_size=64, device="cpu")
+        c = load_concept("red")
+        chunks = [adapter.encode_confidence(c.positive[:2], None), adapter.encode_confidence(c.negative[:1], None)]
+        pairs = [(0, 1), (3, 7), (7, 300), (5, 100), (2, 5), (7, 3), (1, 40)]
+        joint = [(1, 2), (6, 9)]
+    else:
+        tok = toks[family]
+        model = tiny_gpt2(tok, n_layer=3) if family == "gpt2" else tiny_bert(tok, n_layer=3)
+        adapter = adapter_for(_scale_weights(model), tok)
+        c = load_concept(planted_probe(family))
+        # chunks of 3, 2 and 1 inputs: tasks (prompt + target) and plain examples of different lengths (padding)
+        chunks = [adapter.encode_confidence(None, c.tasks[:3]),
+                  adapter.encode_confidence([c.positive[0], c.positive[3]], None),
+                  adapter.encode_confidence(c.negative[:1], None)]
+        assert (chunks[1].inputs["attention_mask"] == 0).any()
+        pairs = [(0, 1), (1, 5), (2, 7), (0, 100), (2, 3), (1, 77), (1, 0)]
+        joint = [(0, 2), (2, 9)]
+    jobs = [AblationJob([p], "null", p[0]) for p in pairs] + [AblationJob(joint, "joint")]
+    return adapter, chunks, jobs
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bert", "resnet"])
+def test_batching_and_reuse_invariance(family, toks):
+    adapter, chunks, jobs = _batching_case(family, toks)
+    ref = torch.cat([naive_deltas(adapter, b, jobs) for b in chunks], dim=1)
+    assert ref.abs().max(dim=1).values.min() > 5e-3, ref  # every job has a clearly measurable effect
+
+    calls = {"block0": 0}
+    block0 = adapter.blocks[0]
+    handle = block0.register_forward_pre_hook(lambda *_: calls.__setitem__("block0", calls["block0"] + 1))
+    try:
+        for reuse in (False, True):
+            for replicas in (1, 2, 3, 8):
+                calls["block0"] = 0
+                runner = AblationRunner(adapter, adapter.sites, jobs, replicas=replicas, reuse=reuse)
+                assert runner.reuse is reuse
+                for b in chunks:
+                    runner.step("concept", b)
+                got = runner.deltas("concept")
+                assert got.shape == ref.shape
+                torch.testing.assert_close(got, ref, atol=1e-5, rtol=0,
+                                           msg=lambda m: f"replicas={replicas} reuse={reuse}: {m}")
+                # without reuse every forward starts at the input: one clean + one per group of replicas;
+                # with reuse, block 0 re-runs only for groups that ablate a unit of site 0
+                full = len(chunks) * (1 + math.ceil(len(jobs) / replicas))
+                if not reuse:
+                    assert calls["block0"] == full
+                elif replicas == 1:
+                    touching0 = sum(any(s == 0 for s, _ in job.units) for job in jobs)
+                    assert calls["block0"] == len(chunks) * (1 + touching0) < full
+                else:
+                    assert calls["block0"] <= full
+    finally:
+        handle.remove()
+
+    # a runner over a subset of the sites (as scan(layers=[...]) builds it): job units are local positions
+    sub = [1, len(adapter.sites) - 1]
+    local = {g: i for i, g in enumerate(sub)}
+    keep = [k for k, job in enumerate(jobs) if all(s in local for s, _ in job.units)]
+    sub_jobs = [AblationJob([(local[s], u) for s, u in jobs[k].units], jobs[k].kind, jobs[k].layer) for k in keep]
+    assert len(sub_jobs) >= 2
+    for reuse in (False, True):
+        runner = AblationRunner(adapter, [adapter.sites[g] for g in sub], sub_jobs, replicas=3, reuse=reuse)
+        for b in chunks:
+            runner.step("concept", b)
+        torch.testing.assert_close(runner.deltas("concept"), ref[keep], atol=1e-5, rtol=0)
+    assert count_hooks(adapter.model) == 0
+
+
+def test_resnet_untargeted_y_is_measured_on_the_clean_top1():
+    """DESIGN §2: without labels, y is log p of the model's *original* top-1 class. An ablation that
+    changes the top-1 must be measured on the clean class, not on whatever the ablated model prefers."""
+    from neurolens_lightning.registry import load_model
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        adapter = load_model("resnet18", weights="random", image_size=64, device="cpu")
+    c = load_concept("red")
+    batch = adapter.encode_confidence(c.positive[:2], None)
+    last = len(adapter.sites) - 1
+    job = AblationJob([(last, u) for u in range(adapter.sites[last].units)], "joint")  # whole last block
+    runner = AblationRunner(adapter, adapter.sites, [job], replicas=1)
+    runner.step("concept", batch)
+    with torch.no_grad():
+        logp_clean = torch.log_softmax(adapter.forward(batch).float(), -1)
+        top1 = logp_clean.argmax(-1)
+        logp_abl = torch.log_softmax(adapter.model.fc.bias.float(), -1).expand_as(logp_clean)  # block output = 0
+    expected = logp_clean.gather(1, top1[:, None])[:, 0] - logp_abl.gather(1, top1[:, None])[:, 0]
+    assert (logp_abl.argmax(-1) != top1).any()  # the ablation does change the prediction here
+    torch.testing.assert_close(runner.deltas("concept")[0], expected.double(), atol=1e-5, rtol=0)
+
+
+# ----------------------------------------------------------------------------- 4. non-interference
+
+
+def _snapshot(model, inputs):
+    modes = {n: m.training for n, m in model.named_modules()}
+    model.eval()
+    with torch.no_grad():
+        out = model(**inputs).logits.clone()
+    for n, m in model.named_modules():
+        m.training = modes[n]
+    params = {n: p.detach().clone() for n, p in model.named_parameters()}
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    return modes, out, params, flags
+
+
+@pytest.mark.parametrize("interrupt", [False, True], ids=["complete", "interrupted"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ablation_leaves_the_model_untouched(family, interrupt, toks, monkeypatch):
+    tok = toks[family]
+    model = planted(family, tok)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.1
+    model.train()
+    sub = model.transformer.h[1] if family == "gpt2" else model.bert.encoder.layer[1]
+    sub.eval()  # mixed modes: each module's own flag must come back
+    inputs = dict(tok(["The king spoke to the people.", "A farmer sat on the old chair."], padding=True,
+                      return_tensors="pt"))
+    modes, out, params, flags = _snapshot(model, inputs)
+    adapter = adapter_for(model, tok)
+
+    seen = {"calls": 0}
+    if interrupt:
+        confidence = adapter.confidence
+
+        def failing(batch, outputs, head=None):
+            seen["calls"] += 1
+            if seen["calls"] == 4:  # 1 importance batch, 1 clean chunk, then inside the 2nd ablated forward
+                seen["hooks"] = count_hooks(model)
+                seen["training"] = model.training
+                raise RuntimeError("boom")
+            return confidence(batch, outputs, head)
+
+        monkeypatch.setattr(adapter, "confidence", failing)
+
+    rng_torch, rng_py, rng_np = torch.get_rng_state(), random.getstate(), np.random.get_state()
+    if interrupt:
+        with pytest.raises(RuntimeError, match="boom"):
+            ablation_scan(family, tok, model=adapter, null_samples=5)
+        assert seen["hooks"] > 0 and seen["training"] is False  # it really broke inside an ablated forward
+    else:
+        ablation_scan(family, tok, model=model, null_samples=5)  # the plain nn.Module path
+    assert torch.equal(torch.get_rng_state(), rng_torch), "scan/ablation consumed the global torch RNG"
+    assert random.getstate() == rng_py, "scan/ablation consumed the global Python RNG"
+    st = np.random.get_state()
+    assert np.array_equal(st[1], rng_np[1]) and st[2:] == rng_np[2:], "scan/ablation consumed the numpy RNG"
+
+    assert count_hooks(model) == 0
+    assert {n: m.training for n, m in model.named_modules()} == modes
+    assert all(p.grad is None for p in model.parameters())
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    for n, p in model.named_parameters():
+        assert torch.equal(p, params[n]), n
+    modes_after, out_after, _, _ = _snapshot(model, inputs)
+    assert torch.equal(out_after, out)
+    assert modes_after == modes
+
+
+# ----------------------------------------------------------------------------- 5. statistics
+
+
+def test_bootstrap_ci_constant_and_normal():
+    const = torch.tensor([[0.3] * 12, [-1.7] * 12], dtype=torch.float64)
+    lo, hi = bootstrap_ci(const, n_boot=200)
+    np.testing.assert_allclose(lo, [0.3, -1.7], atol=1e-12)
+    np.testing.assert_allclose(hi, [0.3, -1.7], atol=1e-12)
+
+    x = np.random.default_rng(5).normal(0.5, 2.0, size=(2, 1000))
+    x[1] = x[1] * 0.1 - 3.0
+    lo, hi = bootstrap_ci(torch.from_numpy(x), n_boot=2000, seed=1)
+    m, hw = x.mean(1), 1.96 * x.std(1, ddof=1) / math.sqrt(x.shape[1])
+    assert np.all(np.abs(lo - (m - hw)) < 0.1 * hw), (lo, m - hw)
+    assert np.all(np.abs(hi - (m + hw)) < 0.1 * hw), (hi, m + hw)
+    lo2, hi2 = bootstrap_ci(torch.from_numpy(x), n_boot=2000, seed=1)
+    assert np.array_equal(lo, lo2) and np.array_equal(hi, hi2)  # seeded: reproducible
+    lo50, hi50 = bootstrap_ci(torch.from_numpy(x), n_boot=2000, seed=1, level=0.5)
+    assert np.all(lo < lo50) and np.all(hi50 < hi)
+
+
+def _summarize(cand_rows, null_values, n: int = 8, min_effect: float = 0.01, alpha: float = 0.05):
+    """Run summarize_ablation on a fake runner: candidate per-example Δ rows and constant null Δ's."""
+    nc, nn_ = len(cand_rows), len(null_values)
+    jobs = ([AblationJob([(0, i)], "candidate", 0) for i in range(nc)]
+            + [AblationJob([(0, i) for i in range(nc)], "joint")]
+            + [AblationJob([(0, nc + k)], "null", 0) for k in range(nn_)])
+    rows = [np.asarray(r, dtype=np.float64) for r in cand_rows]
+    rows.append(np.sum(rows, axis=0))
+    rows += [np.full(n, v, dtype=np.float64) for v in null_values]
+    d_con = torch.from_numpy(np.stack(rows))
+    d_ctl = torch.zeros(nc + 1, 4, dtype=torch.float64)
+    runner = SimpleNamespace(deltas=lambda kind: d_con if kind == "concept" else d_ctl, replicas=8,
+                             job_index={"concept": list(range(len(jobs))), "control": list(range(nc + 1))},
+                             offsets=[0, nc + nn_])
+    result = SimpleNamespace(scores=SimpleNamespace(importance=None), ablation={}, ablation_summary=None)
+    cands = [(0, i) for i in range(nc)]
+    summarize_ablation(result, runner, jobs, cands, method="zero", min_effect=min_effect, alpha=alpha,
+                       n_boot=1000, seed=0, split="test", n_concept=n, n_control=4)
+    return [result.ablation[c] for c in cands], result.ablation_summary
+
+
+def test_validated_needs_all_three_criteria():
+    """One candidate per run (Holm = raw p): each case fails exactly one criterion, A passes all three."""
+    n = 10
+    null = [0.25 + 2.0 ** -8 * k for k in (-2, -1, 1, 2)]  # mean exactly 0.25, sd ~0.007
+    alt = np.array([1.0, -1.0] * (n // 2))
+    cases = {  # name: (per-example Δ, min_effect)
+        "A_all_three": (np.full(n, 1.0) + 0.01 * alt, 0.5),
+        "B_at_null_mean": (np.full(n, 0.25), 0.01),            # CI > 0, Δ >= min_effect, but z = 0
+        "C_below_min_effect": (np.full(n, 0.4) + 0.01 * alt, 0.5),  # significant, CI > 0, Δ < min_effect
+        "D_ci_spans_zero": (np.full(n, 0.75) + 5.25 * alt, 0.5),    # significant, Δ >= min_effect, CI spans 0
+    }
+    got = {}
+    for name, (row, min_effect) in cases.items():
+        (rec,), summ = _summarize([row], null, n=n, min_effect=min_effect)
+        got[name] = rec
+        (null0,) = summ["null"]
+        assert null0["layer"] == 0 and null0["n"] == 4
+        assert null0["mean"] == pytest.approx(0.25, abs=1e-12)
+        assert np.std(null, ddof=0) - 1e-12 <= null0["std"] <= np.std(null, ddof=1) + 1e-12
+        assert rec["delta"] == pytest.approx(row.mean(), abs=1e-12)
+        assert rec["z"] == pytest.approx((rec["delta"] - null0["mean"]) / null0["std"], rel=1e-9, abs=1e-12)
+        assert rec["p_value"] == pytest.approx(0.5 * math.erfc(rec["z"] / math.sqrt(2)), rel=1e-9, abs=1e-300)
+        assert rec["p_holm"] == pytest.approx(rec["p_value"], rel=1e-12, abs=1e-300)  # one candidate
+        assert summ["n_validated"] == int(rec["validated"]) and summ["n_candidates"] == 1
+        assert summ["importance_delta_spearman"] is None and summ["audit"]["n_checked"] == 0
+        assert summ["joint_delta"] == pytest.approx(rec["delta"])
+
+    a, b, c, d = got["A_all_three"], got["B_at_null_mean"], got["C_below_min_effect"], got["D_ci_spans_zero"]
+    assert a["validated"] is True and a["ci_low"] > 0 and a["p_holm"] < 0.05 and a["delta"] >= 0.5
+    assert b["z"] == 0 and b["p_value"] == 0.5 and b["validated"] is False
+    assert b["ci_low"] > 0 and b["delta"] >= 0.01  # it fails on p alone
+    assert c["p_holm"] < 0.05 and c["ci_low"] > 0 and c["delta"] < 0.5 and c["validated"] is False
+    assert d["p_holm"] < 0.05 and d["delta"] >= 0.5 and d["ci_low"] < 0 < d["ci_high"] and d["validated"] is False
+
+
+def test_holm_correction_over_candidates():
+    """Three candidates at raw p ~ 0.02 each: Holm makes them ~0.06 -> none validated; alone, one is."""
+    null = list(np.random.default_rng(1).normal(0.0, 0.01, 50))
+    sd = float(np.std(null, ddof=1))
+    delta = float(np.mean(null)) + 2.054 * sd                  # one-sided p ~ 0.02
+    assert delta > 0.01                                        # above the default min_effect
+    recs, _ = _summarize([np.full(8, delta)] * 3, null)
+    for r in recs:
+        assert 0.015 < r["p_value"] < 0.025 and r["ci_low"] > 0
+        assert r["p_holm"] == pytest.approx(3 * r["p_value"], rel=1e-9)
+        assert r["validated"] is False
+    (alone,), _ = _summarize([np.full(8, delta)], null)
+    assert alone["p_holm"] == pytest.approx(alone["p_value"]) and alone["validated"] is True
+
+
+# ----------------------------------------------------------------------------- 6. bad input
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(neurons=[(5, 0)]), r"layer 5 was not scanned"),
+    (dict(neurons=[(0, 3)], layers=[1]), r"layer 0 was not scanned"),
+    (dict(neurons=[(0, 10 ** 6)]), r"index out of range.*128 units"),
+    (dict(neurons=[(0, -1)]), r"index out of range"),
+    (dict(ablation="bogus"), r"unknown ablation method 'bogus'"),
+    (dict(null_samples=1), r"null_samples must be >= 2"),
+])
+def test_bad_ablation_input(kwargs, match, toks):
+    tok = toks["bert"]
+    with pytest.raises(NeuroLensError, match=match):
+        ablation_scan("bert", tok, **kwargs)
