@@ -3,6 +3,8 @@
     neurolens scan --model minilm --concept royalty --layers 3 4 5 --top-k 10 [--ablate] [--out DIR]
     neurolens scan --config configs/scan.yaml model=minilm top_k=20
     neurolens concepts
+    neurolens compare --models minilm minilm:random --concept negation     (neurolens_lightning.compare)
+    neurolens eval --config configs/eval_minilm.yaml                         (neurolens_lightning.eval_run)
 
 Every user error prints one line (``neurolens: error: ...``) and exits with status 2;
 nothing is written.

@@ -4,6 +4,17 @@ A config file (YAML) is merged over the dataclass defaults, then ``key=value`` o
 from the command line. Unknown keys and wrong types fail with OmegaConf's message, which
 names the full key.
 
+Schemas (one per file kind in ``configs/``, see :func:`schema_for_file`):
+
+* :class:`ScanConfig` - ``neurolens scan`` (``configs/scan.yaml``)
+* :class:`CompareConfig` - ``neurolens compare`` (``configs/compare.yaml``)
+* :class:`CallbackConfig` - the arguments of :class:`~neurolens_lightning.callback.NeuroLensCallback`
+  (``configs/callback.yaml``)
+* :class:`EvalConfig` - ``neurolens eval``, a Lightning ``Trainer.validate`` run with a
+  :class:`LoggerConfig` (CSV or W&B) and a :class:`TrainerConfig` (``configs/eval_*.yaml``)
+
+Choice fields of the newer schemas are ``typing.Literal`` (validated by OmegaConf >= 2.4).
+
 Example:
     >>> cfg = load_config(ScanConfig, overrides=["model=minilm", "top_k=20"])
     >>> cfg.model, cfg.top_k
@@ -12,9 +23,9 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Type, TypeVar
+from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Type, TypeVar
 
 from omegaconf import OmegaConf
 
@@ -63,8 +74,140 @@ class ScanConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
-def load_config(schema: Type[T], paths: Sequence[str | Path] = (), overrides: Sequence[str] = ()) -> T:
-    """Merge YAML ``paths`` and ``key=value`` ``overrides`` over ``schema``'s defaults and validate."""
+@dataclass
+class CompareConfig:
+    """``neurolens compare``: the same probe on several models, layers aligned by relative depth.
+
+    ``models`` entries are ``NAME`` or ``NAME:WEIGHTS`` (``minilm:random``); a name without a
+    suffix uses ``weights``. See :mod:`neurolens_lightning.compare`.
+    """
+
+    models: List[str] = field(default_factory=list)
+    concept: str = "negation"
+    weights: Literal["pretrained", "random"] = "pretrained"
+    top_k: int = 10
+    ablate: bool = False
+    ablation: Literal["zero", "mean", "resample"] = "zero"
+    null_samples: int = 50
+    importance: bool = True
+    baseline: Literal["zero", "mean"] = "zero"
+    batch_size: int = 16
+    fdr_q: float = 0.05
+    holdout: float = 0.5
+    seed: int = 0
+    grid: int = 21
+    tokenizer: Optional[str] = None
+    device: str = "auto"
+    download: bool = False
+    out: Optional[str] = None
+    report: bool = True
+
+
+@dataclass
+class CallbackConfig:
+    """The arguments of :class:`~neurolens_lightning.callback.NeuroLensCallback` (primitives only).
+
+    Example:
+        >>> cfg = load_config(CallbackConfig, overrides=["every_n_train_steps=50"])
+        >>> cfg.kwargs()["every_n_train_steps"]
+        50
+    """
+
+    concepts: List[str] = field(default_factory=lambda: ["royalty"])
+    layers: Optional[List[int]] = None
+    every_n_train_steps: Optional[int] = None
+    every_n_epochs: Optional[int] = None
+    on_checkpoint: bool = False
+    on_validation_end: bool = False
+    ablate_top_k: int = 0
+    report_dir: Optional[str] = None
+    tokenizer: Optional[str] = None
+    top_k: int = 10
+    importance: bool = True
+    batch_size: int = 32
+    null_samples: int = 20
+    fdr_q: float = 0.05
+    probe_at_start: bool = True
+    probe_at_end: bool = True
+    log_charts: bool = True
+
+    def kwargs(self) -> Dict[str, Any]:
+        """Keyword arguments for ``NeuroLensCallback(**cfg.kwargs())``."""
+        return asdict(self)
+
+
+@dataclass
+class LoggerConfig:
+    """The Lightning logger of an eval run.
+
+    ``kind``: ``csv`` (``CSVLogger``, the default) or ``wandb`` (``WandbLogger``; ``mode`` None =
+    ``WANDB_MODE`` if set, else online when an API key is configured and offline otherwise).
+    ``save_dir`` None = ``<out>/logs``.
+    """
+
+    kind: Literal["csv", "wandb"] = "csv"
+    save_dir: Optional[str] = None
+    name: str = "neurolens-eval"
+    version: Optional[str] = None
+    project: str = "neurolens"
+    entity: Optional[str] = None
+    mode: Optional[Literal["online", "offline", "disabled"]] = None
+    log_report: bool = True
+
+
+@dataclass
+class TrainerConfig:
+    """Arguments of the ``lightning.Trainer`` of an eval run (``inference_mode`` is always False)."""
+
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    precision: Optional[str] = None
+    enable_progress_bar: bool = False
+
+
+@dataclass
+class EvalConfig:
+    """``neurolens eval``: score one concept as ``Trainer.validate(ProbeModule, ...)``."""
+
+    model: str = "minilm"
+    concept: str = "royalty"
+    layers: Optional[List[int]] = None
+    weights: Literal["pretrained", "random"] = "pretrained"
+    tokenizer: Optional[str] = None
+    importance: bool = True
+    baseline: Literal["zero", "mean"] = "zero"
+    top_k: int = 10
+    batch_size: int = 16
+    fdr_q: float = 0.05
+    out: Optional[str] = None
+    report: bool = True
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+#: config file name prefix -> schema (``configs/eval_minilm.yaml`` -> EvalConfig)
+CONFIG_SCHEMAS: Dict[str, type] = {"scan": ScanConfig, "compare": CompareConfig, "callback": CallbackConfig,
+                                   "eval": EvalConfig}
+
+
+def schema_for_file(path: str | Path) -> type:
+    """The schema of a config file, from its name: ``scan*``, ``compare*``, ``callback*``, ``eval*``."""
+    from neurolens_lightning.errors import NeuroLensError
+
+    stem = Path(path).stem
+    for prefix, schema in CONFIG_SCHEMAS.items():
+        if stem == prefix or stem.startswith(prefix + "_") or stem.startswith(prefix + "-"):
+            return schema
+    raise NeuroLensError(f"no config schema for {str(path)!r}: name it {', '.join(p + '*.yaml' for p in CONFIG_SCHEMAS)}")
+
+
+def load_config(schema: Type[T], paths: Sequence[str | Path] = (), overrides: Sequence[str] = (),
+                updates: Optional[Mapping[str, Any]] = None) -> T:
+    """Merge YAML ``paths`` and ``key=value`` ``overrides`` over ``schema``'s defaults and validate.
+
+    ``updates`` (a plain mapping, e.g. from command-line flags) is merged last, so values with
+    characters the dotlist grammar would reinterpret pass through unchanged.
+    """
     from neurolens_lightning.errors import NeuroLensError
 
     base = OmegaConf.structured(schema)
@@ -77,5 +220,7 @@ def load_config(schema: Type[T], paths: Sequence[str | Path] = (), overrides: Se
     if bad:
         raise NeuroLensError(f"override(s) {bad} are not key=value pairs (e.g. top_k=20)")
     parts.append(OmegaConf.from_dotlist(list(overrides)))
+    if updates:
+        parts.append(OmegaConf.create(dict(updates)))
     merged = OmegaConf.merge(*parts)
     return OmegaConf.to_object(merged)  # type: ignore[return-value]
