@@ -74,7 +74,7 @@ def scan(
     if image_size:
         kwargs["image_size"] = image_size
     adapter = load_model(model, tokenizer=tokenizer, weights=weights, arch=arch, device=device,
-                         download=download, **kwargs)
+                         download=download, seed=seed, **kwargs)
     adapter.select_sites(layers)  # validate before any work
     if ablate:
         from neurolens_lightning.ablation import check_ablation_args

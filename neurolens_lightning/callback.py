@@ -1,7 +1,8 @@
 """NeuroLensCallback: run concept probes during fine-tuning and track concept-neuron emergence.
 
 At each probe point (every N training steps, every N epochs, at each checkpoint save and/or
-at the end of validation) the callback scores each concept on the network being trained
+at the end of validation; also at the start and at the end of training unless disabled) the
+callback scores each concept on the network being trained
 (optionally ablating the top-k), logs scalar summaries through every Lightning logger,
 logs charts to W&B when a ``WandbLogger`` is attached, and appends a point to the
 emergence history: the step, the top-k neurons with their scores, the FDR-significant
@@ -13,7 +14,14 @@ It never disturbs training: probes run in eval mode (each module's mode restored
 ``no_grad`` except the importance backward, which takes gradients w.r.t. activations only
 (no parameter ``.grad`` is touched); hooks are always removed; the global RNG states
 (torch, CUDA, numpy, random) are saved and restored, so dataloader order and dropout masks
-are unchanged.
+are unchanged - a seeded fit ends with bit-identical weights and optimizer state with and
+without the callback. A probe can run from any hook: Lightning's ``no_grad`` /
+``inference_mode`` contexts are lifted for its importance backward.
+
+Under DDP every rank scores its share of the probe examples and the torchmetrics states are
+synced, so every rank holds the same history (= the single-process one); only rank 0 logs
+and writes files. The history holds plain data only (ints, floats, strings, lists, dicts),
+so checkpoints load with ``torch.load(..., weights_only=True)``.
 
 Example:
     >>> cb = NeuroLensCallback(["royalty"], every_n_train_steps=50, report_dir="reports/emergence")
@@ -22,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import random
 import time
 from pathlib import Path
@@ -31,6 +40,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from neurolens_lightning.adapters import ModelAdapter, adapter_for, family_of
@@ -53,6 +63,12 @@ def find_network(pl_module: pl.LightningModule) -> torch.nn.Module:
                          "store it as `self.model` or pass model_getter=lambda m: m.<attr>")
 
 
+def _round(x: Any) -> float | None:
+    """A plain, JSON-safe float with 6 significant digits (None for NaN), like the rest of the history."""
+    v = float(x)
+    return None if v != v else float(f"{v:.6g}")
+
+
 class _RNGState:
     """Save and restore every global RNG the training loop may depend on."""
 
@@ -72,7 +88,42 @@ class _RNGState:
 
 
 class NeuroLensCallback(Callback):
-    """Concept probes at intervals during training; emergence history in the checkpoint."""
+    """Concept probes at intervals during training; emergence history in the checkpoint.
+
+    The network is ``pl_module.model`` when that is a supported network (GPT-2, BERT-like,
+    torchvision ResNet), else the first supported submodule, else ``model_getter(pl_module)``;
+    the tokenizer is ``tokenizer`` or ``pl_module.tokenizer``. The
+    :mod:`neurolens_lightning.finetune` wrappers follow that layout.
+
+    Args:
+        concepts: built-in concept names, probe JSON paths, dicts or :class:`Concept` objects.
+        layers: layer indices to probe (default: all).
+        every_n_train_steps: probe when ``global_step`` is a multiple of N (after the optimizer step).
+        every_n_epochs: probe at the end of every N-th training epoch. If no cadence is given at all
+            (no steps, epochs, ``on_checkpoint`` or ``on_validation_end``) the callback probes once per epoch.
+        on_checkpoint: probe whenever a checkpoint is saved (the point is in that checkpoint).
+        on_validation_end: probe at the end of every validation run during fitting.
+        ablate_top_k: also validate the top-k neurons causally by ablation on a held-out half of each
+            concept (the other half ranks them); 0 = off.
+        report_dir: where :meth:`write_reports` writes ``<report_dir>/<concept>/results.json`` and
+            ``report.html`` at fit end (rank 0 only); None = no files.
+        model_getter: returns the network to probe from the LightningModule.
+        tokenizer: the text model's tokenizer (default: ``pl_module.tokenizer``).
+        top_k: neurons recorded per probe point.
+        importance: compute gradient x activation importance (one extra forward/backward per probe).
+        batch_size: probe batch size.
+        null_samples: random neurons per layer in the ablation null.
+        fdr_q: Benjamini-Hochberg level for the significant-neuron counts.
+        probe_at_start: probe the network before the first step (the emergence baseline); skipped when
+            a resumed run already has a history.
+        probe_at_end: probe the final network at the end of training if the last step was not probed.
+        log_charts: log report charts to W&B when a ``WandbLogger`` is attached.
+
+    Probe points never repeat a ``global_step`` and are skipped in the sanity check, under
+    ``fast_dev_run`` and outside ``Trainer.fit``. Under ``ddp_spawn`` the callback object of the
+    launching process is not updated (the fit runs in child processes): read the history from the
+    checkpoint or from ``results.json``.
+    """
 
     def __init__(
         self,
@@ -92,6 +143,7 @@ class NeuroLensCallback(Callback):
         null_samples: int = 20,
         fdr_q: float = 0.05,
         probe_at_start: bool = True,
+        probe_at_end: bool = True,
         log_charts: bool = True,
     ) -> None:
         super().__init__()
@@ -113,7 +165,7 @@ class NeuroLensCallback(Callback):
         self.ablate_top_k, self.report_dir, self.model_getter = ablate_top_k, report_dir, model_getter
         self.tokenizer, self.top_k, self.importance = tokenizer, top_k, importance
         self.batch_size, self.null_samples, self.fdr_q = batch_size, null_samples, fdr_q
-        self.probe_at_start, self.log_charts = probe_at_start, log_charts
+        self.probe_at_start, self.probe_at_end, self.log_charts = probe_at_start, probe_at_end, log_charts
         self.history: list[dict[str, Any]] = []
         self.last_probe_step: int = -1
         self.last_results: dict[str, ScanResult] = {}
@@ -127,10 +179,11 @@ class NeuroLensCallback(Callback):
                                         every_n_epochs=self.every_n_epochs)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "last_probe_step": self.last_probe_step}
+        # a copy: the checkpoint must not change when later probe points are appended
+        return {"history": copy.deepcopy(self.history), "last_probe_step": int(self.last_probe_step)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = list(state_dict.get("history", []))
+        self.history = copy.deepcopy(list(state_dict.get("history", [])))
         self.last_probe_step = int(state_dict.get("last_probe_step", -1))
 
     # ------------------------------------------------------------------ setup
@@ -153,7 +206,10 @@ class NeuroLensCallback(Callback):
 
     # ------------------------------------------------------------------ cadence
     def _should_skip(self, trainer: pl.Trainer) -> bool:
-        return bool(trainer.sanity_checking or trainer.fast_dev_run or trainer.global_step == self.last_probe_step)
+        """Mirror of ``ModelCheckpoint._should_skip_saving_checkpoint``: no probe outside fitting, in the
+        sanity check, under ``fast_dev_run``, or twice at the same ``global_step``."""
+        return bool(trainer.fast_dev_run or trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking
+                    or trainer.global_step == self.last_probe_step)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.probe_at_start and not self.history and not self._should_skip(trainer):
@@ -162,7 +218,8 @@ class NeuroLensCallback(Callback):
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         n = self.every_n_train_steps
-        if n and trainer.global_step % n == 0 and not self._should_skip(trainer):
+        # global_step > 0: with gradient accumulation the first micro-batches end at step 0 (that is the start probe)
+        if n and trainer.global_step > 0 and trainer.global_step % n == 0 and not self._should_skip(trainer):
             self.probe(trainer, pl_module, reason="step")
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -171,7 +228,7 @@ class NeuroLensCallback(Callback):
             self.probe(trainer, pl_module, reason="epoch")
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.on_validation_end_ and trainer.state.fn == "fit" and not self._should_skip(trainer):
+        if self.on_validation_end_ and not self._should_skip(trainer):
             self.probe(trainer, pl_module, reason="validation")
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
@@ -180,9 +237,19 @@ class NeuroLensCallback(Callback):
             self.probe(trainer, pl_module, reason="checkpoint")
             checkpoint.setdefault("callbacks", {})[self.state_key] = self.state_dict()
 
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # the final model gets a point, so the report's "final scan" is the trained network (collective:
+        # every rank runs on_train_end, before the strategy tears down)
+        if self.probe_at_end and not self._should_skip(trainer):
+            self.probe(trainer, pl_module, reason="end")
+
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.report_dir and not trainer.fast_dev_run:
             self.write_reports(trainer)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # probe hooks are context managers (removed when each pass ends); drop the adapter's model reference
+        self._adapter = None
 
     # ------------------------------------------------------------------ probing
     def probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule, reason: str = "manual") -> list[dict]:
@@ -192,7 +259,9 @@ class NeuroLensCallback(Callback):
         world, rank = int(trainer.world_size), int(trainer.global_rank)
         points = []
         t0 = time.perf_counter()
-        with _RNGState():
+        # inference_mode(False): a probe called from a hook under the Trainer's inference mode must still be able
+        # to take the importance backward (the scanner re-enables grad itself where it needs it)
+        with _RNGState(), torch.inference_mode(False):
             for concept in self.concepts:
                 result = self._score(adapter, concept, pl_module, rank, world)
                 self.last_results[concept.name] = result
@@ -228,6 +297,7 @@ class NeuroLensCallback(Callback):
 
     def _point(self, result: ScanResult, step: int, epoch: int, reason: str) -> dict[str, Any]:
         top = result.candidates(self.top_k)
+        d = torch.nan_to_num(result.scores.selectivity.double(), nan=0.0)
         prev = next((p for p in reversed(self.history) if p["concept"] == result.concept.name), None)
         cur_set = {(c["layer"], c["index"]) for c in top}
         jaccard = None
@@ -241,6 +311,9 @@ class NeuroLensCallback(Callback):
             "n_significant": result.n_significant_fdr,
             "n_significant_per_layer": {str(s["layer"]): s["n_significant"] for s in result.layer_summary()},
             "jaccard_prev": jaccard,
+            # ranking-independent emergence measures: the k most selective neurons, and the best per layer
+            "most_selective_mean": _round(torch.topk(d, min(self.top_k, d.numel())).values.mean()),
+            "max_selectivity_per_layer": {str(s["layer"]): s["max_selectivity"] for s in result.layer_summary()},
         }
         if result.ablation_summary is not None:
             point["ablation"] = {"n_validated": result.ablation_summary["n_validated"],
@@ -254,10 +327,13 @@ class NeuroLensCallback(Callback):
         for p in points:
             pre = f"neurolens/{p['concept']}"
             metrics[f"{pre}/n_significant"] = float(p["n_significant"])
-            if p["top"]:
+            sel = [c["selectivity"] for c in p["top"] if c.get("selectivity") is not None]
+            if p["top"] and p["top"][0].get("selectivity") is not None:
                 metrics[f"{pre}/top_selectivity"] = float(p["top"][0]["selectivity"])
+            if p["top"] and p["top"][0].get("score") is not None:
                 metrics[f"{pre}/top_score"] = float(p["top"][0]["score"])
-                metrics[f"{pre}/mean_topk_selectivity"] = float(np.mean([c["selectivity"] for c in p["top"]]))
+            if sel:
+                metrics[f"{pre}/mean_topk_selectivity"] = float(np.mean(sel))
             if p["jaccard_prev"] is not None:
                 metrics[f"{pre}/jaccard_prev"] = float(p["jaccard_prev"])
             if "ablation" in p:

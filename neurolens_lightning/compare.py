@@ -457,15 +457,9 @@ def compare(
     _check_modalities([s.label for s in specs], [_static_modality(s) for s in specs], concept_obj)
     from neurolens_lightning.registry import load_model
 
-    import torch
-
-    adapters = []
-    for s in specs:
-        # random-weight models are drawn from ``seed`` (reproducible), without touching the global RNG
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            adapters.append(load_model(s.model, tokenizer=s.tokenizer, weights=s.weights, device=device,
-                                       download=download))
+    # random-weight models are drawn from ``seed`` (reproducible), without touching the global RNG
+    adapters = [load_model(s.model, tokenizer=s.tokenizer, weights=s.weights, device=device, download=download,
+                           seed=seed) for s in specs]
     _check_modalities([s.label for s in specs], [a.modality for a in adapters], concept_obj)
 
     from neurolens_lightning.api import scan

@@ -87,6 +87,9 @@ class ConceptDataModule(pl.LightningDataModule):
         batch = sc.adapter.encode_confidence(None, chunk) if sc.uses_tasks else sc.adapter.encode_confidence(chunk, None)
         return {"batch": batch}
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        return _move(batch, device)
+
     def val_dataloader(self) -> list[DataLoader]:
         sc = self.scanner
         ds = _Indices(len(sc.examples))
@@ -140,9 +143,6 @@ class ProbeModule(pl.LightningModule):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)
-
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        return _move(batch, device)
 
     def on_validation_epoch_start(self) -> None:
         self._ensure_scanner().reset()

@@ -193,13 +193,24 @@ def load_model(
     arch: str | None = None,
     device: str | torch.device | None = None,
     download: bool = False,
+    seed: int = 0,
     **adapter_kwargs: Any,
 ) -> ModelAdapter:
     """Resolve ``model`` to an adapter on ``device`` (CUDA when available) in eval mode.
 
     ``model``: a registry name, a local HF directory, a ``.pt``/``.pth`` state dict (with
     ``arch``), an ``nn.Module`` (with ``tokenizer`` for text models) or an adapter.
+    ``weights="random"`` draws the weights from ``seed`` without touching the global RNG state.
     """
+    if weights == "random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return _load_model(model, tokenizer, weights, arch, device, download, **adapter_kwargs)
+    return _load_model(model, tokenizer, weights, arch, device, download, **adapter_kwargs)
+
+
+def _load_model(model: Any, tokenizer: Any, weights: Weights, arch: str | None, device: Any, download: bool,
+                **adapter_kwargs: Any) -> ModelAdapter:
     if weights not in ("pretrained", "random"):
         raise ModelLoadError(f"weights must be 'pretrained' or 'random', got {weights!r}")
     dev = auto_device(device)
