@@ -77,9 +77,11 @@ def offline_env(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    wandb.teardown()  # forget settings cached by an earlier run in this process (e.g. another WANDB_DIR)
     yield tmp_path
     if wandb.run is not None:
         wandb.run.finish()
+    wandb.teardown()
 
 
 def test_scan_logged_offline_and_read_back(minilm_scan, offline_env, capsys):
