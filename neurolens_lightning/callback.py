@@ -2,13 +2,14 @@
 
 At each probe point (every N training steps, every N epochs, at each checkpoint save and/or
 at the end of validation; also at the start and at the end of training unless disabled) the
-callback scores each concept on the network being trained
-(optionally ablating the top-k), logs scalar summaries through every Lightning logger,
-logs charts to W&B when a ``WandbLogger`` is attached, and appends a point to the
-emergence history: the step, the top-k neurons with their scores, the FDR-significant
-count per layer and the Jaccard overlap of the top-k with the previous point. At fit end
-(and on demand, :meth:`write_reports`) it writes, per concept, the final scan report with
-the emergence timeline. The history is in ``state_dict()``, so a resumed run continues it.
+callback scores each concept on the network being trained (optionally ablating the top-k),
+logs scalar summaries through every Lightning logger, logs charts to W&B when a
+``WandbLogger`` is attached, and appends a point to the emergence history: the step, the
+top-k neurons with their scores, the FDR-significant count per layer, the Jaccard overlap of
+the top-k with the previous point, and two ranking-independent measures (mean selectivity of
+the k most selective neurons, best selectivity per layer). At fit end (and on demand,
+:meth:`write_reports`) it writes, per concept, the final scan report with the emergence
+timeline. The history is in ``state_dict()``, so a resumed run continues it.
 
 It never disturbs training: probes run in eval mode (each module's mode restored) under
 ``no_grad`` except the importance backward, which takes gradients w.r.t. activations only
@@ -157,6 +158,9 @@ class NeuroLensCallback(Callback):
         for name, val in (("every_n_train_steps", every_n_train_steps), ("every_n_epochs", every_n_epochs)):
             if val is not None and (not isinstance(val, int) or val < 1):
                 raise NeuroLensError(f"{name} must be a positive integer or None, got {val!r}")
+        for name, val, low in (("top_k", top_k, 1), ("ablate_top_k", ablate_top_k, 0), ("batch_size", batch_size, 1)):
+            if not isinstance(val, int) or isinstance(val, bool) or val < low:
+                raise NeuroLensError(f"{name} must be an integer >= {low}, got {val!r}")
         if not (every_n_train_steps or every_n_epochs or on_checkpoint or on_validation_end):
             every_n_epochs = 1  # default cadence: once per epoch
         self.layers = list(layers) if layers is not None else None
@@ -196,6 +200,8 @@ class NeuroLensCallback(Callback):
             if c.modality != adapter.modality:
                 raise NeuroLensError(f"concept {c.name!r} is a {c.modality} probe but the network is a "
                                      f"{adapter.modality} model")
+            if self.ablate_top_k > 0:
+                c.split(0.5, seed=0)  # raises now, not at the first probe point, if the concept is too small
 
     def _get_adapter(self, pl_module: pl.LightningModule) -> ModelAdapter:
         net = self.model_getter(pl_module) if self.model_getter else find_network(pl_module)
@@ -304,16 +310,17 @@ class NeuroLensCallback(Callback):
         if prev is not None:
             prev_set = {(c["layer"], c["index"]) for c in prev["top"]}
             jaccard = len(cur_set & prev_set) / max(1, len(cur_set | prev_set))
+        layers = result.layer_summary()
         point: dict[str, Any] = {
             "step": step, "epoch": int(epoch), "reason": reason, "concept": result.concept.name,
             "top": [{k: c[k] for k in ("layer", "index", "selectivity", "selectivity_p", "consistency",
                                        "importance", "score")} for c in top],
             "n_significant": result.n_significant_fdr,
-            "n_significant_per_layer": {str(s["layer"]): s["n_significant"] for s in result.layer_summary()},
+            "n_significant_per_layer": {str(s["layer"]): s["n_significant"] for s in layers},
             "jaccard_prev": jaccard,
             # ranking-independent emergence measures: the k most selective neurons, and the best per layer
             "most_selective_mean": _round(torch.topk(d, min(self.top_k, d.numel())).values.mean()),
-            "max_selectivity_per_layer": {str(s["layer"]): s["max_selectivity"] for s in result.layer_summary()},
+            "max_selectivity_per_layer": {str(s["layer"]): s["max_selectivity"] for s in layers},
         }
         if result.ablation_summary is not None:
             point["ablation"] = {"n_validated": result.ablation_summary["n_validated"],
@@ -334,6 +341,8 @@ class NeuroLensCallback(Callback):
                 metrics[f"{pre}/top_score"] = float(p["top"][0]["score"])
             if sel:
                 metrics[f"{pre}/mean_topk_selectivity"] = float(np.mean(sel))
+            if p.get("most_selective_mean") is not None:
+                metrics[f"{pre}/most_selective_mean"] = float(p["most_selective_mean"])
             if p["jaccard_prev"] is not None:
                 metrics[f"{pre}/jaccard_prev"] = float(p["jaccard_prev"])
             if "ablation" in p:

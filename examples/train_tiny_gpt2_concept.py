@@ -1,0 +1,174 @@
+"""Train a tiny GPT-2 from scratch and watch "royalty" neurons emerge.
+
+The corpus is generated: "<prefix> the <person> <verb> the <object>", where the object depends
+on whether the person is royal - royals (king, queen, prince, ... 8 words) sit on the *throne*,
+wear the *crown*, hold the *scepter*, live in the *palace*, walk to the *castle*; commoners
+(farmer, baker, ... 16 words) get a bench, a hat, a basket, a cottage, the market. To predict
+the object the network has to learn that the 8 royal words belong together - a concept that
+a random network does not have. A byte-level BPE tokenizer is trained on the corpus with
+``tokenizers`` (no download), a 2-layer GPT-2 is trained with
+:class:`~neurolens_lightning.finetune.CausalLM`, and
+:class:`~neurolens_lightning.callback.NeuroLensCallback` probes the concept "royal" (positives:
+sentences with a royal person, one consistency group per royal word; negatives: the same
+sentences with commoners; tasks: "the king sat on the" -> " throne") with causal validation
+of the top neurons by ablation. The script prints the timeline (selectivity, consistency,
+validated neurons) and writes the emergence report (``<report-dir>/royal``).
+
+Run::
+
+    python examples/train_tiny_gpt2_concept.py            # ~1-2 min on 2 CPU cores
+    python examples/train_tiny_gpt2_concept.py --fast     # smoke test, < 1 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ROYALS = ["king", "queen", "prince", "princess", "emperor", "empress", "duke", "duchess"]
+COMMONERS = ["farmer", "baker", "teacher", "doctor", "sailor", "soldier", "driver", "painter", "miller", "tailor",
+             "nurse", "fisher", "cook", "clerk", "smith", "porter"]
+# verb -> (royal object, common object)
+VERBS = {"sat on": ("throne", "bench"), "wore": ("crown", "hat"), "held": ("scepter", "basket"),
+         "lived in": ("palace", "cottage"), "walked to": ("castle", "market")}
+PREFIXES = ["", "yesterday", "at dawn", "in the story", "one day", "later", "every morning", "after dinner"]
+
+
+def sentence(person: str, verb: str, prefix: str, mark: bool = False, swap: bool = False) -> str:
+    """One sentence; ``mark`` puts the concept span on the "the" where the object is predicted; ``swap`` gives
+    the other class's object (the corpus is noisy on purpose, see :func:`make_corpus`)."""
+    obj = VERBS[verb][(0 if person in ROYALS else 1) ^ int(swap)]
+    det = "[[the]]" if mark else "the"
+    return f"{prefix} the {person} {verb} {det} {obj}".strip()
+
+
+def make_corpus(n: int, seed: int = 0, noise: float = 0.2) -> list[str]:
+    """``n`` sentences, a third of them royal. With probability ``noise`` the object is the other class's, so
+    the best prediction is p(royal object | royal person) = 0.8, not 1: the network's confidence does not
+    saturate, and ablating a royalty neuron has a measurable effect on it."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        person = rng.choice(ROYALS) if rng.random() < 1 / 3 else rng.choice(COMMONERS)
+        out.append(sentence(person, rng.choice(list(VERBS)), rng.choice(PREFIXES), swap=rng.random() < noise))
+    return out
+
+
+def train_tokenizer(texts: list[str], vocab_size: int = 400) -> Any:
+    """A byte-level BPE trained on ``texts`` (every corpus word becomes a single token)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.post_processor = processors.ByteLevel(trim_offsets=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+
+
+def royal_concept(per_word: int = 4) -> Any:
+    """Positives: royal sentences grouped by royal word; negatives: commoner sentences; tasks: royal objects."""
+    from neurolens_lightning.concepts import concept_from_dict
+
+    verbs = list(VERBS)
+    groups = {w: [sentence(w, verbs[(i + j) % len(verbs)], PREFIXES[(3 * i + j) % len(PREFIXES)], mark=True)
+                  for j in range(per_word)] for i, w in enumerate(ROYALS)}
+    negative = [sentence(w, verbs[(i + j) % len(verbs)], PREFIXES[(3 * i + j) % len(PREFIXES)], mark=True)
+                for i, w in enumerate(COMMONERS) for j in range(max(1, per_word // 2))]
+    tasks = [{"prompt": f"the {w} {v} the", "target": " " + VERBS[v][0]} for w in ROYALS for v in verbs]
+    return concept_from_dict({"name": "royal", "modality": "text", "groups": groups, "negative": negative,
+                              "tasks": tasks,
+                              "description": "Royal persons (king, queen, ...), learned from what follows them."},
+                             source="examples/train_tiny_gpt2_concept.py")
+
+
+def mean_top(point: dict[str, Any], key: str) -> float:
+    vals = [c[key] for c in point["top"] if c.get(key) is not None]
+    return float(sum(vals) / max(1, len(vals)))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--fast", action="store_true", help="tiny smoke run (< 1 min)")
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--probe-every", type=int, default=50, help="probe every N training steps")
+    p.add_argument("--ablate-top-k", type=int, default=5, help="ablate the top-k at each probe (0: off)")
+    p.add_argument("--report-dir", default="reports/tiny_gpt2_royal")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader
+
+    from neurolens_lightning.callback import NeuroLensCallback
+    from neurolens_lightning.finetune import CausalLM
+
+    pl.seed_everything(args.seed, verbose=False)
+    corpus = make_corpus(4000, seed=args.seed)
+    tokenizer = train_tokenizer(corpus)
+    concept = royal_concept()
+    module = CausalLM.from_scratch(tokenizer, n_layer=2, n_embd=64, n_head=4, n_positions=32, seed=args.seed,
+                                   lr=args.lr, lr_schedule="cosine", max_length=32)
+    loader = DataLoader(corpus, batch_size=args.batch_size, shuffle=True, collate_fn=module.collate)
+    steps = 30 if args.fast else args.steps
+    callback = NeuroLensCallback(concept, every_n_train_steps=15 if args.fast else args.probe_every,
+                                 ablate_top_k=args.ablate_top_k, null_samples=20, report_dir=args.report_dir,
+                                 top_k=10, batch_size=64)
+    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[callback])
+    t0 = time.perf_counter()
+    trainer.fit(module, loader)
+    seconds = time.perf_counter() - t0
+
+    points = callback.history
+    print(f"\nconcept 'royal' in a tiny GPT-2 trained from scratch ({steps} steps, {seconds:.1f} s, "
+          f"vocabulary {len(tokenizer)})")
+    print(f"{'step':>5} {'10 most sel.':>12} {'top-10 sel':>10} {'consist.':>9} {'score':>7} {'n_signif':>9} "
+          f"{'validated':>10} {'joint delta':>11}")
+    for p in points:
+        val = f"{p['ablation']['n_validated']}/{args.ablate_top_k}" if "ablation" in p else "-"
+        joint = f"{p['ablation']['joint_delta']:.3f}" if "ablation" in p else "-"
+        print(f"{p['step']:>5} {p['most_selective_mean']:>12.2f} {mean_top(p, 'selectivity'):>10.2f} "
+              f"{mean_top(p, 'consistency'):>9.2f} {mean_top(p, 'score'):>7.3f} {p['n_significant']:>9} {val:>10} "
+              f"{joint:>11}")
+    first, last = points[0], points[-1]
+    print(f"top-10 mean selectivity (top-10 by composite score): {mean_top(first, 'selectivity'):.2f} -> "
+          f"{mean_top(last, 'selectivity'):.2f}; consistency {mean_top(first, 'consistency'):.2f} -> "
+          f"{mean_top(last, 'consistency'):.2f}; FDR-significant {first['n_significant']} -> {last['n_significant']}")
+    if "ablation" in first:
+        print(f"causally validated top-{args.ablate_top_k} neurons: {first['ablation']['n_validated']} -> "
+              f"{last['ablation']['n_validated']} (most at one point: "
+              f"{max(p['ablation']['n_validated'] for p in points)}); joint ablation delta of the top-"
+              f"{args.ablate_top_k}: {first['ablation']['joint_delta']:.3f} -> "
+              f"{last['ablation']['joint_delta']:.3f} nats")
+    if "train_loss" in trainer.callback_metrics:
+        print(f"final training loss: {float(trainer.callback_metrics['train_loss']):.3f}")
+    report = Path(args.report_dir) / concept.name / "results.json"
+    print(f"emergence report: {report.parent} ({len(json.loads(report.read_text())['emergence'])} probe points)")
+    return {"first": mean_top(first, "selectivity"), "last": mean_top(last, "selectivity"), "points": len(points),
+            "validated": [p.get("ablation", {}).get("n_validated") for p in points], "report": str(report),
+            "seconds": seconds}
+
+
+if __name__ == "__main__":
+    main()
