@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass
@@ -280,25 +281,25 @@ def plan_ablation(result: Any, scanner: Any, method: str = "zero", null_samples:
     return AblationPlan(cand_jobs + [joint] + null_jobs + audit_jobs, cands, method, seed)
 
 
+def pooled_site_activations(adapter: ModelAdapter, scanner: Any, s: int) -> torch.Tensor:
+    """Pooled activations ``[n_examples, units]`` of site ``s`` on the scanner's (ranking-split) examples."""
+    rows = []
+    for _, batch in scanner.batches():
+        got: dict[int, torch.Tensor] = {}
+        with torch.no_grad(), eval_mode(adapter.model), capture(
+                {s: scanner.sites[s].module}, on_output=lambda k, a, b=batch: got.__setitem__(k, adapter.pool(a, b)[0])):
+            adapter.forward(batch)
+        rows.append(got[s].float().cpu())
+    return torch.cat(rows)
+
+
 def make_runner(plan: AblationPlan, result: Any, adapter: ModelAdapter, scanner: Any, replicas: int = 8,
                 reuse: bool = True) -> AblationRunner:
     """The runner for ``plan`` (resample ablation reads the ranking split's pooled activations lazily)."""
     resample_source = None
     if plan.method == "resample":
-        cache: dict[int, torch.Tensor] = {}
-
-        def resample_source(s: int) -> torch.Tensor:
-            if s not in cache:
-                rows = []
-                for _, batch in scanner.batches():
-                    got: dict[int, torch.Tensor] = {}
-                    with torch.no_grad(), eval_mode(adapter.model), capture(
-                            {s: scanner.sites[s].module},
-                            on_output=lambda k, a, b=batch: got.__setitem__(k, adapter.pool(a, b)[0])):
-                        adapter.forward(batch)
-                    rows.append(got[s].float().cpu())
-                cache[s] = torch.cat(rows)
-            return cache[s]
+        resample_source = functools.lru_cache(maxsize=None)(functools.partial(pooled_site_activations, adapter,
+                                                                              scanner))
 
     return AblationRunner(adapter, scanner.sites, plan.jobs, method=plan.method,
                           mean_values=result.scores.mean_activation, offsets=scanner.offsets, head=scanner.head,

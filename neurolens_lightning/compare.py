@@ -797,7 +797,6 @@ table.div thead th{background:var(--bg)}
 def render_comparison(comp: Mapping[str, Any], plotlyjs: str = "inline") -> str:
     """The comparison page as one self-contained HTML string (plotly.js inlined once)."""
     import plotly.io as pio
-    import plotly.offline
 
     from neurolens_lightning.report.page import _CSS, PLOTLY_CONFIG, plotlyjs_tag
 
