@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from neurolens_lightning.adapters import Batch, ModelAdapter, NeuronSite
-from neurolens_lightning.concepts import Concept, Example, TextExample
+from neurolens_lightning.concepts import Concept, Example
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.hooks import capture, eval_mode, intervene
 from neurolens_lightning.metrics import Consistency, Importance, MeanActivation, Selectivity, TopActivations
@@ -288,6 +288,3 @@ class ConceptScanner:
             top_example_ids=top["example_ids"].cpu(), top_positions=top["positions"].cpu(),
         )
 
-
-def example_text(ex: Example) -> str:
-    return ex.text if isinstance(ex, TextExample) else str(getattr(ex, "path", ex))
