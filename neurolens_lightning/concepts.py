@@ -302,7 +302,12 @@ def concept_from_dict(data: Any, base_dir: Path | str = ".", source: str = "<dic
 
 
 def _fill_groups(positive: list[Example], groups: list[str]) -> list[str]:
-    """Assign ungrouped positives to groups: by their marked concept word, else into K folds."""
+    """Assign ungrouped positives to groups: by their marked concept word, else into K folds.
+
+    A single group carries no information about consistency, so it is split the same way.
+    """
+    if len(set(groups)) == 1:
+        groups = [""] * len(groups)
     if all(groups):
         return groups
     missing = [i for i, g in enumerate(groups) if not g]

@@ -646,3 +646,17 @@ def test_scan_leaves_model_clean(gpt2_tokenizer, gpt2_model, small_probe):
         torch.testing.assert_close(gpt2_model(**batch.inputs).logits, before, atol=0, rtol=0)
     assert len(res.candidates(3)) == 3
     assert res.scores.selectivity.shape == (256,)
+
+
+def test_single_group_is_split_for_consistency():
+    """One phrasing group says nothing about consistency: it is split by marked word, else into folds."""
+    from neurolens_lightning.concepts import concept_from_dict
+
+    by_word = concept_from_dict({"name": "x", "groups": {"only": ["a [[king]]", "a [[queen]]", "the [[king]] x",
+                                                                  "the [[queen]] y"]}, "negative": ["a b", "c d"]})
+    assert by_word.positive_groups == ["word:king", "word:queen", "word:king", "word:queen"]
+    folds = concept_from_dict({"name": "x", "positive": ["a b c", "d e", "f g", "h i", "j k"],
+                               "negative": ["a b", "c d"]})
+    assert len(folds.group_names) == 2 and folds.positive_groups[:2] == ["fold0", "fold1"]
+    kept = concept_from_dict({"name": "x", "groups": {"g1": ["a", "b"], "g2": ["c", "d"]}, "negative": ["e", "f"]})
+    assert kept.group_names == ["g1", "g2"]
