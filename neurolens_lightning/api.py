@@ -85,7 +85,7 @@ def scan(
         rank_concept, held_out = concept_obj.split(holdout, seed=seed)
     t0 = time.perf_counter()
     scanner = ConceptScanner(adapter, rank_concept, layers=layers, batch_size=batch_size, importance=importance,
-                             baseline=baseline, top_examples=top_examples, progress=progress)
+                             baseline=baseline, top_examples=top_examples, progress=progress, fdr_q=fdr_q)
     scanner.run_activation_pass()
     t1 = time.perf_counter()
     if importance:

@@ -283,7 +283,7 @@ class NeuroLensCallback(Callback):
         if self.ablate_top_k > 0:
             rank_concept, held_out = concept.split(0.5, seed=0)
         scanner = ConceptScanner(adapter, rank_concept, self.layers, batch_size=self.batch_size,
-                                 importance=self.importance, rank=rank, world_size=world)
+                                 importance=self.importance, rank=rank, world_size=world, fdr_q=self.fdr_q)
         scanner.run_activation_pass()
         if self.importance:
             scanner.run_importance_pass(gather=(lambda t: gather_rows(pl_module, t)) if world > 1 else None)

@@ -135,7 +135,7 @@ class ProbeModule(pl.LightningModule):
     def _ensure_scanner(self) -> ConceptScanner:
         if self.scanner is None or self.scanner.selectivity.device != self.device:
             self.scanner = ConceptScanner(self.adapter, self.concept, self.layers, batch_size=self.batch_size,
-                                          importance=self.importance, baseline=self.baseline)
+                                          importance=self.importance, baseline=self.baseline, fdr_q=self.fdr_q)
         return self.scanner
 
     def datamodule(self) -> ConceptDataModule:

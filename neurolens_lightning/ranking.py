@@ -9,7 +9,8 @@ Composite score (documented in the README): the geometric mean of three scores m
   ablation effect; the sign is reported beside it).
 
 Without importance the score is the geometric mean of the first two. Any neuron that is
-not positively selective, or not consistent at all, scores 0.
+not positively selective, or not consistent at all, scores 0. The ranking puts neurons that
+are positively selective at the FDR level first (by score), then the rest (by score).
 
 Example:
     >>> import torch
@@ -72,7 +73,15 @@ def composite_score(d: torch.Tensor, consistency: torch.Tensor, imp: torch.Tenso
     return prod ** (1.0 / len(parts))
 
 
-def rank_order(score: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """Indices by descending score, ties broken by descending selectivity."""
+def rank_order(score: torch.Tensor, d: torch.Tensor, eligible: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices by descending score, ties broken by descending selectivity.
+
+    With ``eligible`` (e.g. FDR-significant and positively selective), eligible neurons come
+    first, so a consistent but statistically unsupported neuron never outranks a significant one.
+    """
     by_d = torch.argsort(d.double(), descending=True, stable=True)
-    return by_d[torch.argsort(score.double()[by_d], descending=True, stable=True)]
+    order = by_d[torch.argsort(score.double()[by_d], descending=True, stable=True)]
+    if eligible is None:
+        return order
+    first = eligible[order]
+    return torch.cat([order[first], order[~first]])

@@ -72,7 +72,8 @@ class ConceptScanner:
 
     def __init__(self, adapter: ModelAdapter, concept: Concept, layers: Sequence[int] | None = None,
                  batch_size: int = 16, importance: bool = True, baseline: str = "zero",
-                 top_examples: int = 3, progress: bool = False, rank: int = 0, world_size: int = 1) -> None:
+                 top_examples: int = 3, progress: bool = False, rank: int = 0, world_size: int = 1,
+                 fdr_q: float = 0.05) -> None:
         if concept.modality != adapter.modality:
             raise NeuroLensError(f"concept {concept.name!r} is a {concept.modality} probe but {adapter.name} is a "
                                  f"{adapter.modality} model; choose a matching concept or model")
@@ -93,6 +94,7 @@ class ConceptScanner:
         self.baseline = baseline
         self.progress = progress
         self.rank, self.world_size = rank, world_size  # this process scores examples rank, rank+W, ...
+        self.fdr_q = fdr_q  # neurons positively selective at this FDR level rank first
         self.examples: list[Example] = list(concept.positive) + list(concept.negative)
         n_pos = len(concept.positive)
         self.is_positive = torch.tensor([True] * n_pos + [False] * len(concept.negative))
@@ -276,15 +278,17 @@ class ConceptScanner:
                 raise NeuroLensError(f"{name} is not finite for some neurons: the model produced NaN/inf "
                                      "activations on the probe examples; check the model weights and inputs")
         score = composite_score(d, cons["consistency"], imp)
+        q = bh_qvalues(sel["p_value"])
+        eligible = (q.to(d.device) <= self.fdr_q) & (d > 0)
         layer = torch.cat([torch.full((s.units,), s.layer, dtype=torch.long) for s in self.sites])
         index = torch.cat([torch.arange(s.units) for s in self.sites])
         return NeuronScores(
             layer=layer, index=index, selectivity=d.cpu(), selectivity_p=sel["p_value"].cpu(),
-            selectivity_q=bh_qvalues(sel["p_value"]).cpu(), consistency=cons["consistency"].cpu(),
+            selectivity_q=q.cpu(), consistency=cons["consistency"].cpu(),
             group_d=cons["group_d"].cpu(), importance=None if imp is None else imp.cpu(),
             importance_zero=None if imp0 is None else imp0.cpu(), importance_mean=None if impm is None else impm.cpu(),
             mean_activation=mean_act.cpu(), mean_pos=sel["mean_pos"].cpu(), mean_neg=sel["mean_neg"].cpu(),
-            score=score.cpu(), order=rank_order(score, d).cpu(), top_values=top["values"].cpu(),
+            score=score.cpu(), order=rank_order(score, d, eligible).cpu(), top_values=top["values"].cpu(),
             top_example_ids=top["example_ids"].cpu(), top_positions=top["positions"].cpu(),
         )
 

@@ -184,3 +184,12 @@ def test_rank_order_nearly_tied_scores_still_sorted_by_score():
     score = torch.tensor([0.5, 0.5 + 1e-10], dtype=torch.float64)
     d = torch.tensor([5.0, 0.1], dtype=torch.float64)
     assert rank_order(score, d).tolist() == [1, 0]
+
+
+def test_rank_order_puts_eligible_neurons_first():
+    """A consistent but non-significant neuron must not outrank an FDR-significant one."""
+    score = torch.tensor([0.9, 0.5, 0.7, 0.1])
+    d = torch.tensor([1.0, 2.0, 1.5, 0.5])
+    eligible = torch.tensor([False, True, True, False])
+    assert rank_order(score, d, eligible).tolist() == [2, 1, 0, 3]
+    assert rank_order(score, d).tolist() == [0, 2, 1, 3]
