@@ -320,6 +320,30 @@ def test_csv_logger_gets_neurolens_metrics(tok, data, tmp_path):
     assert (tmp_path / "reports" / CONCEPT / "report.html").is_file()
 
 
+def test_wandb_logger_gets_charts_and_table(tok, data, tmp_path, monkeypatch):
+    """With a WandbLogger (offline), every probe point logs the charts (as html media) and the candidate table."""
+    import wandb
+    from lightning.pytorch.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    wandb.teardown()
+    try:
+        cb = _callback()
+        logger = WandbLogger(project="neurolens-test", save_dir=str(tmp_path), offline=True)
+        _fit(tok, data, callbacks=[cb], max_steps=4, logger=logger)
+        run_dir = Path(logger.experiment.dir).parent
+        wandb.finish()
+    finally:
+        wandb.teardown()
+    media = run_dir / "files" / "media"
+    html = sorted(p.name.split("_")[0] for p in (media / "html").rglob("*.html"))
+    for chart in ("layers", "heatmap", "scatter", "sankey", "emergence", "report"):
+        assert html.count(chart) == 3, (chart, html)  # probe points at steps 0, 2 and 4
+    assert len(list((media / "table").rglob("*.table.json"))) == 3
+
+
 def test_fast_dev_run_does_not_crash_or_probe(tok, data, tmp_path):
     cb = _callback(report_dir=str(tmp_path / "reports"), on_validation_end=True, on_checkpoint=True)
     pl.seed_everything(0, verbose=False)
