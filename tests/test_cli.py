@@ -62,3 +62,38 @@ def test_class_with_fewer_than_two_examples_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "'negative' has 1 example(s)" in err and "at least 2" in err
     assert not out.exists()
+
+
+def test_nan_activations_are_a_clear_error(tmp_path):
+    """A model that produces NaNs gets one clear error, not a report full of NaN scores."""
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from helpers import make_word_tokenizer, tiny_gpt2
+
+    import neurolens_lightning as nl
+
+    tok = make_word_tokenizer("gpt2")
+    model = tiny_gpt2(tok)
+    with torch.no_grad():
+        model.transformer.h[0].mlp.c_fc.weight[0, 3] = float("nan")
+    with pytest.raises(nl.NeuroLensError, match="NaN"):
+        nl.scan(model=model, tokenizer=tok, concept="royalty")
+
+
+@pytest.mark.parametrize("size", [8, 16])
+def test_image_size_too_small_is_a_clear_error(size):
+    import neurolens_lightning as nl
+
+    with pytest.raises(nl.NeuroLensError, match="too small"):
+        nl.scan(model="resnet18", weights="random", concept="red", image_size=size)
+
+
+def test_text_concept_on_image_model_is_a_clear_error():
+    import neurolens_lightning as nl
+
+    with pytest.raises(nl.NeuroLensError, match="text probe but"):
+        nl.scan(model="resnet18", weights="random", concept="royalty", image_size=32)
