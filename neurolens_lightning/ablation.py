@@ -321,10 +321,7 @@ def ablation_inputs(adapter: ModelAdapter, scanner: Any, held_out: Concept, batc
 def encode_chunk(adapter: ModelAdapter, scanner: Any, kind: str, items: Sequence[Any], generator: torch.Generator
                  ) -> tuple[Batch, torch.Tensor]:
     """Encode one chunk; also draw, per example, the ranking-split example a resample ablation copies."""
-    if kind == "concept" and scanner.uses_tasks:
-        batch = adapter.encode_confidence(None, items)
-    else:
-        batch = adapter.encode_confidence(items, None)
+    batch = scanner.encode_confidence(items, tasks=kind == "concept" and scanner.uses_tasks)
     src = torch.randint(0, len(scanner.examples), (batch.size,), generator=generator)
     return batch, src
 

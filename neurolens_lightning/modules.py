@@ -84,8 +84,7 @@ class ConceptDataModule(pl.LightningDataModule):
         sc = self.scanner
         items = sc.confidence_inputs()
         chunk = [items[i] for i in idx]
-        batch = sc.adapter.encode_confidence(None, chunk) if sc.uses_tasks else sc.adapter.encode_confidence(chunk, None)
-        return {"batch": batch}
+        return {"batch": sc.encode_confidence(chunk)}
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         return _move(batch, device)

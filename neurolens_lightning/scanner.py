@@ -200,6 +200,12 @@ class ConceptScanner:
     def confidence_inputs(self) -> list[Any]:
         return list(self.concept.tasks) if self.uses_tasks else list(self.concept.positive)
 
+    def encode_confidence(self, items: Sequence[Any], tasks: bool | None = None) -> Batch:
+        """Encode confidence inputs: as tasks (default: when :attr:`uses_tasks`), else as examples."""
+        if self.uses_tasks if tasks is None else tasks:
+            return self.adapter.encode_confidence(None, items)
+        return self.adapter.encode_confidence(items, None)
+
     def importance_step(self, batch: Batch) -> torch.Tensor:
         """One forward + backward: per-example sum over positions of a*dy/da and dy/da for every neuron.
 
@@ -237,12 +243,7 @@ class ConceptScanner:
         items = [all_items[i] for i in self._shard(len(all_items))]
         total = (len(items) + self.batch_size - 1) // self.batch_size
         for sl in self._progress(_chunks(len(items), self.batch_size), total, f"importance [{self.concept.name}]"):
-            chunk = items[sl]
-            if self.uses_tasks:
-                batch = self.adapter.encode_confidence(None, chunk)
-            else:
-                batch = self.adapter.encode_confidence(chunk, None)
-            self.importance_step(batch.to(self.adapter.device))
+            self.importance_step(self.encode_confidence(items[sl]).to(self.adapter.device))
 
     def run(self) -> "ConceptScanner":
         self.run_activation_pass()

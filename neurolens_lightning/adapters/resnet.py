@@ -9,6 +9,7 @@ task images, else ``log p`` of the model's own top-1 class.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Sequence
 
 import torch
@@ -121,8 +122,7 @@ class ResNetAdapter(ModelAdapter):
         labels = batch.target["labels"]
         if bool((labels < 0).any()):
             fixed = torch.where(labels < 0, outputs.argmax(-1).to(labels.device), labels)
-            batch = Batch(inputs=batch.inputs, size=batch.size, position_mask=batch.position_mask,
-                          span_mask=batch.span_mask, target={**batch.target, "labels": fixed}, tokens=batch.tokens)
+            batch = replace(batch, target={**batch.target, "labels": fixed})
         return batch
 
     def confidence(self, batch: Batch, outputs: Any, head: nn.Module | None = None) -> torch.Tensor:

@@ -19,6 +19,7 @@ Confidence y (DESIGN §2):
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any, Sequence
 
@@ -140,8 +141,7 @@ class TextAdapter(ModelAdapter):
             b_idx = torch.arange(logits.shape[0], device=logits.device).unsqueeze(1)
             own = logits[b_idx, batch.target["pred_pos"]].argmax(-1)
         fixed = torch.where(ids < 0, own.to(ids.device), ids)
-        return Batch(inputs=batch.inputs, size=batch.size, position_mask=batch.position_mask,
-                     span_mask=batch.span_mask, target={**batch.target, "target_ids": fixed}, tokens=batch.tokens)
+        return replace(batch, target={**batch.target, "target_ids": fixed})
 
     def features(self, batch: Batch, outputs: Any) -> torch.Tensor:
         hidden = getattr(outputs, "last_hidden_state", None)
