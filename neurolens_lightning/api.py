@@ -40,10 +40,13 @@ def scan(
     batch_size: int = 16,
     max_neurons: int = 500,
     fdr_q: float = 0.05,
+    min_selectivity: float = 0.5,
     top_examples: int = 3,
     ablation: str = "zero",
     null_samples: int = 50,
     neurons: Sequence[tuple[int, int]] | None = None,
+    min_effect: float | None = None,
+    alpha: float = 0.05,
     holdout: float = 0.5,
     seed: int = 0,
     progress: bool = False,
@@ -55,10 +58,19 @@ def scan(
         model: registry name (``minilm``, ``gpt2``, ...), local path, ``nn.Module`` or adapter.
         concept: built-in name, probe JSON path, dict or :class:`Concept`.
         layers: layer indices (default: all).
-        top_k: number of candidates reported (and ablated with ``ablate=True``).
-        ablate: validate the top-k causally (zero/mean/resample ablation vs a random-neuron
-            null). Candidates are then ranked on one split of the probe data and ablated on
-            the disjoint ``holdout`` split.
+        top_k: number of candidates (and of suppressors) reported, and ablated with
+            ``ablate=True``. Only FDR-significant, positively selective neurons qualify, so a
+            weak probe may have fewer, or none (the result then says so).
+        ablate: validate the candidates causally (zero/mean/resample ablation vs a calibrated
+            random-neuron null). Candidates are then ranked on one split of the probe data and
+            ablated on the disjoint ``holdout`` split.
+        fdr_q: Benjamini-Hochberg level of the selectivity test.
+        min_selectivity: the smallest layer-scaled d (Cohen's d with a variance floor at the
+            layer's median variance) a candidate needs: near-silent units never qualify.
+        neurons: ``(layer, index)`` pairs ablated and tested whatever their rank.
+        min_effect: the smallest |Δ| that validates, in y's units (default: 0.01 nats for
+            log-probabilities, 0.04 for a probe head's log-odds).
+        alpha: family-wise error rate of the causal test over the tested neurons.
         importance: compute gradient x activation importance (one backward pass).
         baseline: importance baseline, ``zero`` or ``mean``.
 
@@ -85,7 +97,8 @@ def scan(
         rank_concept, held_out = concept_obj.split(holdout, seed=seed)
     t0 = time.perf_counter()
     scanner = ConceptScanner(adapter, rank_concept, layers=layers, batch_size=batch_size, importance=importance,
-                             baseline=baseline, top_examples=top_examples, progress=progress, fdr_q=fdr_q)
+                             baseline=baseline, top_examples=top_examples, progress=progress, fdr_q=fdr_q,
+                             min_d=min_selectivity)
     scanner.run_activation_pass()
     t1 = time.perf_counter()
     if importance:
@@ -100,16 +113,27 @@ def scan(
     result = ScanResult(
         model={**adapter.describe(), "weights": weights if not isinstance(model, torch.nn.Module) else "given"},
         concept=rank_concept, layers=scanner.layers, units=[s.units for s in scanner.sites], scores=scores,
-        top_k=top_k, max_neurons=max_neurons, fdr_q=fdr_q, head=head,
-        settings={"importance": importance, "baseline": baseline, "pooling": adapter.pooling,
+        top_k=top_k, max_neurons=max_neurons, fdr_q=fdr_q, min_selectivity=min_selectivity, head=head,
+        settings={"importance": importance, "baseline": baseline, "pooling": scanner.pooling,
                   "batch_size": batch_size, "device": str(adapter.device), "ablate": ablate,
-                  "split": "ranking half of the probe" if held_out is not None else "all examples"},
+                  "split": (f"ranked on the ranking split ({len(rank_concept.positive)} concept and "
+                            f"{len(rank_concept.negative)} control examples); ablated on the disjoint held-out "
+                            f"split ({len(held_out.positive)} concept and {len(held_out.negative)} control examples)"
+                            if held_out is not None else
+                            f"all {len(rank_concept.positive)} concept and {len(rank_concept.negative)} control "
+                            "examples" + (" (ranked and ablated on the same examples: holdout=0)" if ablate else ""))},
         timings={"activation_pass": t1 - t0, "importance_pass": t2 - t1},
+        warnings=[scanner.pooling_warning] if scanner.pooling_warning else [],
     )
     if ablate:
         from neurolens_lightning.ablation import run_ablation
 
+        t3 = time.perf_counter()
         run_ablation(result, adapter, scanner, held_out or concept_obj, method=ablation,
                      null_samples=null_samples, neurons=neurons, seed=seed, batch_size=batch_size,
-                     progress=progress)
+                     progress=progress, min_effect=min_effect, alpha=alpha,
+                     split=None if held_out is not None else
+                     "the same examples that ranked the neurons (no held-out split: holdout=0)")
+        result.timings["ablation"] = time.perf_counter() - t3
+        result.warnings += result.ablation_summary.get("warnings") or []
     return result

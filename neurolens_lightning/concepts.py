@@ -143,10 +143,15 @@ class Concept:
                 f"probe '{self.name}': a held-out split needs at least 4 positive and 4 negative examples "
                 f"(has {len(self.positive)} and {len(self.negative)}); add examples or disable the split"
             )
+        if len(self.tasks) == 1:
+            raise ProbeError(
+                f"probe '{self.name}' has 1 task: a held-out split needs at least 2 (one to rank with, one to "
+                "validate on, never the same); add tasks, remove the task (y is then measured on the examples), "
+                "or disable the split (holdout=0)"
+            )
         p1, p2 = _split(self.positive, self.positive_groups)
         n1, n2 = _split(self.negative, ["neg"] * len(self.negative))
-        t1, t2 = _split(self.tasks, ["task"] * len(self.tasks)) if len(self.tasks) >= 2 else (
-            list(range(len(self.tasks))), list(range(len(self.tasks))))
+        t1, t2 = _split(self.tasks, ["task"] * len(self.tasks)) if self.tasks else ([], [])
 
         def _make(pi: list[int], ni: list[int], ti: list[int], tag: str) -> Concept:
             return replace(

@@ -26,8 +26,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from neurolens_lightning.ablation import (ablation_inputs, encode_chunk, make_runner, plan_ablation,
-                                          summarize_ablation)
+from neurolens_lightning.ablation import ablation_inputs, encode_chunk, finish_ablation, make_runner, plan_ablation
 from neurolens_lightning.adapters import ModelAdapter
 from neurolens_lightning.concepts import Concept, load_concept
 from neurolens_lightning.errors import NeuroLensError
@@ -172,7 +171,7 @@ class ProbeModule(pl.LightningModule):
                                  units=[s.units for s in sc.sites], scores=scores, top_k=self.top_k,
                                  fdr_q=self.fdr_q, settings={"importance": self.importance,
                                                              "baseline": self.baseline})
-        top = scores.order[: self.top_k]
+        top = scores.order[: max(1, min(self.top_k, scores.n_candidates))]
         self.log_dict({
             "neurolens/n_significant_fdr": float(self.result.n_significant_fdr),
             "neurolens/top_selectivity": float(scores.selectivity[top].mean()),
@@ -187,11 +186,13 @@ class AblationModule(pl.LightningModule):
     def __init__(self, result: ScanResult, adapter: ModelAdapter, scanner: ConceptScanner, held_out: Concept,
                  method: str = "zero", null_samples: int = 50, neurons: Sequence[tuple[int, int]] | None = None,
                  replicas: int = 8, batch_size: int = 16, seed: int = 0, audit_samples: int = 20,
-                 min_effect: float = 0.01, alpha: float = 0.05, n_boot: int = 1000) -> None:
+                 min_effect: float | None = None, alpha: float = 0.05, n_boot: int = 1000,
+                 suppressors: int | None = None) -> None:
         super().__init__()
         self.result, self.adapter, self.scanner, self.held_out = result, adapter, scanner, held_out
         self.model = adapter.model
-        self.plan = plan_ablation(result, scanner, method, null_samples, neurons, audit_samples, seed)
+        self.plan = plan_ablation(result, scanner, method, null_samples, neurons, audit_samples, seed, alpha=alpha,
+                                  suppressors=suppressors)
         self.replicas, self.batch_size, self.seed = replicas, batch_size, seed
         self.min_effect, self.alpha, self.n_boot = min_effect, alpha, n_boot
         self.runner = None
@@ -205,29 +206,33 @@ class AblationModule(pl.LightningModule):
             batch, src = encode_chunk(self.adapter, self.scanner, kind, chunk, gen)
             return {"kind": kind, "batch": batch, "src": src}
 
-        return DataLoader(self._chunks, batch_size=1, collate_fn=collate)
+        # nothing to test: an empty loop (the summary then says so)
+        return DataLoader(self._chunks if self.plan.candidates else [], batch_size=1, collate_fn=collate)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         return {"kind": batch["kind"], "batch": batch["batch"].to(device), "src": batch["src"]}
 
     def on_validation_epoch_start(self) -> None:
-        self.runner = make_runner(self.plan, self.result, self.adapter, self.scanner, replicas=self.replicas)
+        if self.plan.candidates:
+            self.runner = make_runner(self.plan, self.result, self.adapter, self.scanner, replicas=self.replicas)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.runner.step(batch["kind"], batch["batch"], batch["src"])
 
     def on_validation_epoch_end(self) -> None:
-        n_con = sum(len(c) for k, c in self._chunks if k == "concept")
-        n_ctl = sum(len(c) for k, c in self._chunks if k == "control")
-        summarize_ablation(self.result, self.runner, self.plan.jobs, self.plan.candidates, method=self.plan.method,
-                           min_effect=self.min_effect, alpha=self.alpha, n_boot=self.n_boot, seed=self.seed,
-                           split=self.result.settings.get("split", ""), n_concept=n_con, n_control=n_ctl)
+        # the first pass ran as this loop; the null grows (plain loop over the same inputs) only
+        # where a tested neuron's p-value is not settled yet, then the statistics
+        finish_ablation(self.result, self.plan, self.runner, self.adapter, self.scanner, self._chunks,
+                        min_effect=self.min_effect, alpha=self.alpha, n_boot=self.n_boot, seed=self.seed,
+                        replicas=self.replicas)
         logs: dict[str, float] = {}
         for (l, i), ab in self.result.ablation.items():
             logs[f"ablation/delta/{l}:{i}"] = ab["delta"]
-            logs[f"ablation/z/{l}:{i}"] = ab["z"] if math.isfinite(ab["z"]) else 0.0
+            logs[f"ablation/p/{l}:{i}"] = ab["p_value"]
             logs[f"ablation/validated/{l}:{i}"] = float(ab["validated"])
         summary = self.result.ablation_summary
-        logs["ablation/joint_delta"] = summary["joint_delta"]
+        if summary["joint_delta"] is not None:
+            logs["ablation/joint_delta"] = summary["joint_delta"]
         logs["ablation/n_validated"] = float(summary["n_validated"])
+        logs["ablation/n_suppressors_validated"] = float(summary["n_suppressors_validated"])
         self.log_dict(logs, rank_zero_only=True)

@@ -19,9 +19,23 @@ from typing import Any
 import torch
 
 from neurolens_lightning.concepts import Concept, ImageExample, TextExample
+from neurolens_lightning.ranking import ROLE_CANDIDATE, ROLE_NAMES, ROLE_SUPPRESSOR
 from neurolens_lightning.scanner import NeuronScores
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: fewer examples per class than this (in the split that ranks the neurons) draws a warning:
+#: measured in benchmarks/bench_probe_size.py (README "How many examples a concept needs")
+SMALL_PROBE = 20
+
+
+def small_probe_warning(n_pos: int, n_neg: int) -> str | None:
+    """The warning for a probe with fewer than :data:`SMALL_PROBE` examples in a class, else None."""
+    if min(n_pos, n_neg) >= SMALL_PROBE:
+        return None
+    return (f"small probe: the neurons were ranked on {n_pos} concept and {n_neg} control examples; below "
+            f"{SMALL_PROBE} per class effect sizes are noisy (see each d's 95% CI) and real concept neurons are "
+            "often missed - add examples (README: How many examples a concept needs)")
 
 
 def _f(x: Any, nd: int = 6) -> float | None:
@@ -51,12 +65,14 @@ class ScanResult:
     top_k: int = 10
     max_neurons: int = 500
     fdr_q: float = 0.05
+    min_selectivity: float = 0.5
     settings: dict[str, Any] = field(default_factory=dict)
     head: dict[str, Any] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     ablation: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     ablation_summary: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     # ------------------------------------------------------------------ tables
     @property
@@ -70,8 +86,11 @@ class ScanResult:
     def neuron_record(self, i: int, rank: int | None = None) -> dict[str, Any]:
         s = self.scores
         rec = {
-            "layer": int(s.layer[i]), "index": int(s.index[i]),
-            "selectivity": _f(s.selectivity[i]), "selectivity_p": _f(s.selectivity_p[i]),
+            "layer": int(s.layer[i]), "index": int(s.index[i]), "role": ROLE_NAMES[int(s.role[i])],
+            "selectivity": _f(s.selectivity[i]),
+            "selectivity_ci": [_f(s.selectivity_ci_low[i], 4), _f(s.selectivity_ci_high[i], 4)],
+            "selectivity_layer": _f(s.selectivity_layer[i]),
+            "selectivity_p": _f(s.selectivity_p[i]),
             "selectivity_q": _f(s.selectivity_q[i]), "consistency": _f(s.consistency[i]),
             "importance": None if s.importance is None else _f(s.importance[i]),
             "importance_zero": None if s.importance_zero is None else _f(s.importance_zero[i]),
@@ -83,14 +102,48 @@ class ScanResult:
         }
         return rec
 
-    def candidates(self, k: int | None = None) -> list[dict[str, Any]]:
-        """The top ``k`` neurons (default ``top_k``) as records, best first."""
+    def _with_role(self, role: int, k: int | None) -> list[dict[str, Any]]:
         k = self.top_k if k is None else k
-        order = self.scores.order[:k].tolist()
-        return [self.neuron_record(i, rank=r + 1) for r, i in enumerate(order)]
+        order = self.scores.order.tolist()
+        rank_of = {i: r + 1 for r, i in enumerate(order)}
+        picked = [i for i in order if int(self.scores.role[i]) == role][:k]
+        return [self.neuron_record(i, rank=rank_of[i]) for i in picked]
+
+    def candidates(self, k: int | None = None) -> list[dict[str, Any]]:
+        """Up to ``k`` (default ``top_k``) candidates as records, best first.
+
+        Only neurons with the ``candidate`` role (FDR-significant, positively selective, above
+        the layer-scaled floor, importance >= 0) qualify, so a weak probe can have fewer
+        than ``k`` candidates, or none.
+        """
+        return self._with_role(ROLE_CANDIDATE, k)
+
+    def suppressors(self, k: int | None = None) -> list[dict[str, Any]]:
+        """Up to ``k`` suppressors: selective like candidates, but removing them is predicted to raise y."""
+        return self._with_role(ROLE_SUPPRESSOR, k)
+
+    def ranked(self, k: int | None = None) -> list[dict[str, Any]]:
+        """The first ``k`` neurons of the ranking whatever their role (candidates, suppressors, then the rest)."""
+        k = self.top_k if k is None else k
+        return [self.neuron_record(i, rank=r + 1) for r, i in enumerate(self.scores.order[:k].tolist())]
 
     def top_neurons(self, k: int | None = None) -> list[tuple[int, int]]:
         return [(c["layer"], c["index"]) for c in self.candidates(k)]
+
+    def top_suppressors(self, k: int | None = None) -> list[tuple[int, int]]:
+        return [(c["layer"], c["index"]) for c in self.suppressors(k)]
+
+    def all_warnings(self) -> list[str]:
+        """Every warning about this result: probe size, no candidates, and those added while scanning."""
+        out = []
+        small = small_probe_warning(self.scores.n_pos, self.scores.n_neg)
+        if small:
+            out.append(small)
+        if self.scores.n_candidates == 0:
+            out.append(f"no candidates: no neuron is positively selective at FDR q <= {self.fdr_q:g} with a "
+                       f"layer-scaled d >= {self.min_selectivity:g}, so nothing is reported as a concept neuron and "
+                       "nothing is validated; a larger or sharper probe may find some")
+        return out + [w for w in self.warnings if w not in out]
 
     def layer_summary(self) -> list[dict[str, Any]]:
         s = self.scores
@@ -131,11 +184,18 @@ class ScanResult:
     def to_dict(self, include_all: bool = True) -> dict[str, Any]:
         s = self.scores
         n_listed = max(self.top_k, min(self.max_neurons, len(s.order)))
-        order = s.order[:n_listed].tolist()
+        all_order = s.order.tolist()
+        order = all_order[:n_listed]
+        listed = set(order)
+        # every ablated neuron keeps its record whatever its rank (e.g. one named with --neurons)
+        ablated = {s.flat_index(l, u) for l, u in self.ablation}
+        rank_of = {i: r + 1 for r, i in enumerate(all_order)}
+        order += sorted((i for i in ablated if i not in listed), key=rank_of.__getitem__)
+        shown = {s.flat_index(l, u) for l, u in self.top_suppressors()} | ablated
         neurons = []
-        for r, i in enumerate(order):
-            rec = self.neuron_record(i, rank=r + 1)
-            if r < max(self.top_k, 20):
+        for i in order:
+            rec = self.neuron_record(i, rank=rank_of[i])
+            if rank_of[i] <= max(self.top_k, 20) or i in shown:
                 rec["top_examples"] = self.examples_for(i)
             neurons.append(rec)
         data: dict[str, Any] = {
@@ -151,6 +211,10 @@ class ScanResult:
             "n_neurons_scanned": int(len(s.order)),
             "n_significant_fdr": self.n_significant_fdr,
             "fdr_q": self.fdr_q,
+            "min_selectivity": self.min_selectivity,
+            "n_candidates": s.n_candidates,
+            "n_suppressors": s.n_suppressors,
+            "warnings": self.all_warnings(),
             "top_k": self.top_k,
             "settings": self.settings,
             "confidence_head": self.head,

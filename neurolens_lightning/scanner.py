@@ -25,11 +25,13 @@ from torch import nn
 
 from neurolens_lightning.adapters import Batch, ModelAdapter, NeuronSite
 from neurolens_lightning.concepts import Concept, Example
-from neurolens_lightning.errors import NeuroLensError
+from neurolens_lightning.errors import NeuroLensError, ProbeError
 from neurolens_lightning.hooks import capture, eval_mode, intervene
 from neurolens_lightning.metrics import Consistency, Importance, MeanActivation, Selectivity, TopActivations
 from neurolens_lightning.probe_head import ProbeHead, fit_probe_head
-from neurolens_lightning.ranking import bh_qvalues, composite_score, rank_order
+from neurolens_lightning.functional.moments import mean_var
+from neurolens_lightning.functional.selectivity import d_confidence_interval, layer_scaled_d
+from neurolens_lightning.ranking import ROLE_CANDIDATE, ROLE_SUPPRESSOR, bh_qvalues, composite_score, neuron_roles, rank_order
 
 
 @dataclass
@@ -41,6 +43,10 @@ class NeuronScores:
     selectivity: torch.Tensor
     selectivity_p: torch.Tensor
     selectivity_q: torch.Tensor
+    selectivity_layer: torch.Tensor
+    selectivity_ci_low: torch.Tensor
+    selectivity_ci_high: torch.Tensor
+    role: torch.Tensor
     consistency: torch.Tensor
     group_d: torch.Tensor
     importance: torch.Tensor | None
@@ -54,12 +60,49 @@ class NeuronScores:
     top_values: torch.Tensor
     top_example_ids: torch.Tensor
     top_positions: torch.Tensor
+    n_pos: int = 0
+    n_neg: int = 0
+
+    @property
+    def n_candidates(self) -> int:
+        return int((self.role == ROLE_CANDIDATE).sum())
+
+    @property
+    def n_suppressors(self) -> int:
+        return int((self.role == ROLE_SUPPRESSOR).sum())
 
     def flat_index(self, layer: int, index: int) -> int:
         hit = ((self.layer == layer) & (self.index == index)).nonzero().flatten()
         if hit.numel() == 0:
             raise NeuroLensError(f"neuron {layer}:{index} was not scanned (check the layer list and unit count)")
         return int(hit[0])
+
+
+def resolve_pooling(pooling: str, concept: Concept) -> tuple[str, str | None]:
+    """The one pooling statistic used for every example of ``concept``, and a warning if it differs from the request.
+
+    Concept and control examples must be pooled by the same statistic: comparing the span
+    mean of marked positives with the max over tokens of unmarked negatives manufactures
+    selectivity (the max is larger for every unit). ``auto`` pools by the span mean when
+    *every* example marks a ``[[span]]``, else by the max over tokens for all of them (with a
+    warning when the marking is mixed); ``span`` requires a span in every example.
+    """
+    if concept.modality != "text" or pooling not in ("auto", "span"):
+        return pooling, None
+    examples = list(concept.positive) + list(concept.negative)
+    unmarked = [ex for ex in examples if getattr(ex, "span", None) is None]
+    if not unmarked:
+        return "span", None
+    if pooling == "span":
+        raise ProbeError(f"probe '{concept.name}': pooling 'span' needs a [[...]] concept span in every example, but "
+                         f"{len(unmarked)} of {len(examples)} have none (e.g. {unmarked[0].text!r}); mark a span in "
+                         "each example (positives and negatives alike), or use pooling 'max' or 'auto'")
+    if len(unmarked) == len(examples):
+        return "max", None
+    return "max", (f"{len(examples) - len(unmarked)} of {len(examples)} examples mark a [[concept span]] and "
+                   f"{len(unmarked)} do not: every example was pooled by the max over its tokens so that concept "
+                   "and control examples are compared like with like; mark a span in every example (positives "
+                   "and negatives) to pool by the span instead")
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:
@@ -73,7 +116,7 @@ class ConceptScanner:
     def __init__(self, adapter: ModelAdapter, concept: Concept, layers: Sequence[int] | None = None,
                  batch_size: int = 16, importance: bool = True, baseline: str = "zero",
                  top_examples: int = 3, progress: bool = False, rank: int = 0, world_size: int = 1,
-                 fdr_q: float = 0.05) -> None:
+                 fdr_q: float = 0.05, min_d: float = 0.5) -> None:
         if concept.modality != adapter.modality:
             raise NeuroLensError(f"concept {concept.name!r} is a {concept.modality} probe but {adapter.name} is a "
                                  f"{adapter.modality} model; choose a matching concept or model")
@@ -94,7 +137,9 @@ class ConceptScanner:
         self.baseline = baseline
         self.progress = progress
         self.rank, self.world_size = rank, world_size  # this process scores examples rank, rank+W, ...
-        self.fdr_q = fdr_q  # neurons positively selective at this FDR level rank first
+        self.fdr_q = fdr_q  # candidates: positively selective at this FDR level ...
+        self.min_d = min_d  # ... with a layer-scaled d of at least this
+        self.pooling, self.pooling_warning = resolve_pooling(adapter.pooling, concept)
         self.examples: list[Example] = list(concept.positive) + list(concept.negative)
         n_pos = len(concept.positive)
         self.is_positive = torch.tensor([True] * n_pos + [False] * len(concept.negative))
@@ -142,7 +187,7 @@ class ConceptScanner:
 
         def on_output(key: Any, act: torch.Tensor) -> None:
             view = self.adapter.site_view(act)
-            pooled[key], argpos[key] = self.adapter.pool(act, batch)
+            pooled[key], argpos[key] = self.adapter.pool(act, batch, self.pooling)
             if pm is not None:
                 act_sum[key] = (view * pm.unsqueeze(-1)).sum((0, 1))
                 counts[key] = pm.sum().expand(view.shape[2])
@@ -278,18 +323,24 @@ class ConceptScanner:
             if not torch.isfinite(t).all():
                 raise NeuroLensError(f"{name} is not finite for some neurons: the model produced NaN/inf "
                                      "activations on the probe examples; check the model weights and inputs")
-        score = composite_score(d, cons["consistency"], imp)
-        q = bh_qvalues(sel["p_value"])
-        eligible = (q.to(d.device) <= self.fdr_q) & (d > 0)
         layer = torch.cat([torch.full((s.units,), s.layer, dtype=torch.long) for s in self.sites])
         index = torch.cat([torch.arange(s.units) for s in self.sites])
+        mean, var = mean_var(self.selectivity.count.unsqueeze(1), self.selectivity.total, self.selectivity.total_sq)
+        d_layer = layer_scaled_d(mean[1], var[1], mean[0], var[0], layer.to(d.device), self.selectivity.eps)
+        n_pos, n_neg = float(sel["n_pos"]), float(sel["n_neg"])
+        ci_lo, ci_hi = d_confidence_interval(d, n_pos, n_neg)
+        score = composite_score(d_layer, cons["consistency"], imp)
+        q = bh_qvalues(sel["p_value"])
+        role = neuron_roles(q, d, d_layer, imp, fdr_q=self.fdr_q, min_d=self.min_d)
         return NeuronScores(
             layer=layer, index=index, selectivity=d.cpu(), selectivity_p=sel["p_value"].cpu(),
-            selectivity_q=q.cpu(), consistency=cons["consistency"].cpu(),
+            selectivity_q=q.cpu(), selectivity_layer=d_layer.cpu(), selectivity_ci_low=ci_lo.cpu(),
+            selectivity_ci_high=ci_hi.cpu(), role=role.cpu(), consistency=cons["consistency"].cpu(),
             group_d=cons["group_d"].cpu(), importance=None if imp is None else imp.cpu(),
             importance_zero=None if imp0 is None else imp0.cpu(), importance_mean=None if impm is None else impm.cpu(),
             mean_activation=mean_act.cpu(), mean_pos=sel["mean_pos"].cpu(), mean_neg=sel["mean_neg"].cpu(),
-            score=score.cpu(), order=rank_order(score, d, eligible).cpu(), top_values=top["values"].cpu(),
+            score=score.cpu(), order=rank_order(score, d_layer, role).cpu(), top_values=top["values"].cpu(),
             top_example_ids=top["example_ids"].cpu(), top_positions=top["positions"].cpu(),
+            n_pos=int(n_pos), n_neg=int(n_neg),
         )
 

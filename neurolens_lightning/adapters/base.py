@@ -189,8 +189,9 @@ class ModelAdapter(ABC):
         """Inverse of :meth:`site_view`: back to the layout of the site output ``like``."""
         return view.reshape(like.shape)
 
-    def pool(self, act: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        return pool_activations(self.site_view(act), batch.position_mask, batch.span_mask, self.pooling)
+    def pool(self, act: torch.Tensor, batch: Batch, how: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-example activations ``[B, U]`` of a site output, pooled by ``how`` (default :attr:`pooling`)."""
+        return pool_activations(self.site_view(act), batch.position_mask, batch.span_mask, how or self.pooling)
 
     # ---------------------------------------------------------------- confidence
     @property

@@ -28,7 +28,7 @@ from torch import nn
 
 from neurolens_lightning.adapters.base import Batch, ModelAdapter, NeuronSite
 from neurolens_lightning.concepts import Example, TextExample, TextTask
-from neurolens_lightning.errors import NeuroLensError
+from neurolens_lightning.errors import NeuroLensError, ProbeError
 
 
 def _with_special_tokens(tok: Any, ids: list[int]) -> list[int]:
@@ -79,6 +79,10 @@ class TextAdapter(ModelAdapter):
         special = enc.pop("special_tokens_mask").bool()
         attn = enc["attention_mask"].bool()
         position_mask = attn & ~special
+        for b in (~position_mask.any(1)).nonzero().flatten().tolist():
+            raise ProbeError(f"example {texts[b]!r} tokenizes to no tokens for {self.name} (nothing but special "
+                             "tokens): every activation of it would be undefined; remove it from the probe or give "
+                             "it visible text")
         span_mask = torch.zeros_like(position_mask)
         for b, ex in enumerate(examples):
             if ex.span is None:
@@ -219,11 +223,11 @@ class GPT2Adapter(TextAdapter):
                          tokens=[self.tokenizer.convert_ids_to_tokens(r) for r in rows])
         batch = self.encode(examples or [])
         if self.has_output_head:
-            attn = batch.inputs["attention_mask"]
+            # predict token p+1 from position p wherever both are real tokens (any padding side)
+            attn = batch.inputs["attention_mask"].bool()
             T = attn.shape[1]
-            n = attn.sum(1)
             pos = torch.arange(max(T - 1, 1)).unsqueeze(0).expand(batch.size, -1)
-            valid = (pos < (n - 1).unsqueeze(1)).float()
+            valid = (attn[:, :-1] & attn[:, 1:]).float() if T > 1 else torch.zeros(batch.size, 1)
             valid = valid / valid.sum(1, keepdim=True).clamp_min(1)
             batch.target = {"pred_pos": pos.clone(), "target_ids": torch.full_like(pos, -1), "weight": valid}
         return batch
