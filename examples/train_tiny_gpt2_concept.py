@@ -113,6 +113,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _num(x) -> str:
+    """A joint Δ for printing ("-" where nothing was ablated: no candidates at that point)."""
+    return "-" if x is None else f"{x:.3f}"
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.threads:
@@ -146,8 +151,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"{'step':>5} {'10 most sel.':>12} {'top-10 sel':>10} {'consist.':>9} {'score':>7} {'n_signif':>9} "
           f"{'validated':>10} {'joint delta':>11}")
     for p in points:
-        val = f"{p['ablation']['n_validated']}/{args.ablate_top_k}" if "ablation" in p else "-"
-        joint = f"{p['ablation']['joint_delta']:.3f}" if "ablation" in p else "-"
+        val = f"{p['ablation']['n_validated']}/{p['ablation']['n_tested']}" if "ablation" in p else "-"
+        joint = (f"{p['ablation']['joint_delta']:.3f}" if "ablation" in p and p["ablation"]["joint_delta"] is not None
+                 else "-")
         print(f"{p['step']:>5} {p['most_selective_mean']:>12.2f} {mean_top(p, 'selectivity'):>10.2f} "
               f"{mean_top(p, 'consistency'):>9.2f} {mean_top(p, 'score'):>7.3f} {p['n_significant']:>9} {val:>10} "
               f"{joint:>11}")
@@ -159,8 +165,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"causally validated top-{args.ablate_top_k} neurons: {first['ablation']['n_validated']} -> "
               f"{last['ablation']['n_validated']} (most at one point: "
               f"{max(p['ablation']['n_validated'] for p in points)}); joint ablation delta of the top-"
-              f"{args.ablate_top_k}: {first['ablation']['joint_delta']:.3f} -> "
-              f"{last['ablation']['joint_delta']:.3f} nats")
+              f"{args.ablate_top_k}: {_num(first['ablation']['joint_delta'])} -> "
+              f"{_num(last['ablation']['joint_delta'])} nats")
     if "train_loss" in trainer.callback_metrics:
         print(f"final training loss: {float(trainer.callback_metrics['train_loss']):.3f}")
     report = Path(args.report_dir) / concept.name / "results.json"

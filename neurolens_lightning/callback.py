@@ -302,7 +302,9 @@ class NeuroLensCallback(Callback):
         return result
 
     def _point(self, result: ScanResult, step: int, epoch: int, reason: str) -> dict[str, Any]:
-        top = result.candidates(self.top_k)
+        # the head of the ranking (candidates first), each with its role: the timeline stays continuous
+        # from random init, where few neurons qualify as candidates yet
+        top = result.ranked(self.top_k)
         d = torch.nan_to_num(result.scores.selectivity.double(), nan=0.0)
         prev = next((p for p in reversed(self.history) if p["concept"] == result.concept.name), None)
         cur_set = {(c["layer"], c["index"]) for c in top}
@@ -313,9 +315,10 @@ class NeuroLensCallback(Callback):
         layers = result.layer_summary()
         point: dict[str, Any] = {
             "step": step, "epoch": int(epoch), "reason": reason, "concept": result.concept.name,
-            "top": [{k: c[k] for k in ("layer", "index", "selectivity", "selectivity_p", "consistency",
+            "top": [{k: c[k] for k in ("layer", "index", "role", "selectivity", "selectivity_p", "consistency",
                                        "importance", "score")} for c in top],
             "n_significant": result.n_significant_fdr,
+            "n_candidates": result.scores.n_candidates,
             "n_significant_per_layer": {str(s["layer"]): s["n_significant"] for s in layers},
             "jaccard_prev": jaccard,
             # ranking-independent emergence measures: the k most selective neurons, and the best per layer
@@ -324,6 +327,7 @@ class NeuroLensCallback(Callback):
         }
         if result.ablation_summary is not None:
             point["ablation"] = {"n_validated": result.ablation_summary["n_validated"],
+                                 "n_tested": result.ablation_summary["n_candidates"],
                                  "joint_delta": result.ablation_summary["joint_delta"]}
         return point
 

@@ -104,7 +104,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         download=cfg.download, importance=cfg.importance, baseline=cfg.baseline, pooling=cfg.pooling,
         batch_size=cfg.batch_size, max_neurons=cfg.max_neurons, fdr_q=cfg.fdr_q, ablation=cfg.ablation,
         null_samples=cfg.null_samples, neurons=neurons, holdout=cfg.holdout, seed=cfg.seed, progress=True,
-        image_size=cfg.image_size,
+        image_size=cfg.image_size, min_selectivity=cfg.min_selectivity, alpha=cfg.alpha, min_effect=cfg.min_effect,
     )
     out = Path(cfg.out) if cfg.out else default_out_dir(cfg.model, cfg.concept)
     result.save(out, report=cfg.report)
@@ -123,19 +123,33 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def _print_summary(result: Any, out: Path) -> None:
-    print(f"\n{result.model['name']} · concept '{result.concept.name}' · {len(result.concept.positive)} positive / "
-          f"{len(result.concept.negative)} negative examples · {len(result.scores.order)} neurons in layers "
+    s = result.scores
+    print(f"\n{result.model['name']} · concept '{result.concept.name}' · {len(result.scores.order)} neurons in layers "
           f"{result.layers}")
-    print(f"{result.n_significant_fdr} neurons selective at FDR q<={result.fdr_q}")
-    print(f"{'rank':>4} {'layer:index':>12} {'selectivity d':>13} {'p':>10} {'consistency':>11} {'importance':>11} "
-          f"{'score':>6}  ablation")
-    for c in result.candidates():
-        imp = "-" if c["importance"] is None else f"{c['importance']:.4g}"
-        ab = c.get("ablation")
-        ab_s = "" if not ab else (f"Δ={ab['delta']:.4g} [{ab['ci_low']:.3g},{ab['ci_high']:.3g}] "
-                                  f"{'VALIDATED' if ab['validated'] else 'not validated'}")
-        print(f"{c['rank']:>4} {str(c['layer']) + ':' + str(c['index']):>12} {c['selectivity']:>13.3f} "
-              f"{c['selectivity_p']:>10.2e} {c['consistency']:>11.3f} {imp:>11} {c['score']:>6.3f}  {ab_s}")
+    print(f"split: {result.settings.get('split', '')}")
+    print(f"{result.n_significant_fdr} neurons selective at FDR q<={result.fdr_q:g}; {s.n_candidates} candidates and "
+          f"{s.n_suppressors} suppressors (positively selective, layer-scaled d >= {result.min_selectivity:g})")
+    summ = result.ablation_summary
+    for title, rows in (("candidates", result.candidates()), ("suppressors", result.suppressors())):
+        if not rows:
+            continue
+        print(f"\n{title}:\n{'rank':>4} {'layer:index':>12} {'d [95% CI]':>19} {'d_layer':>7} {'consist.':>8} "
+              f"{'importance':>10} {'score':>6}  ablation")
+        for c in rows:
+            imp = "-" if c["importance"] is None else f"{c['importance']:.4g}"
+            ab = c.get("ablation")
+            ab_s = "" if not ab else (f"Δ={ab['delta']:.3g} [{ab['ci_low']:.3g},{ab['ci_high']:.3g}] control Δ="
+                                      f"{'-' if ab['delta_control'] is None else format(ab['delta_control'], '.3g')} "
+                                      f"p={ab['p_value']:.3g} (Holm {ab['p_holm']:.3g}) {ab['verdict'].upper()}")
+            d_ci = f"{c['selectivity']:.2f} [{c['selectivity_ci'][0]:.2f},{c['selectivity_ci'][1]:.2f}]"
+            print(f"{c['rank']:>4} {str(c['layer']) + ':' + str(c['index']):>12} {d_ci:>19} "
+                  f"{c['selectivity_layer']:>7.2f} {c['consistency']:>8.3f} {imp:>10} {c['score']:>6.3f}  {ab_s}")
+    if summ is not None:
+        print(f"\nablation ({summ['method']}) on {summ['split']}: validated {summ['n_validated']} of "
+              f"{summ['n_candidates']} candidates and {summ['n_suppressors_validated']} of {summ['n_suppressors']} "
+              f"suppressors; y = {summ['y']}, minimum effect {summ['min_effect']:g}")
+    for w in result.all_warnings():
+        print(f"warning: {w}")
     print(f"\nwrote {out / 'results.json'}" + (f" and {out / 'report.html'}" if (out / "report.html").exists() else ""))
 
 

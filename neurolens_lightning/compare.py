@@ -269,7 +269,7 @@ def _f(x: Any, nd: int = 6) -> float | None:
 def _neuron_summary(n: Mapping[str, Any], n_layers: int) -> dict[str, Any]:
     layer = int(n.get("layer", 0))
     rec: dict[str, Any] = {
-        "rank": n.get("rank"), "layer": layer, "index": n.get("index"),
+        "rank": n.get("rank"), "layer": layer, "index": n.get("index"), "role": n.get("role"),
         "rel_depth": _f(relative_depths(n_layers, [layer])[0]) if 0 <= layer < max(n_layers, 1) else None,
         "selectivity": n.get("selectivity"), "selectivity_q": n.get("selectivity_q"),
         "consistency": n.get("consistency"), "importance": n.get("importance"), "score": n.get("score"),
@@ -280,7 +280,8 @@ def _neuron_summary(n: Mapping[str, Any], n_layers: int) -> dict[str, Any]:
         rec["top_example_positive"] = ex.get("positive")
     ab = n.get("ablation")
     if isinstance(ab, dict):
-        rec["ablation"] = {k: ab.get(k) for k in ("delta", "ci_low", "ci_high", "z", "p_value", "validated")}
+        rec["ablation"] = {k: ab.get(k) for k in ("delta", "ci_low", "ci_high", "delta_control", "p_value", "p_holm",
+                                                  "validated", "verdict")}
     return rec
 
 
@@ -306,7 +307,8 @@ def model_entry(data: Mapping[str, Any], label: str | None = None, top_k: int | 
     peak_i = int(np.argmax(share)) if has else None  # ties: the shallowest layer
     dist = resample_distribution(depth, frac, grid)
     k = int(top_k if top_k is not None else data.get("top_k") or 10)
-    neurons = sorted(data.get("neurons") or [], key=lambda n: n.get("rank") or 0)[:k]
+    neurons = [n for n in sorted(data.get("neurons") or [], key=lambda n: n.get("rank") or 0)
+               if n.get("role") == "candidate"][:k]
     entry: dict[str, Any] = {
         "name": label or data.get("model"),
         "model": data.get("model") or mi.get("name"),
@@ -325,6 +327,7 @@ def model_entry(data: Mapping[str, Any], label: str | None = None, top_k: int | 
         "peak_rel_depth": _f(depth[peak_i]) if peak_i is not None else None,
         "mean_rel_depth": _f(float(np.dot(share, depth))) if has else None,
         "grid_distribution": [_f(v) for v in dist] if dist is not None else None,
+        "n_candidates": data.get("n_candidates"),
         "top_neurons": [_neuron_summary(n, n_layers) for n in neurons],
         "confidence_head": data.get("confidence_head"),
     }

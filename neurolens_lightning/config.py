@@ -67,6 +67,9 @@ class ScanConfig:
     batch_size: int = 16
     max_neurons: int = 500
     fdr_q: float = 0.05
+    min_selectivity: float = 0.5
+    alpha: float = 0.05
+    min_effect: Optional[float] = None
     holdout: float = 0.5
     seed: int = 0
     out: Optional[str] = None

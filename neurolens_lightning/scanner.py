@@ -29,7 +29,6 @@ from neurolens_lightning.errors import NeuroLensError, ProbeError
 from neurolens_lightning.hooks import capture, eval_mode, intervene
 from neurolens_lightning.metrics import Consistency, Importance, MeanActivation, Selectivity, TopActivations
 from neurolens_lightning.probe_head import ProbeHead, fit_probe_head
-from neurolens_lightning.functional.moments import mean_var
 from neurolens_lightning.functional.selectivity import d_confidence_interval, layer_scaled_d
 from neurolens_lightning.ranking import ROLE_CANDIDATE, ROLE_SUPPRESSOR, bh_qvalues, composite_score, neuron_roles, rank_order
 
@@ -325,8 +324,9 @@ class ConceptScanner:
                                      "activations on the probe examples; check the model weights and inputs")
         layer = torch.cat([torch.full((s.units,), s.layer, dtype=torch.long) for s in self.sites])
         index = torch.cat([torch.arange(s.units) for s in self.sites])
-        mean, var = mean_var(self.selectivity.count.unsqueeze(1), self.selectivity.total, self.selectivity.total_sq)
-        d_layer = layer_scaled_d(mean[1], var[1], mean[0], var[0], layer.to(d.device), self.selectivity.eps)
+        # from compute()'s (synced) moments: under DDP the metric's own states are this rank's only
+        d_layer = layer_scaled_d(sel["mean_pos"], sel["var_pos"], sel["mean_neg"], sel["var_neg"], layer.to(d.device),
+                                 self.selectivity.eps)
         n_pos, n_neg = float(sel["n_pos"]), float(sel["n_neg"])
         ci_lo, ci_hi = d_confidence_interval(d, n_pos, n_neg)
         score = composite_score(d_layer, cons["consistency"], imp)

@@ -31,7 +31,8 @@ from helpers import (CONCEPT, NEGATIVE, PLANTED, make_word_tokenizer, planted_be
                      tiny_bert, tiny_gpt2)
 
 import neurolens_lightning as nl
-from neurolens_lightning.ablation import AblationJob, AblationRunner, bootstrap_ci, summarize_ablation
+from neurolens_lightning.ablation import (AblationJob, AblationPlan, AblationRunner, bootstrap_ci, null_size_needed,
+                                          summarize_ablation)
 from neurolens_lightning.adapters import adapter_for
 from neurolens_lightning.concepts import load_concept
 from neurolens_lightning.errors import NeuroLensError
@@ -39,7 +40,8 @@ from neurolens_lightning.hooks import capture, count_hooks, intervene
 
 CAUSAL, MUTE = PLANTED, 13
 FAMILIES = ("gpt2", "bert")
-RECORD_KEYS = {"method", "delta", "ci_low", "ci_high", "delta_control", "specificity", "z", "p_value", "validated"}
+RECORD_KEYS = {"method", "delta", "ci_low", "ci_high", "delta_control", "specificity", "specificity_ci_low",
+               "specificity_ci_high", "p_value", "p_holm", "null_n", "p_floor", "validated", "verdict", "reasons"}
 
 
 # ----------------------------------------------------------------------------- fixtures / helpers
@@ -143,7 +145,7 @@ def test_causal_neuron_validated_mute_neuron_not(family, zero_scans):
     assert causal["validated"] is True, causal
     assert causal["delta"] > 2.0, causal                       # GPT-2 ~42 nats, BERT ~5.5 nats
     assert 0 < causal["ci_low"] <= causal["delta"] <= causal["ci_high"], causal
-    assert causal["z"] > 10 and causal["p_value"] < 1e-6, causal
+    assert causal["null_exceedances"] == 0 and causal["p_value"] == causal["p_floor"], causal  # beats every null
     assert causal["specificity"] > 2.0, causal                 # the control inputs barely move
 
     assert abs(mute["delta"]) < 1e-4, mute
@@ -158,14 +160,15 @@ def test_causal_neuron_validated_mute_neuron_not(family, zero_scans):
     for row in summ["null"]:
         assert {"layer", "mean", "std", "n"} <= set(row)
     (null0,) = [r for r in summ["null"] if r["layer"] == 0]
-    assert null0["n"] == 20 and null0["std"] > 0
-    assert abs(null0["mean"]) < 0.05 and null0["std"] < 0.05  # random units of a tiny model do ~nothing
+    assert null0["n"] >= 20 and null0["std"] > 0
+    # random units of a tiny model do ~nothing (the null may include DECOY, which writes " throne" for "king")
+    assert abs(null0["median"]) < 0.05 and null0["q95"] < 0.05
     assert summ["joint_delta"] > 2.0                           # the joint set contains CAUSAL
     assert "importance_delta_spearman" in summ
     rho = summ["importance_delta_spearman"]
     assert rho is None or -1 <= rho <= 1
     assert summ["audit"]["n_checked"] == 20
-    assert summ["audit"]["n_missed"] == 0  # low-importance units of this model have no effect
+    assert summ["audit"]["n_above_null"] <= 2  # low-importance units of this model have no effect (1 by chance)
 
     data = result.to_dict()
     json.dumps(data, allow_nan=False)  # strict JSON: no NaN / inf anywhere
@@ -226,7 +229,12 @@ def test_resample_ablation_runs(family, toks, zero_scans):
     assert abs(result.ablation[(0, MUTE)]["delta"]) < 1e-4
     assert rec["delta"] != pytest.approx(zero_scans[family].ablation[(0, CAUSAL)]["delta"], abs=1e-3)
     if family == "gpt2":
-        assert rec["delta"] > 2.0 and rec["validated"] is True, rec
+        # resampling copies CAUSAL's activation from a random ranking example (a concept example half the
+        # time), so on 4 held-out tasks Δ is bimodal: beyond every null neuron, but too wide a CI to
+        # separate it from the control inputs' Δ - the verdict must say exactly that, nothing else
+        assert rec["delta"] > 2.0 and rec["null_exceedances"] == 0, rec
+        assert rec["validated"] or rec["reasons"] == [
+            "not specific: its effect on control inputs is as large (specificity CI reaches 0)"], rec
 
 
 # ----------------------------------------------------------------------------- 3. batching invariance
@@ -431,8 +439,9 @@ def test_bootstrap_ci_constant_and_normal():
     assert np.all(lo < lo50) and np.all(hi50 < hi)
 
 
-def _summarize(cand_rows, null_values, n: int = 8, min_effect: float = 0.01, alpha: float = 0.05):
-    """Run summarize_ablation on a fake runner: candidate per-example Δ rows and constant null Δ's."""
+def _summarize(cand_rows, null_values, n: int = 8, min_effect: float = 0.01, alpha: float = 0.05,
+               ctl_rows=None, roles=None):
+    """Run summarize_ablation on a fake runner: candidate per-example Δ rows and constant null Δ's (layer 0)."""
     nc, nn_ = len(cand_rows), len(null_values)
     jobs = ([AblationJob([(0, i)], "candidate", 0) for i in range(nc)]
             + [AblationJob([(0, i) for i in range(nc)], "joint")]
@@ -441,65 +450,107 @@ def _summarize(cand_rows, null_values, n: int = 8, min_effect: float = 0.01, alp
     rows.append(np.sum(rows, axis=0))
     rows += [np.full(n, v, dtype=np.float64) for v in null_values]
     d_con = torch.from_numpy(np.stack(rows))
-    d_ctl = torch.zeros(nc + 1, 4, dtype=torch.float64)
-    runner = SimpleNamespace(deltas=lambda kind: d_con if kind == "concept" else d_ctl, replicas=8,
+    ctl = [np.zeros(4) for _ in range(nc)] if ctl_rows is None else [np.asarray(r, dtype=np.float64) for r in ctl_rows]
+    ctl.append(np.sum(ctl, axis=0))
+    d_ctl = torch.from_numpy(np.stack(ctl))
+    runner = SimpleNamespace(deltas=lambda kind: d_con if kind == "concept" else d_ctl, replicas=8, jobs=jobs,
                              job_index={"concept": list(range(len(jobs))), "control": list(range(nc + 1))},
                              offsets=[0, nc + nn_])
-    result = SimpleNamespace(scores=SimpleNamespace(importance=None), ablation={}, ablation_summary=None)
-    cands = [(0, i) for i in range(nc)]
-    summarize_ablation(result, runner, jobs, cands, method="zero", min_effect=min_effect, alpha=alpha,
+    units = nc + nn_
+    role = torch.zeros(units, dtype=torch.long)
+    role[:nc] = torch.as_tensor(roles if roles is not None else [1] * nc)
+    scores = SimpleNamespace(importance=None, layer=torch.zeros(units, dtype=torch.long),
+                             index=torch.arange(units), role=role)
+    result = SimpleNamespace(scores=scores, ablation={}, ablation_summary=None)
+    plan = AblationPlan(jobs, [(0, i) for i in range(nc)], "zero", 0, {0: list(range(nc, units))}, {0: nn_},
+                        null_size_needed(nc, alpha), 10, {0: 0})
+    summarize_ablation(result, runner, plan, d_con.mean(1).numpy(), min_effect=min_effect, alpha=alpha,
                        n_boot=1000, seed=0, split="test", n_concept=n, n_control=4)
-    return [result.ablation[c] for c in cands], result.ablation_summary
+    return [result.ablation[c] for c in plan.candidates], result.ablation_summary
 
 
-def test_validated_needs_all_three_criteria():
-    """One candidate per run (Holm = raw p): each case fails exactly one criterion, A passes all three."""
+def test_validated_needs_every_criterion():
+    """One candidate per run (Holm = raw p): each case fails exactly one criterion, A passes them all."""
     n = 10
-    null = [0.25 + 2.0 ** -8 * k for k in (-2, -1, 1, 2)]  # mean exactly 0.25, sd ~0.007
+    null = [0.25 + 2.0 ** -8 * k for k in range(-20, 20)]  # 40 null neurons around 0.25
     alt = np.array([1.0, -1.0] * (n // 2))
-    cases = {  # name: (per-example Δ, min_effect)
-        "A_all_three": (np.full(n, 1.0) + 0.01 * alt, 0.5),
-        "B_at_null_mean": (np.full(n, 0.25), 0.01),            # CI > 0, Δ >= min_effect, but z = 0
-        "C_below_min_effect": (np.full(n, 0.4) + 0.01 * alt, 0.5),  # significant, CI > 0, Δ < min_effect
-        "D_ci_spans_zero": (np.full(n, 0.75) + 5.25 * alt, 0.5),    # significant, Δ >= min_effect, CI spans 0
+    cases = {  # name: (per-example Δ, min_effect, control rows, role)
+        "A_all": (np.full(n, 1.0) + 0.01 * alt, 0.5, None, 1),
+        "B_at_null_median": (np.full(n, 0.25), 0.01, None, 1),          # CI > 0, Δ >= min_effect, p ~ 0.5
+        "C_below_min_effect": (np.full(n, 0.4) + 0.01 * alt, 0.5, None, 1),  # beyond the null, Δ < min_effect
+        "D_ci_spans_zero": (np.full(n, 0.75) + 5.25 * alt, 0.5, None, 1),    # Δ >= min_effect, CI spans 0
+        "E_not_specific": (np.full(n, 1.0) + 0.01 * alt, 0.5, [np.full(4, 1.0)], 1),  # same Δ on controls
+        "F_not_selective": (np.full(n, 1.0) + 0.01 * alt, 0.5, None, 0),     # named, but not a candidate
     }
     got = {}
-    for name, (row, min_effect) in cases.items():
-        (rec,), summ = _summarize([row], null, n=n, min_effect=min_effect)
+    for name, (row, min_effect, ctl, role) in cases.items():
+        (rec,), summ = _summarize([row], null, n=n, min_effect=min_effect, ctl_rows=ctl, roles=[role])
         got[name] = rec
         (null0,) = summ["null"]
-        assert null0["layer"] == 0 and null0["n"] == 4
-        assert null0["mean"] == pytest.approx(0.25, abs=1e-12)
-        assert np.std(null, ddof=0) - 1e-12 <= null0["std"] <= np.std(null, ddof=1) + 1e-12
+        assert null0["layer"] == 0 and null0["n"] == 40
         assert rec["delta"] == pytest.approx(row.mean(), abs=1e-12)
-        assert rec["z"] == pytest.approx((rec["delta"] - null0["mean"]) / null0["std"], rel=1e-9, abs=1e-12)
-        assert rec["p_value"] == pytest.approx(0.5 * math.erfc(rec["z"] / math.sqrt(2)), rel=1e-9, abs=1e-300)
-        assert rec["p_holm"] == pytest.approx(rec["p_value"], rel=1e-12, abs=1e-300)  # one candidate
+        g = sum(v >= rec["delta"] for v in null)
+        if g < 10:  # never reached h = 10 exceedances: (g + 1) / (L + 1) over all 40
+            assert rec["p_value"] == pytest.approx((g + 1) / 41) and rec["null_exceedances"] == g
+        assert rec["p_holm"] == pytest.approx(rec["p_value"], rel=1e-12)  # one candidate
+        assert rec["p_value"] >= rec["p_floor"] == pytest.approx(1 / 41)  # never below what the null supports
         assert summ["n_validated"] == int(rec["validated"]) and summ["n_candidates"] == 1
         assert summ["importance_delta_spearman"] is None and summ["audit"]["n_checked"] == 0
         assert summ["joint_delta"] == pytest.approx(rec["delta"])
+        assert rec["validated"] is (not rec["reasons"]) and rec["verdict"] == (
+            "validated" if rec["validated"] else "not validated")
 
-    a, b, c, d = got["A_all_three"], got["B_at_null_mean"], got["C_below_min_effect"], got["D_ci_spans_zero"]
-    assert a["validated"] is True and a["ci_low"] > 0 and a["p_holm"] < 0.05 and a["delta"] >= 0.5
-    assert b["z"] == 0 and b["p_value"] == 0.5 and b["validated"] is False
-    assert b["ci_low"] > 0 and b["delta"] >= 0.01  # it fails on p alone
-    assert c["p_holm"] < 0.05 and c["ci_low"] > 0 and c["delta"] < 0.5 and c["validated"] is False
-    assert d["p_holm"] < 0.05 and d["delta"] >= 0.5 and d["ci_low"] < 0 < d["ci_high"] and d["validated"] is False
+    a, b, c, d, e, f = (got[k] for k in cases)
+    assert a["validated"] is True and a["ci_low"] > 0 and a["p_value"] == pytest.approx(1 / 41)
+    assert a["specificity_ci_low"] > 0
+    assert b["validated"] is False and b["p_value"] > 0.3 and b["ci_low"] > 0 and len(b["reasons"]) == 1
+    assert "not beyond random neurons" in b["reasons"][0]
+    assert c["validated"] is False and c["reasons"] == [f"|Δ| = {c['delta']:.3g} is below the minimum effect 0.5"]
+    assert d["validated"] is False and d["ci_low"] < 0 < d["ci_high"] and len(d["reasons"]) == 2  # CI and specificity
+    assert e["validated"] is False and e["specificity_ci_low"] <= 0 and len(e["reasons"]) == 1
+    assert "not specific" in e["reasons"][0]
+    assert f["validated"] is False and f["reasons"] == [
+        "not a candidate of the ranking (not FDR-significant and positively selective)"]
 
 
 def test_holm_correction_over_candidates():
-    """Three candidates at raw p ~ 0.02 each: Holm makes them ~0.06 -> none validated; alone, one is."""
-    null = list(np.random.default_rng(1).normal(0.0, 0.01, 50))
-    sd = float(np.std(null, ddof=1))
-    delta = float(np.mean(null)) + 2.054 * sd                  # one-sided p ~ 0.02
-    assert delta > 0.01                                        # above the default min_effect
-    recs, _ = _summarize([np.full(8, delta)] * 3, null)
+    """Three candidates beyond all 40 null neurons: p = 1/41 each, Holm x3 = 0.073 -> none validated; alone, one is."""
+    null = list(np.random.default_rng(1).normal(0.0, 0.01, 40))
+    delta = max(null) + 0.02
+    recs, summ = _summarize([np.full(8, delta)] * 3, null)
     for r in recs:
-        assert 0.015 < r["p_value"] < 0.025 and r["ci_low"] > 0
-        assert r["p_holm"] == pytest.approx(3 * r["p_value"], rel=1e-9)
+        assert r["p_value"] == pytest.approx(1 / 41) and r["ci_low"] > 0
+        assert r["p_holm"] == pytest.approx(3 / 41, rel=1e-9)
         assert r["validated"] is False
-    (alone,), _ = _summarize([np.full(8, delta)], null)
+    assert any("cannot pass the Holm threshold" in w for w in summ["warnings"])  # 40 nulls < 3 / 0.05
+    (alone,), summ = _summarize([np.full(8, delta)], null)
     assert alone["p_holm"] == pytest.approx(alone["p_value"]) and alone["validated"] is True
+    assert summ["warnings"] == []
+
+
+def test_null_grows_only_while_a_p_value_is_open():
+    """Besag-Clifford: the null sample doubles while a tested neuron has < h exceedances, up to m / alpha."""
+    from neurolens_lightning.ablation import AblationPlan
+
+    jobs = [AblationJob([(0, 0)], "candidate", 0), AblationJob([(0, 1)], "candidate", 0)]
+    plan = AblationPlan(jobs, [(0, 0), (0, 1)], "zero", 0, {0: list(range(2, 500))}, {0: 0},
+                        null_size_needed(2, 0.05), 10, {0: 0})
+    assert plan.n_max == 40
+    plan.null_taken[0] = 5
+    plan.jobs += [AblationJob([(0, u)], "null", 0) for u in range(2, 7)]
+    delta = np.array([10.0, -10.0] + [0.0] * 5)  # job 0 beats every null, job 1 is beaten by every one
+    sizes = []
+    while True:
+        new = plan.more_null(delta)
+        if not new:
+            break
+        delta = np.concatenate([delta, np.zeros(len(new))])
+        sizes.append(plan.null_taken[0])
+    assert sizes == [10, 20, 40]  # job 0 keeps the layer open until n_max; then it stops
+    jobs2 = [AblationJob([(0, 0)], "candidate", 0)]
+    plan2 = AblationPlan(jobs2 + [AblationJob([(0, u)], "null", 0) for u in range(1, 21)], [(0, 0)], "zero", 0,
+                         {0: list(range(1, 500))}, {0: 20}, 400, 10, {0: 0})
+    assert plan2.more_null(np.array([-5.0] + [0.0] * 20)) == []  # 20 >= h exceedances: settled, no more null
 
 
 # ----------------------------------------------------------------------------- 6. bad input

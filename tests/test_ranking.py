@@ -126,9 +126,11 @@ def test_composite_score_range_and_zero_for_nonpositive_d():
     assert (s[i == 0] == 0).all()
     # strictly positive wherever all three are positive
     assert (s[(d > 0) & (c > 0) & (i > 0)] > 0).all()
-    # hand value: d = 1 -> 1/(1+1) = 0.5, c = 1, |I| = max -> 1: (0.5 * 1 * 1) ** (1/3)
-    got = composite_score(torch.tensor([1.0, 3.0]), torch.tensor([1.0, 0.5]), torch.tensor([2.0, -1.0]))
-    assert got.tolist() == pytest.approx([0.5 ** (1 / 3), (0.75 * 0.5 * 0.5) ** (1 / 3)], rel=1e-12)
+    # hand value: d = 1 -> 1/(1+1) = 0.5, c = 1, I = max I+ -> 1: (0.5 * 1 * 1) ** (1/3); importance is scaled
+    # within its own sign, so the only negative one (-1 = max of -I) is 1 too, and -0.5 is 0.5
+    got = composite_score(torch.tensor([1.0, 3.0, 3.0]), torch.tensor([1.0, 0.5, 0.5]), torch.tensor([2.0, -1.0, -0.5]))
+    assert got.tolist() == pytest.approx([0.5 ** (1 / 3), (0.75 * 0.5 * 1.0) ** (1 / 3), (0.75 * 0.5 * 0.5) ** (1 / 3)],
+                                         rel=1e-12)
     # without importance: geometric mean of two -> sqrt(0.75 * 0.5)
     assert composite_score(torch.tensor([3.0]), torch.tensor([0.5])).item() == pytest.approx((0.375) ** 0.5)
 

@@ -14,7 +14,7 @@ class Selectivity(Metric):
 
     ``update(acts [B, U], is_positive [B])``; ``compute()`` returns a dict with ``d``
     (Cohen's d, signed), ``p_value`` (Welch, two-sided), ``t``, ``mean_pos``, ``mean_neg``,
-    ``n_pos``, ``n_neg``.
+    ``var_pos``, ``var_neg`` (unbiased), ``n_pos``, ``n_neg``.
 
     Example:
         >>> import torch
@@ -51,4 +51,4 @@ class Selectivity(Metric):
         d = cohens_d(mean[1], var[1], mean[0], var[0], self.eps)
         t, p = welch_t_test(mean[1], var[1], float(self.count[1]), mean[0], var[0], float(self.count[0]))
         return {"d": d, "p_value": p, "t": t, "mean_pos": mean[1], "mean_neg": mean[0],
-                "n_pos": self.count[1], "n_neg": self.count[0]}
+                "var_pos": var[1], "var_neg": var[0], "n_pos": self.count[1], "n_neg": self.count[0]}
