@@ -193,9 +193,15 @@ class GPT2Adapter(TextAdapter):
 
     def forward(self, batch: Batch) -> Any:
         # no KV cache: probes are single forward passes, and re-entry at a block must not append to a cache
+        inputs = dict(batch.inputs)
+        attn = inputs.get("attention_mask")
+        if attn is not None and "position_ids" not in inputs and bool((attn[:, 0] == 0).any()):
+            # left padding: GPT-2 numbers positions 0, 1, ... regardless of the mask, which would shift
+            # every padded example's real tokens; count positions over real tokens instead
+            inputs["position_ids"] = (attn.long().cumsum(-1) - 1).clamp_min(0)
         if self.has_output_head:
-            return self.model(**batch.inputs, use_cache=False)
-        return self.model(**batch.inputs, use_cache=False, output_hidden_states=True)
+            return self.model(**inputs, use_cache=False)
+        return self.model(**inputs, use_cache=False, output_hidden_states=True)
 
     def tail(self, hidden: torch.Tensor, batch: Batch) -> Any:
         base = getattr(self.model, "transformer", self.model)
