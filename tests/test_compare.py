@@ -10,6 +10,7 @@ Chromium (skipped when Chromium is absent).
 from __future__ import annotations
 
 import json
+import os
 import math
 import re
 import shutil
@@ -27,7 +28,10 @@ from neurolens_lightning.compare import (DISTRIBUTION_DEFINITION, ModelSpec, bui
 from neurolens_lightning.errors import NeuroLensError
 
 CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
-needs_chromium = pytest.mark.skipif(CHROMIUM is None,
+# in CI (CI or NEUROLENS_REQUIRE_CHROMIUM set) a missing Chromium fails the rendering tests instead of skipping them
+REQUIRE_CHROMIUM = any(os.environ.get(k, "").strip().lower() not in ("", "0", "false", "no")
+                       for k in ("CI", "NEUROLENS_REQUIRE_CHROMIUM"))
+needs_chromium = pytest.mark.skipif(CHROMIUM is None and not REQUIRE_CHROMIUM,
                                     reason="headless Chromium not installed (apt-get install chromium)")
 
 
