@@ -117,8 +117,8 @@ def scan(
         settings={"importance": importance, "baseline": baseline, "pooling": scanner.pooling,
                   "batch_size": batch_size, "device": str(adapter.device), "ablate": ablate,
                   "split": (f"ranked on the ranking split ({len(rank_concept.positive)} concept and "
-                            f"{len(rank_concept.negative)} control examples); ablated on the disjoint held-out "
-                            f"split ({len(held_out.positive)} concept and {len(held_out.negative)} control examples)"
+                            f"{len(rank_concept.negative)} control examples); the disjoint held-out split "
+                            "is kept for ablation"
                             if held_out is not None else
                             f"all {len(rank_concept.positive)} concept and {len(rank_concept.negative)} control "
                             "examples" + (" (ranked and ablated on the same examples: holdout=0)" if ablate else ""))},

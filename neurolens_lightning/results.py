@@ -48,6 +48,13 @@ def _f(x: Any, nd: int = 6) -> float | None:
     return float(f"{v:.{nd}g}")
 
 
+def no_candidates_warning(fdr_q: float, min_selectivity: float) -> str:
+    """The warning for a scan where no neuron qualifies as a candidate."""
+    return (f"no candidates: no neuron is positively selective at FDR q <= {fdr_q:g} with a layer-scaled d >= "
+            f"{min_selectivity:g}, so nothing is reported as a concept neuron and nothing is validated; a larger or "
+            "sharper probe may find some")
+
+
 @dataclass
 class ScanResult:
     """Scores of one concept in one model, ranked.
@@ -140,9 +147,7 @@ class ScanResult:
         if small:
             out.append(small)
         if self.scores.n_candidates == 0:
-            out.append(f"no candidates: no neuron is positively selective at FDR q <= {self.fdr_q:g} with a "
-                       f"layer-scaled d >= {self.min_selectivity:g}, so nothing is reported as a concept neuron and "
-                       "nothing is validated; a larger or sharper probe may find some")
+            out.append(no_candidates_warning(self.fdr_q, self.min_selectivity))
         return out + [w for w in self.warnings if w not in out]
 
     def layer_summary(self) -> list[dict[str, Any]]:

@@ -3,8 +3,13 @@
 Chromium tests render the product page as is (nothing injected) with ``--dump-dom`` after a
 virtual time budget, then check in the serialised DOM that every chart drew (an
 ``svg.main-svg`` with its traces, a ``canvas`` for the WebGL scatter) and read Chromium's
-console log (``--enable-logging=stderr``) for uncaught script errors. They are skipped when
-no Chromium is installed (``apt-get install chromium``).
+console log (``--enable-logging=stderr``) for uncaught script errors. Where no Chromium is
+installed (``apt-get install chromium``) they are skipped with a reason (``-ra`` lists it),
+except under CI (``CI`` or ``NEUROLENS_REQUIRE_CHROMIUM`` set to a true value), where a missing
+Chromium fails them instead of skipping silently.
+
+One test runs a real scan with ablation on a tiny planted model and checks that the page
+states the split sentences and warnings of results.json verbatim.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import plotly.io as pio
 import pytest
 
 from neurolens_lightning.report import (
+    ablation_figure,
     build_figures,
     candidate_status,
     heatmap_figure,
@@ -32,11 +38,13 @@ from neurolens_lightning.report import (
     scatter_figure,
     write_report,
 )
-from neurolens_lightning.report.figures import scatter_reduction
+from neurolens_lightning.report.figures import STATUS_COLORS, scatter_reduction
 from neurolens_lightning.report.synthetic import synthetic_results
 
 CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
-needs_chromium = pytest.mark.skipif(CHROMIUM is None,
+REQUIRE_CHROMIUM = any(os.environ.get(k, "").strip().lower() not in ("", "0", "false", "no")
+                       for k in ("CI", "NEUROLENS_REQUIRE_CHROMIUM"))
+needs_chromium = pytest.mark.skipif(CHROMIUM is None and not REQUIRE_CHROMIUM,
                                     reason="headless Chromium not installed (apt-get install chromium)")
 
 HOSTILE_TEXT = "The [[king]] said <script>alert(1)</script> loudly."
@@ -85,6 +93,7 @@ def hostile_report(tmp_path_factory):
 
 def render(page: Path, budget_ms: int = 5000, timeout: float = 90) -> tuple[str, str, float]:
     """Render ``page`` in headless Chromium: (serialised DOM, console log, wall seconds)."""
+    assert CHROMIUM, "headless Chromium is required under CI (apt-get install chromium)"
     with tempfile.TemporaryDirectory(prefix="nl-chromium-") as profile:
         cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -167,24 +176,29 @@ def test_real_scan_report_content(minilm_report):
     assert f"{data['n_neurons_scanned']:,}" in page and f"{data['n_significant_fdr']:,}" in page
     head = data["confidence_head"]
     assert f"{100 * head['heldout_accuracy']:.1f}%" in page
-    top = data["neurons"][0]
-    assert f"neuron {top['index']} of layer {top['layer']}" in page
+    assert html_escape(data["settings"]["split"]) in page
+    cands = [n for n in data["neurons"] if n["role"] == "candidate"]
+    assert cands and cands[0] is data["neurons"][0], "candidates come first in the ranking"
+    top = cands[0]
+    assert f"The strongest candidate is <b>neuron {top['index']} of layer {top['layer']}</b>" in page
+    assert f"{data['n_candidates']:,} neurons qualify as candidates" in page
     # the strongest examples, with the concept span marked
     ex = top["top_examples"][0]
     s, e = ex["span"]
     assert f"<mark>{ex['text'][s:e]}</mark>" in page
     assert "Cohen&#x27;s d" in page or "Cohen's d" in page
+    assert "layer-scaled d" in page and "near-silent" in page
     assert heatmap_reduction(data).split(":")[0] in page
 
 
 @needs_chromium
 def test_real_scan_report_renders(minilm_report):
     out, data = minilm_report
-    dom, log, wall = render(out / "report.html")
+    dom, log, _ = render(out / "report.html")
     assert not console_errors(log), console_errors(log)
     frags = assert_all_drawn(dom, data)
-    assert len(re.findall(_CLS.format("point"), frags["scatter"])) >= data["top_k"]  # the labelled candidates (SVG)
-    assert wall < 20
+    n_cands = sum(n["role"] == "candidate" for n in data["neurons"][:data["top_k"]])
+    assert len(re.findall(_CLS.format("point"), frags["scatter"])) >= n_cands  # the ringed candidates (SVG)
 
 
 @needs_chromium
@@ -196,15 +210,122 @@ def test_console_error_detection_works(tmp_path):
     assert console_errors(log)
 
 
+@pytest.fixture(scope="module")
+def planted_report(tmp_path_factory):
+    """A REAL scan with ablation on the tiny planted GPT-2 (unit PLANTED of layer 0 carries the concept)."""
+    import torch
+    from helpers import CONCEPT, NEGATIVE, PLANTED, make_word_tokenizer, planted_gpt2, planted_probe
+
+    import neurolens_lightning as nl
+
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model: one thread is faster on a shared machine
+    try:
+        tok = make_word_tokenizer("gpt2", CONCEPT + NEGATIVE + ["throne", "seat", "bowed"])
+        result = nl.scan(model=planted_gpt2(tok), tokenizer=tok, concept=planted_probe("gpt2"), top_k=3,
+                         ablate=True, neurons=[(0, PLANTED)], null_samples=20)
+    finally:
+        torch.set_num_threads(n_threads)
+    out = result.save(tmp_path_factory.mktemp("planted") / "planted")
+    return out, json.loads((out / "results.json").read_text()), PLANTED
+
+
+def test_real_ablation_report_states_splits_and_warnings(planted_report):
+    out, data, planted = planted_report
+    page = (out / "report.html").read_text(encoding="utf-8")
+    summ = data["ablation_summary"]
+    # where the neurons were ranked and where they were ablated: the sentences of results.json, verbatim
+    assert data["settings"]["split"] and summ["split"]
+    assert html_escape(data["settings"]["split"]) in page
+    assert html_escape(summ["split"]) in page
+    for wrong in ("ranking half", "held-out half"):
+        assert wrong not in page
+    # every warning of results.json is on the page, in the warning box near the top
+    warnings = list(dict.fromkeys(data["warnings"] + summ["warnings"]))
+    assert warnings, "the planted probe has 8 examples per class in the ranking split: a small-probe warning"
+    box = re.search(r"<div class='warnbox'.*?</ul></div>", page, flags=re.S)
+    assert box and box.start() < page.index("id='sec-layers'")
+    for w in warnings:
+        assert f"<li>{html_escape(w)}</li>" in box.group(0)
+    # the planted neuron was tested and its verdict and p are on the page, never a p below the floor
+    rec = next(n for n in data["neurons"] if (n["layer"], n["index"]) == (0, planted))
+    a = rec["ablation"]
+    assert rec["role"] == "candidate" and a["tested_as"] == "candidate" and a["verdict"] == "validated"
+    assert f"#{rec['rank']} L0:{planted}" in page  # on the ablation chart's axis
+    floor_n = round(1 / a["p_floor"])
+    if a["null_exceedances"] == 0:
+        assert f"p = 1/{a['null_n'] + 1} ≈" in page and f"0 of {a['null_n']} random neurons as extreme" in page
+        assert a["null_n"] + 1 == floor_n
+    for n in data["neurons"]:
+        if isinstance(n.get("ablation"), dict) and n["ablation"]["reasons"]:
+            for r in n["ablation"]["reasons"]:
+                assert html_escape(r) in page
+    assert "z = " not in strip_scripts(page), "the ablation z was dropped (not calibrated)"
+    assert f"validated {summ['n_validated']} of {summ['n_candidates']} candidate" in page
+    audit = summ["audit"]
+    assert (f"{audit['n_above_null']} of {audit['n_checked']} low-importance neurons had an effect beyond random "
+            "neurons") in page
+
+
+@needs_chromium
+def test_real_ablation_report_renders(planted_report):
+    out, data, _ = planted_report
+    dom, log, _ = render(out / "report.html")
+    assert not console_errors(log), console_errors(log)
+    frags = assert_all_drawn(dom, data)
+    n_ablated = sum(isinstance(n.get("ablation"), dict) for n in data["neurons"])
+    assert len(re.findall(_CLS.format("errorbar"), frags["ablation"])) >= n_ablated
+
+
 # ---------------------------------------------------------------------------- synthetic sections
+def test_synthetic_results_follow_schema_2():
+    data = synthetic_results(n_layers=3, units=128, ablation=True, top_k=5)
+    assert data["schema_version"] == 2
+    roles = [n["role"] for n in data["neurons"]]
+    first_other = roles.index(None)
+    assert roles[:first_other] == sorted(roles[:first_other], key=lambda r: r != "candidate"), "ordered by role"
+    assert data["n_candidates"] == roles.count("candidate") and data["n_suppressors"] == roles.count("suppressor")
+    summ = data["ablation_summary"]
+    assert {"split", "y", "alpha", "test", "null", "audit", "warnings", "n_suppressors_validated"} <= set(summ)
+    assert {"q05", "q95", "median", "excess_kurtosis"} <= set(summ["null"][0])
+    for n in data["neurons"]:
+        lo, hi = n["selectivity_ci"]
+        assert lo <= n["selectivity"] <= hi
+        assert n["selectivity_layer"] <= n["selectivity"] + 1e-9 or n["selectivity"] < 0
+        a = n["ablation"]
+        if a:
+            assert "z" not in a and a["p_value"] >= a["p_floor"]
+            assert a["direction"] == ("rise" if a["tested_as"] == "suppressor" else "drop")
+            assert a["validated"] == (a["verdict"] != "not validated") and (a["reasons"] == []) == a["validated"]
+
+
 def test_sections_present_only_with_data():
     plain = synthetic_results(n_layers=3, units=64)
-    full = synthetic_results(n_layers=3, units=64, ablation=True, emergence=True)
+    full = synthetic_results(n_layers=6, units=512, ablation=True, emergence=True, seed=1)
     assert set(build_figures(plain)) == {"layers", "heatmap", "scatter", "sankey"}
     assert set(build_figures(full)) == {"layers", "heatmap", "scatter", "sankey", "ablation", "emergence"}
-    statuses = {candidate_status(n, full) for n in full["neurons"][:full["top_k"]]}
-    assert statuses <= {"validated", "weak", "not validated"} and "validated" in statuses
+    ablated = [n for n in full["neurons"] if n["ablation"]]
+    statuses = {candidate_status(n, full) for n in ablated}
+    assert statuses <= {"validated", "validated suppressor", "weak", "not validated"} and "validated" in statuses
+    assert {candidate_status(n, full) for n in full["neurons"] if not n["ablation"]} == {"not ablated"}
     assert {candidate_status(n, plain) for n in plain["neurons"][:10]} <= {"significant", "not significant"}
+    supp = next(n for n in plain["neurons"] if n["role"] == "suppressor")
+    assert candidate_status(supp, plain) == "suppressor"
+    assert set(STATUS_COLORS) >= {"validated suppressor", "suppressor"}
+    assert len(set(STATUS_COLORS.values())) == len(STATUS_COLORS), "every status has its own colour"
+
+
+def test_ablation_chart_null_band_is_quantiles():
+    data = synthetic_results(n_layers=4, units=512, ablation=True, seed=2)
+    fig = ablation_figure(data)
+    ablated = [n for n in data["neurons"] if n["ablation"]]
+    band = next(t for t in fig.data if t.type == "bar")
+    null = {r["layer"]: r for r in data["ablation_summary"]["null"]}
+    assert list(band.base) == pytest.approx([null[n["layer"]]["q05"] for n in ablated])
+    assert [b + h for b, h in zip(band.base, band.y)] == pytest.approx([null[n["layer"]]["q95"] for n in ablated])
+    points = [t for t in fig.data if t.type == "scatter" and (t.name or "").startswith("Δ concept")]
+    assert sum(len(t.x) for t in points) == len(ablated), "every ablated neuron is plotted once"
+    assert data["ablation_summary"]["y"] in fig.layout.yaxis.title.text.replace("<br>", " ")
 
 
 @needs_chromium
@@ -213,13 +334,48 @@ def test_synthetic_ablation_and_emergence_render(tmp_path):
     page = write_report(json.loads(json.dumps(data)), tmp_path / "report.html")
     html = page.read_text(encoding="utf-8")
     summ = data["ablation_summary"]
-    assert f"validated {summ['n_validated']} of {data['top_k']}" in html
-    assert "Spearman" in html and "Holm" in html
+    assert f"validated {summ['n_validated']} of {summ['n_candidates']} candidates" in html
+    assert f"{summ['n_suppressors_validated']} of {summ['n_suppressors']} suppressors" in html
+    assert "Spearman" in html and "Holm" in html and html_escape(summ["test"]) in html
+    assert "Suppressors" in html and "tested for a <b>rise</b>" in html
     dom, log, _ = render(page)
     assert not console_errors(log), console_errors(log)
     frags = assert_all_drawn(dom, data)
-    # every ablated candidate has its error bar; the null band is drawn per candidate
-    assert len(re.findall(_CLS.format("errorbar"), frags["ablation"])) >= data["top_k"]
+    # every ablated neuron has its error bar; the null band is drawn per neuron
+    n_ablated = sum(bool(n["ablation"]) for n in data["neurons"])
+    assert len(re.findall(_CLS.format("errorbar"), frags["ablation"])) >= n_ablated
+
+
+def test_no_candidates_is_said_plainly(tmp_path):
+    data = synthetic_results(n_layers=2, units=64, planted=0, ablation=True, n_examples=12)
+    assert data["n_candidates"] == 0
+    html = write_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "No neuron qualifies as a candidate" in html and "nothing was validated" in html
+    assert "The strongest candidate" not in html
+    for w in data["warnings"]:
+        assert html_escape(w) in html
+    assert any(w.startswith("small probe") for w in data["warnings"])
+    assert "No neuron was tested" in html and 'id="nl-fig-ablation"' not in html
+
+
+def test_p_never_below_its_floor_and_reasons_shown(tmp_path):
+    data = synthetic_results(n_layers=2, units=256, ablation=True, top_k=3)
+    rec = next(n for n in data["neurons"] if n["ablation"] and n["role"] == "candidate")
+    a = rec["ablation"]
+    a.update(p_value=1e-9, null_n=99, null_exceedances=0, p_floor=0.01, validated=False, verdict="not validated",
+             reasons=["not specific: <control> effect as large"])
+    html = write_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "p = 1/100 ≈ 0.01" in html and "0 of 99 random neurons as extreme" in html and "1e-09" not in html
+    assert "not specific: &lt;control&gt; effect as large" in html
+
+
+def test_warnings_from_both_levels_are_shown_once(tmp_path):
+    w1, w2 = "mixed span marking: <b>7 of 64</b>", "layer 3 has only 12 other neurons"
+    data = synthetic_results(n_layers=2, units=64, ablation=True, warnings=[w1], ablation_warnings=[w2])
+    assert data["warnings"].count(w2) == 1  # the core copies the ablation warnings to the top level too
+    html = write_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
+    box = re.search(r"<div class='warnbox'.*?</ul></div>", html, flags=re.S).group(0)
+    assert box.count(html_escape(w1)) == 1 and box.count(html_escape(w2)) == 1 and "<b>7 of 64</b>" not in html
 
 
 def test_listed_neurons_fallback(tmp_path):
@@ -270,20 +426,27 @@ def test_hostile_probe_is_escaped(hostile_report):
 
 
 def test_every_user_string_is_escaped(tmp_path):
-    """Model name, concept, description, group names, paths, settings and probe text: all escaped."""
+    """Model name, concept, description, group names, paths, settings, splits, y, warnings, reasons, probe text."""
     bad = {"model": "<img src=x onerror=alert(5)>", "concept": "<b>x</b>", "desc": "<svg onload=alert(6)>",
-           "group": "<i>g</i>", "path": "/tmp/<script>alert(7)</script>/p.json", "setting": "<u>cpu</u>"}
+           "group": "<i>g</i>", "path": "/tmp/<script>alert(7)</script>/p.json", "setting": "<u>cpu</u>",
+           "split": "<em>held</em>", "y": "<s>log p</s> (nats)", "warning": "<marquee>w</marquee>",
+           "reason": "<blink>r</blink>", "test": "<q>t</q>"}
     data = synthetic_results(n_layers=2, units=64, ablation=True, emergence=True, model=bad["model"],
-                             concept=bad["concept"], positive_texts=[HOSTILE_TEXT, "The [[queen]] <u>sang</u>."])
+                             concept=bad["concept"], positive_texts=[HOSTILE_TEXT, "The [[queen]] <u>sang</u>."],
+                             warnings=[bad["warning"]])
     data["concept_info"].update(description=bad["desc"], groups=[bad["group"], "g2"], source=bad["path"])
     data["settings"]["device"] = bad["setting"]
-    data["ablation_summary"]["split"] = bad["setting"]
+    data["settings"]["split"] = bad["split"]
+    data["ablation_summary"].update(split=bad["setting"], y=bad["y"], test=bad["test"])
+    rec = next(n for n in data["neurons"] if n["ablation"])
+    rec["ablation"].update(validated=False, verdict="not validated", reasons=[bad["reason"]])
     page = write_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
     for raw in bad.values():
         assert raw not in page, raw
     for raw in ("<script>alert(1)", "<u>sang</u>"):
         assert raw not in page
     assert "&lt;img src=x onerror=alert(5)&gt;" in page and "&lt;i&gt;g&lt;/i&gt;" in page
+    assert html_escape(bad["split"]) in page and html_escape(bad["warning"]) in page
     assert page.count("</script>") == len(re.findall(r"<script\b", page))
 
 
@@ -299,7 +462,7 @@ def test_hostile_probe_renders_as_text(hostile_report):
     assert len(re.findall(r"<script\b", dom)) == len(re.findall(r"<script\b", (out / "report.html").read_text()))
 
 
-# ---------------------------------------------------------------------------- size and speed
+# ---------------------------------------------------------------------------- size
 @pytest.fixture(scope="module")
 def gpt2_medium_sized(tmp_path_factory):
     data = synthetic_results(n_layers=24, units=4096, ablation=True, emergence=True, model="gpt2-medium-synthetic")
@@ -323,17 +486,12 @@ def test_large_scan_page_size_and_reductions(gpt2_medium_sized):
 
 
 @needs_chromium
-def test_large_scan_renders_within_5s(gpt2_medium_sized):
+def test_large_scan_renders(gpt2_medium_sized):
+    """The 98k-neuron page draws every chart without script errors (render time: benchmarks, not here)."""
     page, data = gpt2_medium_sized
-    walls = []
-    for _ in range(3):  # best of three: the machine is shared (timings vary by ±30%)
-        dom, log, wall = render(page)
-        walls.append(wall)
-        if wall < 5.0:
-            break
+    dom, log, _ = render(page, timeout=180)
     assert not console_errors(log), console_errors(log)
     assert_all_drawn(dom, data)
-    assert min(walls) < 5.0, f"Chromium took {walls} s"
 
 
 def test_small_models_use_svg_and_full_heatmap():

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -36,6 +37,7 @@ __all__ = [
     "FIGURE_BUILDERS",
     "ablation_figure",
     "build_figures",
+    "ablated_neurons",
     "candidate_status",
     "candidates",
     "emergence_figure",
@@ -44,19 +46,24 @@ __all__ = [
     "layer_distribution_figure",
     "layer_profile",
     "neuron_table",
+    "p_value_text",
     "sankey_figure",
     "scatter_figure",
     "scatter_reduction",
+    "suppressors",
+    "wrap",
 ]
 
-#: colours of the candidate statuses (Sankey, ablation chart, table badges)
+#: colours of the neuron statuses (Sankey, ablation chart, table badges)
 STATUS_COLORS: dict[str, str] = {
     "validated": "#1a9850",
-    "weak": "#f39c12",
+    "validated suppressor": "#5e3c99",
+    "weak": "#e08214",
     "not validated": "#b2182b",
     "not ablated": "#7f8c8d",
     "significant": "#2c7fb8",
-    "not significant": "#f39c12",
+    "suppressor": "#8c6bb1",
+    "not significant": "#b8860b",
 }
 
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
@@ -83,14 +90,28 @@ def _arr(values: Iterable[Any] | None, n: int | None = None) -> np.ndarray:
     return np.array([_num(v) for v in values], dtype=np.float64)
 
 
+def wrap(text: str, width: int = 100, sep: str = "<br>") -> str:
+    """``text`` broken at spaces into lines of at most ``width`` characters joined by ``sep`` (plotly
+    titles and axis labels do not wrap by themselves)."""
+    lines: list[str] = []
+    for word in str(text).split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return sep.join(lines)
+
+
 def _style(fig: go.Figure, title: str, height: int, subtitle: str | None = None, legend_rows: int = 0) -> go.Figure:
     t: dict[str, Any] = {"text": f"<b>{title}</b>", "x": 0.0, "xanchor": "left", "font": {"size": 17}}
+    extra = 0
     if subtitle:
         t["subtitle"] = {"text": subtitle, "font": {"size": 12, "color": "#555"}}
+        extra = 16 * subtitle.count("<br>")
     fig.update_layout(
-        template="plotly_white", title=t, height=height,
+        template="plotly_white", title=t, height=height + extra,
         font={"family": FONT, "size": 13, "color": "#222"},
-        margin={"l": 70, "r": 30, "t": 90 if subtitle else 60, "b": 64 + 24 * legend_rows},
+        margin={"l": 70, "r": 30, "t": (90 if subtitle else 60) + extra, "b": 64 + 24 * legend_rows},
         showlegend=legend_rows > 0,
         hoverlabel={"font": {"family": FONT, "size": 12}},
         legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0.0, "xanchor": "left",
@@ -104,32 +125,67 @@ def neuron_label(n: dict[str, Any]) -> str:
     return f"L{n.get('layer')}:{n.get('index')}"
 
 
+def _by_rank(neurons: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(neurons, key=lambda n: (n.get("rank") is None, n.get("rank") or 0))
+
+
+def _has_roles(data: dict[str, Any]) -> bool:
+    """Whether the neurons carry a ``role`` (schema 2); older results rank every neuron as a candidate."""
+    return any("role" in n for n in data.get("neurons") or [])
+
+
 def candidates(data: dict[str, Any], k: int | None = None) -> list[dict[str, Any]]:
-    """The top-k neuron records (``data['top_k']`` by default), best first."""
-    neurons = list(data.get("neurons") or [])
+    """Up to ``k`` (``data['top_k']`` by default) neurons with the ``candidate`` role, best first.
+
+    A weak probe can have fewer than ``k`` candidates, or none. (Results without roles, schema 1:
+    the first ``k`` ranked neurons.)
+    """
     k = int(data.get("top_k") or 10) if k is None else k
-    neurons.sort(key=lambda n: (n.get("rank") is None, n.get("rank") or 0))
+    neurons = _by_rank(data.get("neurons") or [])
+    if _has_roles(data):
+        neurons = [n for n in neurons if n.get("role") == "candidate"]
     return neurons[:k]
 
 
-def candidate_status(neuron: dict[str, Any], data: dict[str, Any]) -> str:
-    """Status of a candidate for the Sankey and the table.
+def suppressors(data: dict[str, Any], k: int | None = None) -> list[dict[str, Any]]:
+    """Up to ``k`` (``data['top_k']`` by default) neurons with the ``suppressor`` role, best first."""
+    k = int(data.get("top_k") or 10) if k is None else k
+    return [n for n in _by_rank(data.get("neurons") or []) if n.get("role") == "suppressor"][:k]
 
-    With an ablation record: ``validated`` (the ablation verdict), ``weak`` (not validated,
-    but the bootstrap CI of Δ lies above 0: a real effect that misses the corrected p-value
-    or the minimum effect size), else ``not validated``. A candidate without an ablation
-    record in a scan where ablation ran is ``not ablated``. Without ablation: ``significant``
+
+def ablated_neurons(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every neuron with an ablation record (candidates, suppressors, named neurons), by rank."""
+    return [n for n in _by_rank(data.get("neurons") or []) if isinstance(n.get("ablation"), dict)]
+
+
+def _ablation_ran(data: dict[str, Any]) -> bool:
+    return data.get("ablation_summary") is not None or any(
+        isinstance(n.get("ablation"), dict) for n in data.get("neurons") or [])
+
+
+def candidate_status(neuron: dict[str, Any], data: dict[str, Any]) -> str:
+    """Status of a neuron for the Sankey, the ablation chart and the tables.
+
+    With an ablation record, tested in its predicted direction (a drop of y for a candidate, a
+    rise for a suppressor): ``validated`` / ``validated suppressor`` (the ablation verdict),
+    ``weak`` (not validated, but the bootstrap CI of Δ lies wholly in the predicted direction:
+    a real effect that misses the corrected p-value, the specificity or the minimum effect),
+    else ``not validated``. A neuron without an ablation record in a scan where ablation ran
+    is ``not ablated``. Without ablation: ``suppressor`` (the suppressor role), ``significant``
     (positively selective at FDR q) or ``not significant``.
     """
     ab = neuron.get("ablation")
     if isinstance(ab, dict):
+        rise = ab.get("direction") == "rise"
         if ab.get("validated"):
-            return "validated"
-        lo = _num(ab.get("ci_low"))
-        return "weak" if lo > 0 else "not validated"
-    if data.get("ablation_summary") is not None or any(
-            isinstance(n.get("ablation"), dict) for n in data.get("neurons") or []):
+            return "validated suppressor" if rise else "validated"
+        s = -1.0 if rise else 1.0
+        lo, hi = s * _num(ab.get("ci_low")), s * _num(ab.get("ci_high"))
+        return "weak" if (lo > 0 and hi > 0) else "not validated"
+    if _ablation_ran(data):
         return "not ablated"
+    if neuron.get("role") == "suppressor":
+        return "suppressor"
     q = _num(neuron.get("selectivity_q"))
     d = _num(neuron.get("selectivity"))
     fdr_q = _num(data.get("fdr_q", 0.05))
@@ -343,7 +399,7 @@ def scatter_figure(data: dict[str, Any], gl_threshold: int = 5000, density_thres
     counts) under dots for the ``max_points`` highest-scoring neurons (SVG when that is at most
     ``gl_threshold``). WebGL start-up dominates the render time of a page in software GL, so a
     100k-neuron model renders faster this way, and the bulk near d = 0 is noise anyway. The
-    top-k candidates are overlaid as labelled SVG markers.
+    top-k candidates are overlaid as labelled SVG rings, the top-k suppressors as purple diamonds.
     """
     t = neuron_table(data)
     ok = ~(np.isnan(t["selectivity"]) | np.isnan(t["consistency"]))
@@ -404,6 +460,18 @@ def scatter_figure(data: dict[str, Any], gl_threshold: int = 5000, density_thres
                            "%{y:.3f}<br>importance = %{customdata[1]:.3g}<br>score = %{customdata[2]:.3f}"
                            "<extra></extra>"),
             name=f"top {len(cands)} candidates"))
+    supps = suppressors(data, label_top)
+    if supps:
+        fig.add_trace(go.Scatter(
+            x=[_num(n_.get("selectivity")) for n_ in supps], y=[_num(n_.get("consistency")) for n_ in supps],
+            mode="markers", text=[neuron_label(n_) for n_ in supps],
+            marker={"symbol": "diamond-open", "size": 13, "color": STATUS_COLORS["validated suppressor"],
+                    "line": {"width": 2}},
+            customdata=[[n_.get("rank"), _num(n_.get("importance")), _num(n_.get("score"))] for n_ in supps],
+            hovertemplate=("suppressor #%{customdata[0]}: %{text}<br>selectivity d = %{x:.3f}<br>consistency = "
+                           "%{y:.3f}<br>importance = %{customdata[1]:.3g}<br>score = %{customdata[2]:.3f}"
+                           "<extra></extra>"),
+            name=f"top {len(supps)} suppressors"))
     fig.update_xaxes(title_text="selectivity (Cohen's d, concept vs control)", zeroline=True,
                      zerolinecolor="#999")
     fig.update_yaxes(title_text="consistency across phrasing groups", range=[-0.04, 1.08])
@@ -417,35 +485,41 @@ def scatter_figure(data: dict[str, Any], gl_threshold: int = 5000, density_thres
 
 
 # ---------------------------------------------------------------------------- sankey
-_STATUS_ORDER = ["validated", "weak", "not validated", "not ablated", "significant", "not significant"]
+_STATUS_ORDER = ["validated", "validated suppressor", "weak", "not validated", "not ablated", "significant",
+                 "suppressor", "not significant"]
+
+
+def _rgba(hex_colour: str, alpha: float) -> str:
+    h = hex_colour.lstrip("#")
+    return "rgba({},{},{},{})".format(*(int(h[i:i + 2], 16) for i in (0, 2, 4)), alpha)
 
 
 def sankey_figure(data: dict[str, Any]) -> go.Figure | None:
-    """Sankey: concept → layer → status of each top-k candidate (see :func:`candidate_status`)."""
+    """Sankey: concept → layer → status of each top-k candidate and suppressor (see :func:`candidate_status`)."""
     cands = candidates(data)
-    if not cands:
+    supps = suppressors(data)
+    shown = cands + supps
+    if not shown:
         return None
     concept = _esc(data.get("concept") or "concept")
-    layers = sorted({int(c.get("layer", 0)) for c in cands})
-    statuses = [s for s in _STATUS_ORDER if any(candidate_status(c, data) == s for c in cands)]
-    per_layer = {l: sum(1 for c in cands if int(c.get("layer", 0)) == l) for l in layers}
-    per_status = {st: sum(1 for c in cands if candidate_status(c, data) == st) for st in statuses}
-    labels = ([f"{concept} ({len(cands)})"] + [f"layer {l} ({per_layer[l]})" for l in layers]
+    layers = sorted({int(c.get("layer", 0)) for c in shown})
+    status = [candidate_status(c, data) for c in shown]
+    statuses = [s for s in _STATUS_ORDER if s in status]
+    per_layer = {l: sum(1 for c in shown if int(c.get("layer", 0)) == l) for l in layers}
+    per_status = {st: status.count(st) for st in statuses}
+    labels = ([f"{concept} ({len(shown)})"] + [f"layer {l} ({per_layer[l]})" for l in layers]
               + [f"{st} ({per_status[st]})" for st in statuses])
     colors = ["#34495e"] + ["#95a5a6"] * len(layers) + [STATUS_COLORS[s] for s in statuses]
     li = {l: 1 + i for i, l in enumerate(layers)}
     si = {s: 1 + len(layers) + i for i, s in enumerate(statuses)}
     src, dst, val, lcol = [], [], [], []
     for l in layers:
-        n = sum(1 for c in cands if int(c.get("layer", 0)) == l)
-        src.append(0), dst.append(li[l]), val.append(n), lcol.append("rgba(52,73,94,0.25)")
+        src.append(0), dst.append(li[l]), val.append(per_layer[l]), lcol.append("rgba(52,73,94,0.25)")
     for l in layers:
         for s in statuses:
-            n = sum(1 for c in cands if int(c.get("layer", 0)) == l and candidate_status(c, data) == s)
+            n = sum(1 for c, st in zip(shown, status) if int(c.get("layer", 0)) == l and st == s)
             if n:
-                src.append(li[l]), dst.append(si[s]), val.append(n)
-                h = STATUS_COLORS[s].lstrip("#")
-                lcol.append("rgba({},{},{},0.35)".format(*(int(h[i:i + 2], 16) for i in (0, 2, 4))))
+                src.append(li[l]), dst.append(si[s]), val.append(n), lcol.append(_rgba(STATUS_COLORS[s], 0.35))
     fig = go.Figure(go.Sankey(
         arrangement="snap", valueformat="d",
         node={"label": labels, "color": colors, "pad": 18, "thickness": 18, "line": {"width": 0},
@@ -453,41 +527,61 @@ def sankey_figure(data: dict[str, Any]) -> go.Figure | None:
         link={"source": src, "target": dst, "value": val, "color": lcol,
               "hovertemplate": "%{source.label} → %{target.label}: %{value}<extra></extra>"}))
     fig.update_layout(font={"size": 13})
-    ablated = any(isinstance(c.get("ablation"), dict) for c in cands)
-    sub = (f"top {len(cands)} candidates; status from the ablation test" if ablated else
-           f"top {len(cands)} candidates; no ablation ran, status = FDR significance of selectivity")
+    who = f"top {len(cands)} candidates" + (f" and {len(supps)} suppressors" if supps else "")
+    ablated = any(isinstance(c.get("ablation"), dict) for c in shown)
+    sub = (f"{who}; status from the ablation test" if ablated else
+           f"{who}; no ablation ran: status = role and FDR significance of the selectivity")
     fig = _style(fig, "Where the candidates sit, and what survived", 360, subtitle=sub)
     fig.update_layout(margin={"b": 24, "l": 30, "r": 30})
     return fig
 
 
 # ---------------------------------------------------------------------------- ablation
-def ablation_figure(data: dict[str, Any]) -> go.Figure | None:
-    """Ablation effect Δ per ablated candidate with its 95% CI, the control Δ and the null band.
+def p_value_text(a: dict[str, Any]) -> str:
+    """An ablation p-value as text, with the null it came from: ``p = 0.034 (7 of 205 random neurons as
+    extreme)``; with no random neuron as extreme, ``p = 1/201 ≈ 0.005 (0 of 200 ...)``, the smallest p a
+    null of that size can give. Never shows a p below ``p_floor``."""
+    p, g, L = _num(a.get("p_value")), a.get("null_exceedances"), a.get("null_n")
+    floor = _num(a.get("p_floor"))
+    if not math.isnan(floor) and not math.isnan(p):
+        p = max(p, floor)
+    if math.isnan(p):
+        return "p = —"
+    if isinstance(g, int) and isinstance(L, int) and not isinstance(g, bool):
+        if g == 0:
+            return f"p = 1/{L + 1} ≈ {p:.2g} (0 of {L} random neurons as extreme)"
+        return f"p = {p:.2g} ({g} of {L} random neurons as extreme)"
+    return f"p = {p:.2g}"
 
-    The grey band is the null model of the candidate's layer: mean ± 2 std of Δ over random
-    neurons of that layer (``ablation_summary.null``). ``None`` when no ablation ran.
+
+def ablation_figure(data: dict[str, Any]) -> go.Figure | None:
+    """Δ of every ablated neuron (candidates, suppressors, named) with its 95% CI, coloured by status,
+    its Δ on control inputs, and the null band.
+
+    The grey band is the null of the neuron's layer: the 5–95% quantiles of Δ over random
+    neurons of that layer (``ablation_summary.null``: the nulls are heavy-tailed, so no mean ±
+    k std). ``None`` when no neuron was ablated.
     """
-    ab_neurons = [n for n in sorted(data.get("neurons") or [], key=lambda n: n.get("rank") or 0)
-                  if isinstance(n.get("ablation"), dict)]
+    ab_neurons = ablated_neurons(data)
     if not ab_neurons:
         return None
     summary = data.get("ablation_summary") or {}
     null = {int(r["layer"]): r for r in summary.get("null") or [] if r.get("layer") is not None}
     x = [f"#{n.get('rank')} {neuron_label(n)}" for n in ab_neurons]
     fig = go.Figure()
-    lo_b, hi_b, mean_b, hov = [], [], [], []
+    lo_b, hi_b, med_b, hov = [], [], [], []
     for n in ab_neurons:
-        r = null.get(int(n.get("layer", -1)))
-        m, s = (_num(r.get("mean")), _num(r.get("std"))) if r else (math.nan, math.nan)
-        lo_b.append(m - 2 * s), hi_b.append(m + 2 * s), mean_b.append(m)
-        hov.append(f"null of layer {n.get('layer')}: mean {m:.3g}, std {s:.3g}, n = {r.get('n') if r else '?'}")
-    if any(not math.isnan(v) for v in mean_b):
+        r = null.get(int(n.get("layer", -1))) or {}
+        lo, hi, med = _num(r.get("q05")), _num(r.get("q95")), _num(r.get("median"))
+        lo_b.append(lo), hi_b.append(hi), med_b.append(med)
+        hov.append(f"null of layer {n.get('layer')}: {r.get('n', '?')} random neurons<br>5–95%: [{lo:.3g}, "
+                   f"{hi:.3g}], median {med:.3g}<br>1% of them above {_num(r.get('q99')):.3g}")
+    if any(not (math.isnan(a) or math.isnan(b)) for a, b in zip(lo_b, hi_b)):
         fig.add_trace(go.Bar(x=x, y=[h - l for h, l in zip(hi_b, lo_b)], base=lo_b, width=0.6,
                              marker={"color": "rgba(127,140,141,0.28)", "line": {"width": 0}},
-                             name="null: random neurons of the layer (mean ± 2 std)",
+                             name="null: 5–95% of random neurons of the layer",
                              hovertext=hov, hovertemplate="%{hovertext}<extra></extra>"))
-        fig.add_trace(go.Scatter(x=x, y=mean_b, mode="markers", name="null mean",
+        fig.add_trace(go.Scatter(x=x, y=med_b, mode="markers", name="null median",
                                  marker={"symbol": "line-ew-open", "size": 22, "color": "#7f8c8d",
                                          "line": {"width": 2, "color": "#7f8c8d"}},
                                  hoverinfo="skip", showlegend=False))
@@ -497,43 +591,58 @@ def ablation_figure(data: dict[str, Any]) -> go.Figure | None:
                                  marker={"symbol": "diamond-open", "size": 10, "color": "#555",
                                          "line": {"width": 1.5}},
                                  hovertemplate="%{x}<br>Δ control = %{y:.3g}<extra></extra>"))
-    for status in ("validated", "weak", "not validated"):
-        sel = [i for i, n in enumerate(ab_neurons) if candidate_status(n, data) == status]
+    status = [candidate_status(n, data) for n in ab_neurons]
+    for st in _STATUS_ORDER:
+        sel = [i for i, s_ in enumerate(status) if s_ == st]
         if not sel:
             continue
         abs_ = [ab_neurons[i]["ablation"] for i in sel]
         d = [_num(a.get("delta")) for a in abs_]
         plus = [max(0.0, _num(a.get("ci_high")) - v) for a, v in zip(abs_, d)]
         minus = [max(0.0, v - _num(a.get("ci_low"))) for a, v in zip(abs_, d)]
-        custom = [[_num(a.get("ci_low")), _num(a.get("ci_high")), _num(a.get("z")), _num(a.get("p_value")),
-                   _num(a.get("specificity"))] for a in abs_]
+        text = [f"tested for a {_esc(a.get('direction') or 'drop')} ({_esc(a.get('tested_as') or 'candidate')})"
+                f"<br>Δ = {_num(a.get('delta')):.3g} [{_num(a.get('ci_low')):.3g}, {_num(a.get('ci_high')):.3g}]"
+                f"<br>specificity CI [{_num(a.get('specificity_ci_low')):.3g}, "
+                f"{_num(a.get('specificity_ci_high')):.3g}]<br>{p_value_text(a)}<br>Holm p = {_num(a.get('p_holm')):.2g}"
+                f"<br>{_esc(a.get('verdict') or st)}" for a in abs_]
         fig.add_trace(go.Scatter(
-            x=[x[i] for i in sel], y=d, mode="markers", name=f"Δ concept, {status}",
-            marker={"size": 11, "color": STATUS_COLORS[status], "line": {"width": 1, "color": "#222"}},
+            x=[x[i] for i in sel], y=d, mode="markers", name=f"Δ concept: {st}",
+            marker={"size": 11, "color": STATUS_COLORS[st], "line": {"width": 1, "color": "#222"},
+                    "symbol": ["triangle-down" if (a.get("direction") == "rise") else "circle" for a in abs_]},
             error_y={"type": "data", "symmetric": False, "array": plus, "arrayminus": minus,
-                     "thickness": 1.6, "width": 5, "color": STATUS_COLORS[status]},
-            customdata=custom,
-            hovertemplate=("%{x}<br>Δ = %{y:.3g} [%{customdata[0]:.3g}, %{customdata[1]:.3g}]"
-                           "<br>z = %{customdata[2]:.2f}, p = %{customdata[3]:.2g}"
-                           "<br>specificity = %{customdata[4]:.3g}<extra></extra>")))
+                     "thickness": 1.6, "width": 5, "color": STATUS_COLORS[st]},
+            hovertext=text, hovertemplate="%{x}<br>%{hovertext}<extra></extra>"))
     fig.add_hline(y=0, line={"color": "#444", "width": 1})
     me = _num(summary.get("min_effect"))
+    dirs = {n["ablation"].get("direction") or "drop" for n in ab_neurons}
     if not math.isnan(me) and me > 0:
-        fig.add_hline(y=me, line={"color": "#1a9850", "width": 1, "dash": "dash"},
-                      annotation_text=f"minimum effect {me:g}", annotation_position="top left",
-                      annotation_font={"size": 11, "color": "#1a9850"})
-    fig.update_xaxes(title_text="candidate (rank, layer:neuron)", type="category")
-    fig.update_yaxes(title_text="Δ confidence when ablated")
-    sub_parts = [f"{_esc(summary.get('method') or 'zero')} ablation"]
-    if summary.get("split"):
-        sub_parts.append(f"on {_esc(summary['split'])}")
+        unit = re.search(r"\(([^()]*)\)\s*$", str(summary.get("y") or ""))
+        unit_txt = f" {_esc(unit.group(1))}" if unit else ""
+        for sign, direction, colour in ((1, "drop", STATUS_COLORS["validated"]),
+                                        (-1, "rise", STATUS_COLORS["validated suppressor"])):
+            if direction not in dirs:
+                continue
+            fig.add_hline(y=sign * me, line={"color": colour, "width": 1, "dash": "dash"})
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", hoverinfo="skip",
+                                     line={"color": colour, "width": 1, "dash": "dash"},
+                                     name=f"minimum effect {'+' if sign > 0 else '−'}{me:g}{unit_txt} ({direction})"))
+    fig.update_xaxes(title_text="ablated neuron (rank, layer:index); ● tested for a drop, ▼ for a rise",
+                     type="category", automargin=True)
+    y_desc = summary.get("y")
+    fig.update_yaxes(title_text=("Δ = y − y<sub>ablated</sub>" + (f"<br><span style='font-size:11px'>y = "
+                                 f"{wrap(_esc(y_desc), 48, '<br>')}</span>" if y_desc else "")),
+                     automargin=True)
+    sub_parts = [f"{_esc(summary.get('method') or 'zero')} ablation"
+                 + (f" on {_esc(summary['split'])}" if summary.get("split") else "")]
     jd = _num(summary.get("joint_delta"))
     if not math.isnan(jd):
-        sub_parts.append(f"all {len(ab_neurons)} jointly: Δ = {jd:.3g} "
+        size = summary.get("joint_size") or len([n for n in ab_neurons if n["ablation"].get("direction") != "rise"])
+        sub_parts.append(f"the {size} candidates jointly: Δ = {jd:.3g} "
                          f"[{_num(summary.get('joint_ci_low')):.3g}, {_num(summary.get('joint_ci_high')):.3g}]")
+    sub_parts.append("error bars = 95% bootstrap CI")
     fig.update_layout(barmode="overlay", bargap=0.4)
-    return _style(fig, "Causal test: effect of ablating each candidate", 540,
-                  subtitle="; ".join(sub_parts) + "; bars = 95% bootstrap CI", legend_rows=2)
+    title = "Causal test: effect of ablating each neuron"
+    return _style(fig, title, 560, subtitle=wrap("; ".join(sub_parts), 120), legend_rows=2)
 
 
 # ---------------------------------------------------------------------------- emergence

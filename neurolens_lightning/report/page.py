@@ -20,6 +20,7 @@ import base64
 import html
 import io
 import math
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,7 +29,7 @@ import plotly.offline
 
 from neurolens_lightning.report import figures as F
 
-__all__ = ["write_report", "render_report", "summary_sentences", "PLOTLY_CONFIG"]
+__all__ = ["write_report", "render_report", "summary_sentences", "all_warnings", "PLOTLY_CONFIG"]
 
 #: plotly config of every chart on the page
 PLOTLY_CONFIG: dict[str, Any] = {"displaylogo": False, "responsive": True,
@@ -40,12 +41,10 @@ _CAPTIONS = {
     "heatmap": None,  # filled from heatmap_reduction()
     "scatter": "Each dot is a neuron. Right = fires more on the concept than on the controls; up = does so for "
                "every phrasing group; colour = predicted effect on the model's concept confidence. The ringed "
-               "dots are the top candidates.",
-    "sankey": "Concept → layer → status of each top candidate. See the definitions at the bottom for what the "
-              "statuses mean.",
-    "ablation": "Each candidate is switched off and the drop in the model's concept confidence (Δ) is measured on "
-                "held-out concept inputs (coloured, with 95% bootstrap CI) and control inputs (open diamonds). "
-                "The grey band is what switching off random neurons of the same layer does (mean ± 2 std).",
+               "dots are the top candidates, the purple diamonds the top suppressors.",
+    "sankey": "Concept → layer → status of each top candidate and suppressor. See the definitions at the bottom "
+              "for what the statuses mean.",
+    "ablation": None,  # filled from the ablation summary (_ablation_caption)
     "emergence": "How the concept's neurons appeared during training: significant neurons per layer, the score "
                  "of the final top neurons at each probe point, and how stable the top-k set was.",
 }
@@ -100,6 +99,50 @@ def _join(items: Sequence[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def _ci(lo: Any, hi: Any) -> str:
+    """``[lo, hi]`` or an empty string when either end is missing."""
+    return f"[{_fmt(lo)}, {_fmt(hi)}]" if _isnum(lo) and _isnum(hi) else ""
+
+
+def _plural(n: Any, one: str, many: str | None = None) -> str:
+    return f"{_fmt(n)} {one if n == 1 else (many or one + 's')}"
+
+
+def _y_unit(summ: dict[str, Any]) -> str:
+    """The unit of y from the summary's description (``... (nats)`` -> ``nats``), else empty."""
+    m = re.search(r"\(([^()]*)\)\s*$", str(summ.get("y") or ""))
+    return m.group(1).strip() if m else ""
+
+
+def _with_unit(x: Any, summ: dict[str, Any]) -> str:
+    unit = _y_unit(summ)
+    return f"{_g(x)}{' ' + _e(unit) if unit else ''}"
+
+
+def _p_html(a: dict[str, Any]) -> str:
+    """The ablation p-value with the null it came from (never below ``p_floor``), HTML-escaped."""
+    return _e(F.p_value_text(a))
+
+
+def all_warnings(data: dict[str, Any]) -> list[str]:
+    """Every warning of the results (top level, then the ablation summary's), each once, in order."""
+    out: list[str] = []
+    summ = data.get("ablation_summary") or {}
+    for w in list(data.get("warnings") or []) + list(summ.get("warnings") or []):
+        if w and str(w) not in out:
+            out.append(str(w))
+    return out
+
+
+def _warnings_html(data: dict[str, Any]) -> str:
+    ws = all_warnings(data)
+    if not ws:
+        return ""
+    items = "".join(f"<li>{_e(w)}</li>" for w in ws)
+    return (f"<div class='warnbox' role='alert'><div class='warn-title'>⚠ {_plural(len(ws), 'warning')} about "
+            f"this scan</div><ul>{items}</ul></div>")
+
+
 # ---------------------------------------------------------------------------- summary
 def _carrying_layers(data: dict[str, Any]) -> list[dict[str, Any]]:
     """Layers with at least half as many positively selective neurons as the best layer."""
@@ -114,8 +157,17 @@ def _carrying_layers(data: dict[str, Any]) -> list[dict[str, Any]]:
     return top[:5]
 
 
+def _neuron_name(n: dict[str, Any]) -> str:
+    return f"neuron {_e(n.get('index'))} of layer {_e(n.get('layer'))}"
+
+
+def _candidate_rule(data: dict[str, Any], plural: bool = False) -> str:
+    return (f"fire{'' if plural else 's'} significantly more on the concept (FDR q ≤ {_g(data.get('fdr_q'))}) with "
+            f"a layer-scaled d ≥ {_g(data.get('min_selectivity'))}")
+
+
 def summary_sentences(data: dict[str, Any]) -> list[str]:
-    """The plain-words summary as HTML paragraphs (all user text escaped)."""
+    """The plain-words summary as HTML paragraphs (all user text escaped), every number from ``data``."""
     out = []
     mi = data.get("model_info") or {}
     ci = data.get("concept_info") or {}
@@ -131,11 +183,14 @@ def summary_sentences(data: dict[str, Any]) -> list[str]:
         f"{' — ' + arch if arch else ''} for the concept <b>{_e(data.get('concept'))}</b>, comparing "
         f"<b>{_fmt(npos)}</b> concept examples with <b>{_fmt(nneg)}</b> control examples"
         f"{' in ' + _fmt(ci.get('n_groups')) + ' phrasing groups' if _isnum(ci.get('n_groups')) else ''}.")
+    split = (data.get("settings") or {}).get("split")
+    if split:
+        out.append(f"<b>Examples</b>: {_e(split)}.")
     nsig, q = data.get("n_significant_fdr"), data.get("fdr_q")
     npos_sig = sum(int(s.get("n_significant_positive") or 0) for s in data.get("layer_summary") or [])
     sent = (f"<b>{_fmt(nsig)}</b> neurons{_pct(nsig, data.get('n_neurons_scanned'))} respond to the concept "
             f"significantly (Benjamini–Hochberg false discovery rate q = {_g(q)})")
-    if data.get("layer_summary"):
+    if data.get("layer_summary") and nsig:
         sent += f"; {_fmt(npos_sig)} of them fire more on the concept, the rest less"
     out.append(sent + ".")
     carry = _carrying_layers(data)
@@ -149,6 +204,7 @@ def summary_sentences(data: dict[str, Any]) -> list[str]:
         else:
             out.append(f"The concept is carried mostly by {_join(parts)} — counting neurons that fire "
                        f"significantly more on the concept.")
+    out.append(_roles_sentence(data))
     cands = F.candidates(data)
     if cands:
         c = cands[0]
@@ -156,12 +212,16 @@ def summary_sentences(data: dict[str, Any]) -> list[str]:
         for n in cands:
             by_layer[n.get("layer")] = by_layer.get(n.get("layer"), 0) + 1
         dist = _join([f"layer {_e(l)} ({k})" for l, k in sorted(by_layer.items(), key=lambda t: -t[1])])
+        dci = c.get("selectivity_ci") if isinstance(c.get("selectivity_ci"), list) else [None, None]
+        dci_txt = _ci(*(dci + [None, None])[:2])
         out.append(
-            f"The strongest candidate is <b>neuron {_e(c.get('index'))} of layer {_e(c.get('layer'))}</b> "
-            f"(selectivity d = {_fmt(c.get('selectivity'))}, consistency {_fmt(c.get('consistency'))}, "
-            f"importance {_fmt(c.get('importance'))}, score {_fmt(c.get('score'))}); "
-            f"the top {len(cands)} candidates sit in {dist}.")
-    out.append(_ablation_sentence(data))
+            f"The strongest candidate is <b>{_neuron_name(c)}</b>: selectivity d = {_fmt(c.get('selectivity'))}"
+            f"{' [95% CI ' + dci_txt[1:] if dci_txt else ''}"
+            f"{', layer-scaled d = ' + _fmt(c.get('selectivity_layer')) if _isnum(c.get('selectivity_layer')) else ''}"
+            f"; mean activation {_fmt(c.get('mean_pos'))} on concept examples vs {_fmt(c.get('mean_neg'))} on "
+            f"control examples; consistency {_fmt(c.get('consistency'))}, importance {_fmt(c.get('importance'))}, "
+            f"score {_fmt(c.get('score'))}. The top {_plural(len(cands), 'candidate')} sit in {dist}.")
+    out.extend(_ablation_sentences(data))
     head = data.get("confidence_head")
     if isinstance(head, dict) and _isnum(head.get("heldout_accuracy")):
         train = (f" (train {100 * head['train_accuracy']:.1f}%)" if _isnum(head.get("train_accuracy")) else "")
@@ -170,54 +230,118 @@ def summary_sentences(data: dict[str, Any]) -> list[str]:
     return [s for s in out if s]
 
 
-def _ablation_sentence(data: dict[str, Any]) -> str:
-    ab = [n for n in data.get("neurons") or [] if isinstance(n.get("ablation"), dict)]
+def _roles_sentence(data: dict[str, Any]) -> str:
+    """How many neurons qualify as candidates and suppressors (schema 2), or plainly that none does."""
+    nc, ns = data.get("n_candidates"), data.get("n_suppressors")
+    if not _isnum(nc):
+        return ""
+    supp = ""
+    if _isnum(ns) and ns:
+        supp = (f" {'Another' if nc else 'Still,'} <b>{_plural(ns, 'neuron')}</b> "
+                f"{'qualify' if ns != 1 else 'qualifies'} as {'suppressors' if ns != 1 else 'a suppressor'}: "
+                "selective in the same way, but removing them is predicted to <i>raise</i> the concept confidence.")
+    if nc == 0:
+        return (f"<b>No neuron qualifies as a candidate</b>: none {_candidate_rule(data)} and non-negative "
+                "importance, so this scan reports no concept neuron and <b>nothing was validated</b> as one." + supp)
+    return (f"<b>{_plural(nc, 'neuron')} {'qualify' if nc != 1 else 'qualifies'} as "
+            f"{'candidates' if nc != 1 else 'a candidate'}</b>: each {_candidate_rule(data)} and removing it is "
+            "predicted to lower the concept confidence (importance ≥ 0)." + supp)
+
+
+def _tested_groups(ab: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Ablated neurons by what they were tested as: ``candidate`` (a drop), ``suppressor`` (a rise), ``named``."""
+    out: dict[str, list[dict[str, Any]]] = {"candidate": [], "suppressor": [], "named": []}
+    for n in ab:
+        a = n["ablation"]
+        kind = a.get("tested_as") or ("suppressor" if a.get("direction") == "rise" else "candidate")
+        out.setdefault(kind, []).append(n)
+    return out
+
+
+def _n_valid(neurons: list[dict[str, Any]]) -> str:
+    return _fmt(sum(bool(n["ablation"].get("validated")) for n in neurons))
+
+
+def _ablation_sentences(data: dict[str, Any]) -> list[str]:
+    ab = F.ablated_neurons(data)
     summ = data.get("ablation_summary") or {}
+    if not ab and not summ:
+        if F.candidates(data):
+            return ["<b>No ablation was run</b>, so these candidates are correlational: run the scan with "
+                    "<code>ablate=True</code> (or <code>--ablate</code>) to test them causally."]
+        return ["<b>No ablation was run</b>."]
+    method = _e(summ.get("method") or (ab[0]["ablation"].get("method") if ab else None) or "zero")
+    where = (f"Ablation ({method}: each tested neuron is switched off at every position) ran on "
+             f"<b>{_e(summ['split'])}</b>" if summ.get("split") else f"Ablation ({method}) ran")
+    y = summ.get("y")
+    first = where + (f"; y is the {_e(y)}." if y else ".")
     if not ab:
-        return ("<b>No ablation was run</b>, so these candidates are correlational: run the scan with "
-                "<code>ablate=True</code> (or <code>--ablate</code>) to test them causally.")
-    val = [n for n in ab if n["ablation"].get("validated")]
-    nval = summ.get("n_validated", len(val))
-    s = (f"Switching candidates off ({_e(summ.get('method') or 'zero')} ablation"
-         f"{', on ' + _e(summ['split']) if summ.get('split') else ''}) <b>validated {_fmt(nval)} of {len(ab)}</b> "
-         f"as causal")
+        return [first + " <b>No neuron was tested</b>, so nothing was validated."]
+    groups = _tested_groups(ab)
+    drop_c, rise_s, named = groups["candidate"], groups["suppressor"], groups["named"]
+    parts = [f"<b>validated {_n_valid(drop_c)} of {_plural(len(drop_c), 'candidate')}</b> tested for a drop of y"]
+    if rise_s:
+        parts.append(f"<b>{_n_valid(rise_s)} of {_plural(len(rise_s), 'suppressor')}</b> tested for a rise")
+    if named:
+        parts.append(f"{_n_valid(named)} of the {_plural(len(named), 'named neuron')}")
+    s = f"Switching neurons off {_join(parts)}"
+    val = [n for n in ab if n["ablation"].get("validated") and n["ablation"].get("direction") != "rise"]
     if val:
         best = max(val, key=lambda n: F._num(n["ablation"].get("delta")))
         a = best["ablation"]
-        s += (f"; the strongest is neuron {_e(best.get('index'))} of layer {_e(best.get('layer'))}: Δ = "
-              f"{_fmt(a.get('delta'))} [95% CI {_fmt(a.get('ci_low'))}, {_fmt(a.get('ci_high'))}], "
-              f"z = {_fmt(a.get('z'))} against random neurons of its layer")
+        s += (f"; the largest validated drop is {_neuron_name(best)}: Δ = {_fmt(a.get('delta'))} "
+              f"[95% CI {_fmt(a.get('ci_low'))}, {_fmt(a.get('ci_high'))}] (control inputs: "
+              f"{_fmt(a.get('delta_control'))}), {_p_html(a)}, Holm p = {_fmt(a.get('p_holm'))}")
     s += "."
+    out = [first, s]
+    more = []
     if _isnum(summ.get("joint_delta")):
-        s += (f" Ablating all {len(ab)} together lowers the concept confidence by Δ = {_fmt(summ['joint_delta'])} "
-              f"[{_fmt(summ.get('joint_ci_low'))}, {_fmt(summ.get('joint_ci_high'))}].")
+        size = summ.get("joint_size") or len(drop_c)
+        spec = summ.get("joint_specificity_ci")
+        jd, jc = summ["joint_delta"], summ.get("joint_delta_control")
+        more.append(f"Ablating the {_plural(size, 'candidate')} together {'lowers' if jd > 0 else 'changes'} y: Δ = "
+                    f"{_fmt(jd)} {_ci(summ.get('joint_ci_low'), summ.get('joint_ci_high'))}"
+                    f"{' (control inputs: ' + _fmt(jc) + ')' if _isnum(jc) else ''}"
+                    f"{'; specificity CI ' + _ci(*spec[:2]) if isinstance(spec, list) and len(spec) >= 2 else ''}.")
     if _isnum(summ.get("importance_delta_spearman")):
-        s += (f" Importance (grad × activation) predicted the measured effects with Spearman ρ = "
-              f"{_fmt(summ['importance_delta_spearman'])}.")
+        more.append(f"Importance (grad × activation) predicted the measured effects with Spearman ρ = "
+                    f"{_fmt(summ['importance_delta_spearman'])}.")
     audit = summ.get("audit")
     if isinstance(audit, dict) and _isnum(audit.get("n_checked")):
-        s += (f" Audit outside the candidate list: {_fmt(audit.get('n_missed'))} of {_fmt(audit['n_checked'])} "
-              f"other neurons checked had an effect the ranking missed.")
-    return s
+        more.append(f"Audit outside the ranking: {_fmt(audit.get('n_above_null'))} of "
+                    f"{_plural(audit['n_checked'], 'low-importance neuron')} had an effect beyond random neurons "
+                    f"(p ≤ {_g(summ.get('alpha'))}, Δ ≥ {_with_unit(summ.get('min_effect'), summ)}); about "
+                    f"{_g(audit.get('expected_by_chance'))} expected by chance.")
+    if more:
+        out.append(" ".join(more))
+    return out
 
 
 def _cards(data: dict[str, Any]) -> str:
     cards = [("neurons scanned", _fmt(data.get("n_neurons_scanned")),
               f"{len(data.get('layers') or [])} layers"),
              (f"significant at q = {_g(data.get('fdr_q'))}", _fmt(data.get("n_significant_fdr")),
-              _pct(data.get("n_significant_fdr"), data.get("n_neurons_scanned")).strip(" ()") + " of scanned"),
-             ("examples", f"{_fmt(data.get('n_positive'))} / {_fmt(data.get('n_negative'))}", "concept / control")]
-    ab = [n for n in data.get("neurons") or [] if isinstance(n.get("ablation"), dict)]
-    if ab:
-        nval = (data.get("ablation_summary") or {}).get("n_validated",
-                                                          sum(bool(n["ablation"].get("validated")) for n in ab))
-        cards.append(("validated by ablation", f"{_fmt(nval)} / {len(ab)}", "candidates"))
+              _pct(data.get("n_significant_fdr"), data.get("n_neurons_scanned")).strip(" ()") + " of scanned")]
+    if _isnum(data.get("n_candidates")):
+        cards.append(("candidates", _fmt(data["n_candidates"]),
+                      f"+ {_plural(data.get('n_suppressors') or 0, 'suppressor')}"))
+    cards.append(("examples", f"{_fmt(data.get('n_positive'))} / {_fmt(data.get('n_negative'))}",
+                  "concept / control (ranking)"))
+    ab = F.ablated_neurons(data)
+    summ = data.get("ablation_summary") or {}
+    if ab or summ:
+        groups = _tested_groups(ab)
+        cards.append(("validated by ablation", f"{_n_valid(groups['candidate'])} / {len(groups['candidate'])}",
+                      "candidates (drop of y)"))
+        if groups["suppressor"]:
+            cards.append(("validated suppressors",
+                          f"{_n_valid(groups['suppressor'])} / {len(groups['suppressor'])}", "suppressors (rise of y)"))
     else:
         cards.append(("validated by ablation", "—", "ablation not run"))
     head = data.get("confidence_head")
     if isinstance(head, dict) and _isnum(head.get("heldout_accuracy")):
         cards.append(("confidence head", f"{100 * head['heldout_accuracy']:.1f}%", "held-out accuracy"))
-    return "<div class='cards'>" + "".join(
+    return "<div class='cards grid'>" + "".join(
         f"<div class='card'><div class='card-v'>{v}</div><div class='card-k'>{k}</div>"
         f"<div class='card-s'>{s}</div></div>" for k, v, s in cards) + "</div>"
 
@@ -299,72 +423,187 @@ def _group_d_html(neuron: dict[str, Any], data: dict[str, Any]) -> str:
     return f"<div class='gd'>{''.join(rows)}</div>"
 
 
-def _ablation_cell(neuron: dict[str, Any]) -> str:
+def _ablation_cell(neuron: dict[str, Any], data: dict[str, Any]) -> str:
+    st = F.candidate_status(neuron, data)
     a = neuron.get("ablation")
     if not isinstance(a, dict):
-        return "<span class='muted'>—</span>"
-    return (f"Δ = {_fmt(a.get('delta'))}<div class='sub'>[{_fmt(a.get('ci_low'))}, {_fmt(a.get('ci_high'))}]</div>"
-            f"<div class='sub'>z = {_fmt(a.get('z'))}, p = {_fmt(a.get('p_value'))}</div>"
-            f"<div class='sub'>control Δ = {_fmt(a.get('delta_control'))}</div>")
+        note = "not tested" if st == "not ablated" else "ablation not run"
+        return f"{_status_badge(st)}<div class='sub'>{note}</div>"
+    spec = _ci(a.get("specificity_ci_low"), a.get("specificity_ci_high"))
+    p_txt = F.p_value_text(a)
+    p_main, _, p_null = p_txt.partition(" (")
+    verdict = a.get("verdict") or st
+    lines = [f"Δ = <b>{_fmt(a.get('delta'))}</b> <span class='sub'>{_ci(a.get('ci_low'), a.get('ci_high'))}</span>",
+             f"control Δ = {_fmt(a.get('delta_control'))}",
+             f"specificity CI {spec if spec else '—'}",
+             _e(p_main) + (f"<div class='sub'>{_e(p_null.rstrip(')'))}</div>" if p_null else ""),
+             f"Holm p = {_fmt(a.get('p_holm'))}",
+             f"<span class='sub'>tested for a {_e(a.get('direction') or 'drop')}"
+             f"{' (named)' if a.get('tested_as') == 'named' else ''}"
+             f"{' · verdict: ' + _e(verdict) if verdict != st else ''}</span>"]
+    reasons = [r for r in a.get("reasons") or [] if r]
+    why = ("<ul class='reasons'>" + "".join(f"<li>{_e(r)}</li>" for r in reasons) + "</ul>"
+           if reasons and not a.get("validated") else "")
+    return _status_badge(st) + "".join(f"<div class='abl-l'>{l}</div>" for l in lines) + why
+
+
+def _d_cell(n: dict[str, Any]) -> str:
+    dci = n.get("selectivity_ci")
+    ci = _ci(*dci[:2]) if isinstance(dci, list) and len(dci) >= 2 else ""
+    rows = [f"<b>{_fmt(n.get('selectivity'))}</b>"]
+    if ci:
+        rows.append(f"<div class='sub' title='95% CI of Cohen&#x27;s d'>CI {ci}</div>")
+    if "selectivity_layer" in n:
+        rows.append(f"<div class='sub' title='layer-scaled d (used for ranking)'>d<sub>layer</sub> = "
+                    f"{_fmt(n.get('selectivity_layer'))}</div>")
+    rows.append(f"<div class='sub'>q = {_fmt(n.get('selectivity_q'))}</div>")
+    rows.append(f"<div class='sub' title='mean activation on concept / control examples'>mean "
+                f"{_fmt(n.get('mean_pos'))} / {_fmt(n.get('mean_neg'))}</div>")
+    return "".join(rows)
+
+
+_TABLE_HEAD = ("<tr><th>#</th><th>neuron<div class='sub'>layer : index</div></th>"
+               "<th>selectivity d<div class='sub'>95% CI · d<sub>layer</sub> · FDR q · mean on concept / "
+               "control</div></th><th>consistency<div class='sub'>d per group</div></th>"
+               "<th>score<div class='sub'>importance</div></th><th class='abl'>status · ablation<div class='sub'>"
+               "Δ [95% CI] of y</div></th><th class='exs'>probe examples that activate it most<div class='sub'>"
+               "activation · concept span <mark>marked</mark></div></th></tr>")
+
+
+def _neurons_table(neurons: Sequence[dict[str, Any]], data: dict[str, Any], cls: str = "cands") -> str:
+    rows = []
+    for n in neurons:
+        rows.append(
+            f"<tr><td class='num'>{_fmt(n.get('rank'))}</td>"
+            f"<td class='neuron'>{_e(n.get('layer'))} : {_e(n.get('index'))}</td>"
+            f"<td class='num'>{_d_cell(n)}</td>"
+            f"<td class='num'>{_fmt(n.get('consistency'))}{_group_d_html(n, data)}</td>"
+            f"<td class='num'><b>{_fmt(n.get('score'))}</b><div class='sub' title='importance (grad × activation)'>"
+            f"{_fmt(n.get('importance'))}</div></td>"
+            f"<td class='abl'>{_ablation_cell(n, data)}</td>"
+            f"<td class='exs'>{_examples_html(n, data)}</td></tr>")
+    return (f"<div class='tablewrap'><table class='{cls}'><thead>{_TABLE_HEAD}</thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
 def _candidates_table(data: dict[str, Any]) -> str:
     cands = F.candidates(data)
     if not cands:
+        if _isnum(data.get("n_candidates")):
+            return (f"<p class='none'>No neuron qualifies as a candidate: none {_candidate_rule(data)} and "
+                    "non-negative importance. Nothing was validated as a concept neuron.</p>")
         return "<p class='muted'>No neurons were listed.</p>"
-    head = ("<tr><th>#</th><th>neuron<div class='sub'>layer : index</div></th>"
-            "<th>selectivity d<div class='sub'>FDR q</div></th><th>consistency<div class='sub'>d per group</div></th>"
-            "<th>importance</th><th>score</th><th>ablation</th><th>status</th>"
-            "<th class='exs'>probe examples that activate it most<div class='sub'>activation · "
-            "concept span <mark>marked</mark></div></th></tr>")
-    rows = []
-    for n in cands:
-        st = F.candidate_status(n, data)
-        rows.append(
-            f"<tr><td class='num'>{_fmt(n.get('rank'))}</td>"
-            f"<td class='neuron'>{_e(n.get('layer'))} : {_e(n.get('index'))}</td>"
-            f"<td class='num'>{_fmt(n.get('selectivity'))}"
-            f"<div class='sub'>q = {_fmt(n.get('selectivity_q'))}</div></td>"
-            f"<td class='num'>{_fmt(n.get('consistency'))}{_group_d_html(n, data)}</td>"
-            f"<td class='num'>{_fmt(n.get('importance'))}</td>"
-            f"<td class='num'><b>{_fmt(n.get('score'))}</b></td>"
-            f"<td class='num'>{_ablation_cell(n)}</td><td>{_status_badge(st)}</td>"
-            f"<td class='exs'>{_examples_html(n, data)}</td></tr>")
-    return (f"<div class='tablewrap'><table class='cands'><thead>{head}</thead>"
-            f"<tbody>{''.join(rows)}</tbody></table></div>")
+    return _neurons_table(cands, data)
+
+
+def _suppressors_html(data: dict[str, Any]) -> str:
+    supps = F.suppressors(data)
+    ns = data.get("n_suppressors")
+    if not supps and not ns:
+        return ""
+    summ = data.get("ablation_summary") or {}
+    tested = any(isinstance(n.get("ablation"), dict) for n in supps)
+    intro = (f"Suppressors are selective like the candidates: they {_candidate_rule(data, plural=True)}. But their "
+             "importance is negative: removing them is predicted to <i>raise</i> the concept confidence y, so they "
+             "lower it while active. "
+             + ("They are tested for a <b>rise</b> of y (Δ &lt; 0) and validated as suppressors, in their own "
+                "Holm family." if tested else "An ablation would test them for a rise of y (Δ &lt; 0).")
+             + (f" Here y is the {_e(summ['y'])}." if summ.get("y") else ""))
+    shown = f"the top {len(supps)} of {_fmt(ns)}" if _isnum(ns) and ns > len(supps) else f"all {len(supps)}"
+    body = _neurons_table(supps, data, cls="cands supps") if supps else ""
+    return (f"<h3 id='sec-suppressors'>Suppressors <span class='muted'>({shown})</span></h3>"
+            f"<p class='muted'>{intro}</p>{body}")
+
+
+def _named_html(data: dict[str, Any]) -> str:
+    """Ablated neurons outside the candidate and suppressor tables (e.g. named with ``neurons=``)."""
+    shown = {(n.get("layer"), n.get("index")) for n in F.candidates(data) + F.suppressors(data)}
+    rest = [n for n in F.ablated_neurons(data) if (n.get("layer"), n.get("index")) not in shown]
+    if not rest:
+        return ""
+    return ("<h3>Other ablated neurons</h3><p class='muted'>Neurons ablated because they were named "
+            "(<code>neurons=</code> / <code>--neurons</code>) that are not among the candidates or suppressors "
+            "above; a neuron without a role cannot be validated.</p>" + _neurons_table(rest, data, cls="cands"))
 
 
 def _more_table(data: dict[str, Any]) -> str:
-    k = int(data.get("top_k") or 10)
-    rest = sorted(data.get("neurons") or [], key=lambda n: n.get("rank") or 0)[k:]
+    shown = {(n.get("layer"), n.get("index")) for n in F.candidates(data) + F.suppressors(data)
+             + F.ablated_neurons(data)}
+    rest = [n for n in sorted(data.get("neurons") or [], key=lambda n: n.get("rank") or 0)
+            if (n.get("layer"), n.get("index")) not in shown]
     if not rest:
         return ""
     rows = "".join(
         f"<tr><td class='num'>{_fmt(n.get('rank'))}</td>"
-        f"<td class='neuron'>{_e(n.get('layer'))} : {_e(n.get('index'))}</td>"
-        f"<td class='num'>{_fmt(n.get('selectivity'))}</td><td class='num'>{_fmt(n.get('selectivity_q'))}</td>"
+        f"<td class='neuron'>{_e(n.get('layer'))} : {_e(n.get('index'))}</td><td>{_e(n.get('role') or '—')}</td>"
+        f"<td class='num'>{_fmt(n.get('selectivity'))}</td><td class='num'>{_fmt(n.get('selectivity_layer'))}</td>"
+        f"<td class='num'>{_fmt(n.get('selectivity_q'))}</td>"
         f"<td class='num'>{_fmt(n.get('consistency'))}</td><td class='num'>{_fmt(n.get('importance'))}</td>"
         f"<td class='num'>{_fmt(n.get('score'))}</td><td class='num'>{_fmt(n.get('mean_pos'))}</td>"
         f"<td class='num'>{_fmt(n.get('mean_neg'))}</td></tr>" for n in rest)
     return (f"<details><summary>The next {len(rest)} ranked neurons (as saved in results.json)</summary>"
-            "<div class='tablewrap'><table class='more'><thead><tr><th>#</th><th>layer : index</th><th>d</th>"
-            "<th>q</th><th>consistency</th><th>importance</th><th>score</th><th>mean on concept</th>"
-            f"<th>mean on control</th></tr></thead><tbody>{rows}</tbody></table></div></details>")
+            "<div class='tablewrap'><table class='more'><thead><tr><th>#</th><th>layer : index</th><th>role</th>"
+            "<th>d</th><th>d<sub>layer</sub></th><th>q</th><th>consistency</th><th>importance</th><th>score</th>"
+            f"<th>mean on concept</th><th>mean on control</th></tr></thead><tbody>{rows}</tbody></table></div>"
+            "</details>")
+
+
+def _null_table(data: dict[str, Any]) -> str:
+    """The per-layer null of the ablation test (``ablation_summary.null``)."""
+    rows = [r for r in (data.get("ablation_summary") or {}).get("null") or [] if isinstance(r, dict)]
+    if not rows:
+        return ""
+    cols = [("layer", "layer"), ("n", "random neurons"), ("n_available", "available"), ("q05", "5%"),
+            ("median", "median"), ("q95", "95%"), ("q99", "99%"), ("min", "min"), ("max", "max"),
+            ("excess_kurtosis", "excess kurtosis")]
+    body = "".join("<tr>" + "".join(f"<td class='num'>{_fmt(r.get(k))}</td>" for k, _ in cols) + "</tr>"
+                   for r in rows)
+    return ("<details><summary>The null: Δ of random neurons, per layer</summary><div class='tablewrap'>"
+            "<table class='more'><thead><tr>" + "".join(f"<th>{t}</th>" for _, t in cols)
+            + f"</tr></thead><tbody>{body}</tbody></table></div></details>")
 
 
 def _kv_table(title: str, d: dict[str, Any]) -> str:
     if not isinstance(d, dict) or not d:
         return ""
+
+    def num(x: Any) -> str:
+        return str(x) if isinstance(x, int) else f"{x:.4g}"
+
     def val(v: Any) -> str:
         if isinstance(v, list):
-            return ", ".join(str(x) if _isnum(x) else _e(x) for x in v)
-        return _fmt(v) if _isnum(v) else _e(v)
+            return ", ".join(num(x) if _isnum(x) else _e(x) for x in v)
+        return num(v) if _isnum(v) else _e(v)
 
-    rows = "".join(f"<tr><th>{_e(k)}</th><td>{val(v)}</td></tr>" for k, v in d.items() if not isinstance(v, dict))
+    def plain(v: Any) -> bool:
+        return not isinstance(v, dict) and not (isinstance(v, list) and (not v or any(isinstance(x, (dict, list))
+                                                                                     for x in v)))
+
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>{val(v)}</td></tr>" for k, v in d.items() if plain(v))
     return f"<div class='kv'><h4>{_e(title)}</h4><table>{rows}</table></div>"
 
 
+def _ablation_caption(data: dict[str, Any]) -> str:
+    summ = data.get("ablation_summary") or {}
+    me = summ.get("min_effect")
+    split = f" on {_e(summ['split'])}" if summ.get("split") else ""
+    return (f"Each tested neuron is switched off and Δ = y − y<sub>ablated</sub> is measured{split}: coloured by "
+            "status with its 95% bootstrap CI (● candidates, tested for a drop; ▼ suppressors, tested for a rise), "
+            "and on control inputs (open diamonds). The grey band is the 5–95% range of Δ over random neurons of "
+            "the same layer (the null the p-values are computed against)"
+            + (f"; the dashed lines mark the minimum effect ±{_with_unit(me, summ)}" if _isnum(me) else "") + ".")
+
+
 # ---------------------------------------------------------------------------- definitions
+_POOLING = {
+    "span": "the mean over the marked [[concept span]] of every example, concept and control alike",
+    "max": "the max over the example's real tokens, for concept and control examples alike",
+    "mean": "the mean over the example's real positions (spatial mean for images)",
+    "last": "the activation at the example's last real token",
+    "auto": "the span mean when every example marks a span, else the max over real tokens",
+}
+
+
 def _definitions(data: dict[str, Any]) -> str:
     s = data.get("settings") or {}
     ci = data.get("concept_info") or {}
@@ -372,14 +611,25 @@ def _definitions(data: dict[str, Any]) -> str:
     head = data.get("confidence_head") or {}
     summ = data.get("ablation_summary") or {}
     imp = s.get("importance", True)
+    pooling = s.get("pooling", "auto")
+    q, min_sel = _g(data.get("fdr_q")), _g(data.get("min_selectivity"))
     items = [
-        ("Activation", f"per example, the neuron's output pooled over the example (pooling: "
-                       f"<code>{_e(s.get('pooling', 'auto'))}</code>; for marked examples the mean over the marked "
-                       "concept span, otherwise the max over real tokens; spatial mean for images)."),
+        ("Activation", f"per example, the neuron's output pooled over the example (pooling <code>{_e(pooling)}</code>"
+                       f"{': ' + _e(_POOLING[pooling]) if pooling in _POOLING else ''})."),
         ("Selectivity", "Cohen's d = (mean<sub>concept</sub> − mean<sub>control</sub>) / "
                         "√((var<sub>concept</sub> + var<sub>control</sub>)/2), with a Welch t-test p-value; q is the "
                         f"Benjamini–Hochberg adjusted p-value over all {_fmt(data.get('n_neurons_scanned'))} scanned "
-                        f"neurons, and a neuron is <i>significant</i> when q ≤ {_g(data.get('fdr_q'))}."),
+                        f"neurons, and a neuron is <i>significant</i> when q ≤ {q}. "
+                        "The 95% CI of d (shown under it) is the large-sample interval "
+                        f"d ± 1.96·√((n<sub>c</sub> + n<sub>n</sub>)/(n<sub>c</sub>n<sub>n</sub>) + "
+                        f"d²/(2(n<sub>c</sub> + n<sub>n</sub>))) for the {_fmt(data.get('n_positive'))} concept and "
+                        f"{_fmt(data.get('n_negative'))} control examples that ranked the neurons: a large d from few "
+                        "examples gets a wide interval. "
+                        "The <i>layer-scaled d</i> (d<sub>layer</sub>, used for ranking) divides the same mean "
+                        "difference by √max(pooled variance, the median pooled variance of the neuron's layer): a "
+                        "near-silent unit (values near 0 on both classes, tiny variance) reaches a huge d without "
+                        "ever firing, and measured against a typical unit of its layer its tiny difference stays "
+                        "tiny. A unit at least as variable as its layer's median keeps d<sub>layer</sub> = d."),
         ("Consistency", "the same d computed separately for each phrasing group g "
                         f"({_e(', '.join(map(str, groups))) if groups else 'folds of the concept examples'}) "
                         "against the controls: consistency = clip(1 − std<sub>g</sub>(d<sub>g</sub>) / "
@@ -388,29 +638,56 @@ def _definitions(data: dict[str, Any]) -> str:
         ("Importance", "gradient × activation, the first-order estimate of the ablation effect: mean over concept "
                        "examples of Σ<sub>positions</sub> (a − b)·∂y/∂a with baseline b = "
                        f"<code>{_e(s.get('baseline', 'zero'))}</code>; y is the model's concept confidence"
-                       f"{' (' + _e(head.get('kind')) + ')' if head.get('kind') else ''}. Positive: removing the "
-                       "neuron is predicted to lower the confidence."
+                       f"{' (' + _e(summ.get('y') or head.get('kind')) + ')' if (summ.get('y') or head.get('kind')) else ''}"
+                       ". Positive: removing the neuron is predicted to lower the confidence; negative: to raise it."
          if imp is not False else "not computed in this scan."),
-        ("Composite score", "geometric mean of the three scores mapped to [0, 1]: d⁺/(1 + d⁺) with "
-                            "d⁺ = max(d, 0), consistency, and |importance| / max |importance| over the scanned neurons"
+        ("Composite score", "geometric mean of three scores mapped to [0, 1]: d<sub>layer</sub>⁺/(1 + "
+                            "d<sub>layer</sub>⁺) with d<sub>layer</sub>⁺ = max(d<sub>layer</sub>, 0), consistency, and "
+                            "the importance scaled within its own sign (I / max I over positive I, −I / max(−I) over "
+                            "negative I, so a suppressor is scored by how strongly it suppresses)"
                             + ("" if imp is not False else
                                " (here without importance: geometric mean of the first two)")
-                            + ". The raw scores are always shown beside it."),
+                            + ". The raw scores are always shown beside it; the ranking lists candidates first, then "
+                              "suppressors, then every other neuron, each by score."),
+        ("Candidate", f"a neuron that fires significantly more on the concept (q ≤ {q}, d &gt; 0) with "
+                      f"d<sub>layer</sub> ≥ {min_sel} and importance ≥ 0 (removing it is predicted to lower y). "
+                      f"This scan has {_fmt(data.get('n_candidates'))}; only candidates are reported as concept "
+                      "neurons, and a weak probe may have none."),
+        ("Suppressor", f"the same selectivity criteria (q ≤ {q}, d &gt; 0, d<sub>layer</sub> ≥ {min_sel}) but "
+                       "importance &lt; 0: removing it is predicted to <i>raise</i> y. This scan has "
+                       f"{_fmt(data.get('n_suppressors'))}."),
     ]
-    if any(isinstance(n.get("ablation"), dict) for n in data.get("neurons") or []):
-        me = summ.get("min_effect")
+    if summ or F.ablated_neurons(data):
+        me, alpha, unit = summ.get("min_effect"), summ.get("alpha"), _y_unit(summ)
         items.append(("Ablation", f"the neuron is set to {_e(summ.get('method') or 'zero')} at every position and "
-                      "Δ = mean<sub>x</sub>[y(x) − y<sub>ablated</sub>(x)] is measured on held-out concept inputs, with "
-                      "a bootstrap 95% CI over examples; control Δ is the same on control inputs and specificity = "
-                      "Δ<sub>concept</sub> − Δ<sub>control</sub>. The null model ablates random neurons of the same "
-                      "layer; z = (Δ − mean<sub>null</sub>) / std<sub>null</sub>, with a one-sided p-value "
-                      "Holm-corrected over the candidates."))
-        items.append(("Status", "<i>validated</i>: corrected p &lt; 0.05, the CI of Δ excludes 0 and Δ ≥ the minimum "
-                      f"effect ({_g(me) if _isnum(me) else 'see settings'}); <i>weak</i>: not validated but the CI "
-                      "of Δ lies above 0; <i>not validated</i>: otherwise; <i>not ablated</i>: not tested."))
+                      "Δ = mean<sub>x</sub>[y(x) − y<sub>ablated</sub>(x)] is measured on "
+                      f"{_e(summ.get('split') or 'the ablation inputs')}, with a bootstrap 95% CI over examples; y is "
+                      f"the {_e(summ.get('y') or 'concept confidence')}. Control Δ is the same on control inputs and "
+                      "specificity = Δ<sub>concept</sub> − Δ<sub>control</sub> (bootstrap CI). Candidates are tested "
+                      "for a drop (Δ &gt; 0), suppressors for a rise (Δ &lt; 0)."))
+        items.append(("Test", f"{_e(summ.get('test') or 'empirical p against random neurons of the same layer')}. "
+                      "Random neurons of the layer are ablated one by one in a random order; a tested neuron whose "
+                      "h-th at-least-as-extreme random neuron appears after L draws gets p = h/L, otherwise p = "
+                      "(g + 1)/(L + 1) with g at-least-as-extreme among all L, so the smallest p a null of L neurons "
+                      "can give is 1/(L + 1). The p is exact whatever the null's shape (these nulls are "
+                      "heavy-tailed, see the excess kurtosis under the chart). Holm's correction runs within each "
+                      f"family (drops, rises) at alpha = {_g(alpha)}."))
+        items.append(("Validated", f"in the predicted direction s (+1 for a drop, −1 for a rise): Holm p ≤ {_g(alpha)}, "
+                      "the 95% CI of s·Δ above 0, the specificity CI of s·(Δ<sub>concept</sub> − Δ<sub>control</sub>) "
+                      f"above 0, s·Δ ≥ the minimum effect {_g(me)}{' ' + _e(unit) if unit else ''}, and the neuron is "
+                      "a candidate (drop) or suppressor (rise). Each non-validated neuron lists every reason."))
+        items.append(("Status", "<i>validated</i>: a candidate validated for a drop; <i>validated suppressor</i>: a "
+                      "suppressor validated for a rise; <i>weak</i>: not validated, but the CI of Δ lies wholly in "
+                      "the predicted direction; <i>not validated</i>: otherwise; <i>not ablated</i>: not tested."))
+        if isinstance(summ.get("audit"), dict):
+            items.append(("Audit", "random neurons from the lower half of importance in the tested layers, ablated "
+                          f"the same way; one is <i>above the null</i> when p ≤ {_g(alpha)} and Δ ≥ {_g(me)}"
+                          f"{' ' + _e(unit) if unit else ''}, and about alpha × n of them are expected to be by "
+                          "chance. Many above the null would mean the ranking misses causal neurons."))
     else:
-        items.append(("Status", "without ablation, <i>significant</i> = positively selective at the FDR level "
-                                "above; <i>not significant</i> otherwise. Ablation turns these into causal verdicts."))
+        items.append(("Status", f"without ablation: <i>significant</i> = positively selective at q ≤ {q}; "
+                                "<i>suppressor</i> = a suppressor as defined above; <i>not significant</i> otherwise. "
+                                "Ablation turns these into causal verdicts."))
     if F.neuron_table(data)["score"].size:
         items.append(("Heatmap", _e(F.heatmap_reduction(data))))
         items.append(("Scatter", _e(F.scatter_reduction(data))))
@@ -433,12 +710,13 @@ h2{font-size:22px;margin:40px 0 6px;padding-bottom:4px;border-bottom:1px solid v
 h4{margin:0 0 6px;font-size:14px;color:var(--muted);text-transform:uppercase;letter-spacing:.03em}
 .summary p{margin:0 0 10px;font-size:16.5px;max-width:1100px}
 .cards{display:flex;flex-wrap:wrap;gap:12px;margin:16px 0 10px}
+.cards.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr))}
 .card{flex:1 1 170px;background:var(--bg);border:1px solid var(--line);border-radius:8px;padding:10px 14px}
 .card-v{font-size:26px;font-weight:700;line-height:1.2}
 .card-k{font-size:14px;font-weight:600}
 .card-s{font-size:13px;color:var(--muted)}
 nav.toc{font-size:14px;margin:6px 0 0;color:var(--muted)}
-nav.toc a{color:var(--accent);text-decoration:none;margin-right:14px}
+nav.toc a{color:var(--accent);text-decoration:none;margin-right:14px;white-space:nowrap;display:inline-block}
 figure{margin:10px 0 8px;border:1px solid var(--line);border-radius:8px;padding:8px 8px 2px}
 figcaption{font-size:14px;color:var(--muted);margin:2px 6px 8px}
 .tablewrap{overflow-x:auto}
@@ -449,13 +727,13 @@ table.cands,table.more{width:100%}
 td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
 td.neuron{white-space:nowrap;font-weight:600;font-family:ui-monospace,SFMono-Regular,Menlo,monospace}
 .sub{font-size:12px;color:var(--muted);font-weight:normal}
-.gd{margin-top:4px;font-size:11.5px;color:var(--muted);width:210px}
+.gd{margin-top:4px;font-size:11.5px;color:var(--muted);width:155px}
 .grow{display:flex;align-items:center;gap:5px;line-height:1.25}
-.gname{flex:0 0 86px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;text-align:left}
+.gname{flex:0 0 64px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;text-align:left}
 .gtrack{flex:1 1 auto;height:7px;background:#eef1f4;border-radius:3px}
 .gbar{display:block;height:7px;background:#2c7fb8;border-radius:3px}.gbar.neg{background:#c0392b}
 .gval{flex:0 0 34px;text-align:right;font-variant-numeric:tabular-nums}
-th.exs,td.exs{min-width:360px}
+th.exs,td.exs{min-width:235px}
 .ex{margin:0 0 5px;line-height:1.45}
 .act{display:inline-block;min-width:46px;font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12.5px;
  background:#fff3c4;border-radius:4px;padding:0 4px;margin-right:6px;text-align:right}
@@ -472,12 +750,23 @@ details{margin:12px 0}
 summary{cursor:pointer;color:var(--accent);font-weight:600}
 .kvs{display:flex;flex-wrap:wrap;gap:24px}
 .kv table th{text-align:left;padding:2px 14px 2px 0;font-weight:600;color:var(--muted)}
-.kv table td{padding:2px 0;word-break:break-all;max-width:520px}
+.kv table td{padding:2px 0;overflow-wrap:anywhere;max-width:520px}
 dl.defs{font-size:14.5px;display:grid;grid-template-columns:170px 1fr;gap:6px 18px}
 dl.defs dt{font-weight:700}
 dl.defs dd{margin:0}
+.warnbox{background:#fff4e5;border:1px solid #f0b46a;border-left:5px solid #e08214;border-radius:6px;
+ padding:10px 14px;margin:14px 0 6px;font-size:15px}
+.warnbox .warn-title{font-weight:700;color:#8a4b00;margin-bottom:4px}
+.warnbox ul{margin:0;padding-left:20px}.warnbox li{margin:2px 0}
+p.none{background:#fdecea;border-left:4px solid #b2182b;padding:8px 12px;font-weight:600}
+h3{font-size:18px;margin:28px 0 4px}
+td.abl,th.abl{min-width:175px;max-width:250px;font-size:13px;line-height:1.4}
+.abl-l{white-space:normal;font-variant-numeric:tabular-nums}
+td.abl .status{display:inline-block;margin-bottom:3px}
+ul.reasons{margin:3px 0 0;padding-left:16px;font-size:11.5px;color:#8a1c1c;line-height:1.35}
 .note{background:var(--bg);border-left:4px solid var(--line);padding:8px 12px;font-size:14.5px;color:var(--muted)}
 footer{margin-top:40px;font-size:13px;color:var(--muted)}
+@media (max-width:1100px){main{padding:22px 16px 48px}}
 """
 
 
@@ -501,39 +790,55 @@ def render_report(data: dict[str, Any], plotlyjs: str = "inline", figures: dict[
     model = _e(data.get("model") or "model")
     desc = _e((data.get("concept_info") or {}).get("description") or "")
     toc = [("summary", "Summary")] + [(f"sec-{n}", _SECTION_TITLES.get(n, n)) for n in figs] + [
-        ("sec-table", "Candidate table"), ("sec-setup", "Setup"), ("sec-defs", "Definitions")]
+        ("sec-table", "Candidate table")]
+    if F.suppressors(data):
+        toc.append(("sec-suppressors", "Suppressors"))
+    toc += [("sec-setup", "Setup"), ("sec-defs", "Definitions")]
     parts = [
         "<header><div class='kicker'>NeuroLens concept report</div>"
         f"<h1>Neurons for <span class='concept'>“{concept}”</span> in {model}</h1>"
         f"{'<p class=desc>' + desc + '</p>' if desc else ''}"
         "<nav class='toc'>" + "".join(f"<a href='#{a}'>{_e(t)}</a>" for a, t in toc) + "</nav></header>",
-        "<section id='summary' class='summary'>" + _cards(data)
+        "<section id='summary' class='summary'>" + _warnings_html(data) + _cards(data)
         + "".join(f"<p>{s}</p>" for s in summary_sentences(data)) + "</section>",
     ]
     if "ablation" not in figs:
         figs_note = ("<div class='note'>No ablation ran for this scan, so there is no causal-validation chart. "
-                     "Re-run with <code>ablate=True</code> to test the candidates.</div>")
+                     "Re-run with <code>ablate=True</code> to test the candidates.</div>"
+                     if not data.get("ablation_summary") else
+                     "<div class='note'>Ablation ran, but no neuron was tested, so there is no causal-validation "
+                     "chart.</div>")
     else:
         figs_note = ""
     for name, fig in figs.items():
+        extra = ""
         if name == "heatmap":
             caption = _e(F.heatmap_reduction(data))
         elif name == "scatter":
             caption = f"{_CAPTIONS['scatter']} {_e(F.scatter_reduction(data))}"
+        elif name == "ablation":
+            caption = _ablation_caption(data)
+            extra = _null_table(data)
         else:
             caption = _CAPTIONS.get(name)
         parts.append(f"<section id='sec-{name}'><h2>{_e(_SECTION_TITLES.get(name, name))}</h2>"
-                     f"{_figure_html(name, fig, caption)}"
+                     f"{_figure_html(name, fig, caption)}{extra}"
                      f"{figs_note if name == 'sankey' else ''}</section>")
-    parts.append("<section id='sec-table'><h2>Candidate table</h2>"
-                 "<p class='muted'>The top candidates with their three raw scores, the composite score and the probe "
-                 "examples on which they fire most (activation value on the left; the concept span is marked).</p>"
-                 f"{_candidates_table(data)}{_more_table(data)}</section>")
+    if "sankey" not in figs and figs_note:
+        parts.append(f"<section id='sec-sankey'>{figs_note}</section>")
+    cands = F.candidates(data)
+    of = f" (of {_fmt(data['n_candidates'])})" if _isnum(data.get("n_candidates")) else ""
+    intro = (f"<p class='muted'>The top {_plural(len(cands), 'candidate')}{of} with their raw scores, the composite "
+             "score, the ablation test where it ran, and the probe examples on which they fire most (activation "
+             "value on the left; the concept span is marked).</p>" if cands else "")
+    parts.append(f"<section id='sec-table'><h2>Candidate table</h2>{intro}{_candidates_table(data)}"
+                 f"{_suppressors_html(data)}{_named_html(data)}{_more_table(data)}</section>")
     mi = dict(data.get("model_info") or {})
     ci = {k: v for k, v in (data.get("concept_info") or {}).items() if k != "description"}
     parts.append("<section id='sec-setup'><h2>Setup</h2><div class='kvs'>"
                  + _kv_table("model", mi) + _kv_table("concept", ci)
                  + _kv_table("settings", data.get("settings") or {})
+                 + _kv_table("ablation", data.get("ablation_summary") or {})
                  + _kv_table("confidence head", data.get("confidence_head") or {})
                  + _kv_table("time (s)", data.get("timings_s") or {}) + "</div></section>")
     parts.append(f"<section id='sec-defs'><h2>Definitions</h2>{_definitions(data)}</section>")

@@ -1,20 +1,35 @@
-"""Synthetic ``results.json`` dicts with the full schema, for tests, demos and size checks.
+"""Synthetic ``results.json`` dicts with the full schema (version 2), for tests, demos and size checks.
 
-The numbers are random (seeded) but internally consistent: the composite score follows the
-documented rule, neurons are ranked by it, ``layer_summary`` counts the listed q-values, and
-the optional ``ablation``/``ablation_summary``/``emergence`` sections follow the schema the
-report reads.
+The numbers are random (seeded) but internally consistent with the core's rules:
+
+* selectivity: Cohen's d with its 95% CI (Hedges–Olkin standard error for the probe size),
+  a Welch-like p-value, Benjamini–Hochberg q over every neuron, and the layer-scaled
+  ``selectivity_layer`` (d with the variance floored at the layer's median variance, so
+  quiet units lose their large d);
+* roles (:func:`neurolens_lightning.ranking.neuron_roles`): ``candidate`` / ``suppressor``
+  (FDR-significant, d > 0, layer-scaled d >= ``min_selectivity``; the sign of the importance
+  decides) or none; the composite score follows
+  :func:`neurolens_lightning.ranking.composite_score` on the layer-scaled d; neurons are
+  ordered candidates, suppressors, the rest;
+* ablation (``ablation=True``): the top-k candidates are tested for a drop and the top-k
+  suppressors for a rise against a heavy-tailed per-layer null, with the sequential
+  empirical p, Holm per family and the verdict of :func:`neurolens_lightning.ablation.decide`
+  (so the ``reasons`` texts are the real ones); ``ablation_summary`` has the null quantiles,
+  joint ablation and audit.
+
+``planted`` sets how many neurons carry the concept (default: enough for ``top_k``
+candidates); ``planted=0`` gives a probe with (almost surely) no candidates.
 
 Example:
     >>> data = synthetic_results(n_layers=2, units=64, ablation=True, emergence=True)
-    >>> data["n_neurons_scanned"], len(data["all_neurons"]["score"][0])
-    (128, 64)
+    >>> data["n_neurons_scanned"], len(data["all_neurons"]["score"][0]), data["schema_version"]
+    (128, 64, 2)
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -26,8 +41,12 @@ _POS = ["The [[king]] rode through the village at dawn.", "The [[queen]] smiled 
 _NEG = ["The [[farmer]] rode through the village at dawn.", "The [[teacher]] smiled at the class.",
         "A [[stranger]] knocked on the door.", "The [[clerk]] signed the form."]
 
+_Y = "log-odds of the concept under a logistic probe on the last layer (nats)"
 
-def _r(x: float, nd: int = 6) -> float | None:
+
+def _r(x: Any, nd: int = 6) -> float | None:
+    if x is None:
+        return None
     x = float(x)
     return None if math.isnan(x) else float(f"{x:.{nd}g}")
 
@@ -40,98 +59,245 @@ def _example(text: str, activation: float, positive: bool) -> dict[str, Any]:
             "text": plain, "span": [s, e]}
 
 
+def _bh(p: np.ndarray) -> np.ndarray:
+    n = len(p)
+    order = np.argsort(p)
+    ranked = p[order] * n / np.arange(1, n + 1)
+    q = np.empty(n)
+    q[order] = np.minimum(1.0, np.minimum.accumulate(ranked[::-1])[::-1])
+    return q
+
+
+def _null_row(layer: int, vals: np.ndarray, n_layer: int) -> dict[str, Any]:
+    q = np.quantile(vals, [0.05, 0.5, 0.95, 0.99])
+    z = (vals - vals.mean()) / vals.std()
+    return {"layer": layer, "n": int(len(vals)), "n_available": n_layer, "mean": _r(vals.mean()),
+            "std": _r(vals.std(ddof=1)), "q05": _r(q[0]), "median": _r(q[1]), "q95": _r(q[2]), "q99": _r(q[3]),
+            "min": _r(vals.min()), "max": _r(vals.max()), "excess_kurtosis": _r(float(np.mean(z ** 4) - 3.0))}
+
+
 def synthetic_results(n_layers: int = 6, units: int = 1536, top_k: int = 10, max_neurons: int = 500,
                       ablation: bool = False, emergence: bool = False, seed: int = 0,
                       model: str = "synthetic-model", concept: str = "royalty",
-                      positive_texts: list[str] | None = None, fdr_q: float = 0.05) -> dict[str, Any]:
+                      positive_texts: list[str] | None = None, fdr_q: float = 0.05, min_selectivity: float = 0.5,
+                      planted: int | None = None, n_examples: int = 60, warnings: Sequence[str] = (),
+                      ablation_warnings: Sequence[str] = ()) -> dict[str, Any]:
     """A results dict of ``n_layers`` × ``units`` neurons with random, schema-conform scores.
 
     Args:
         positive_texts: probe sentences (``[[span]]`` marked) used in the top examples;
             e.g. to test that hostile text is escaped.
+        planted: neurons that carry the concept (default ``min(n // 4, max(2 top_k + 4, 2% of n))``);
+            about a quarter of them are suppressors (negative importance) and one is a quiet
+            unit whose large d does not survive the layer scaling. 0: no concept neurons.
+        n_examples: concept (= control) examples of the ranking split; below 20 the small-probe
+            warning is added, as the core does.
+        warnings, ablation_warnings: extra plain-text warnings (top level / ``ablation_summary``).
     """
+    from neurolens_lightning.ablation import decide, sequential_p
+    from neurolens_lightning.results import no_candidates_warning, small_probe_warning
+
     rng = np.random.default_rng(seed)
     n = n_layers * units
+    n_p = n_n = int(n_examples)
     layer = np.repeat(np.arange(n_layers), units)
     index = np.tile(np.arange(units), n_layers)
     depth_gain = 0.3 + 0.7 * np.sin(np.pi * (layer + 0.5) / n_layers)
-    d = rng.normal(0, 0.35, n) + (rng.random(n) < 0.02) * rng.gamma(2.0, 0.6, n) * depth_gain
-    p = np.exp(-np.abs(d) * 6.0)  # stand-in for the Welch p-value
-    order_p = np.argsort(p)
-    q = np.empty(n)
-    ranked = p[order_p] * n / np.arange(1, n + 1)
-    q[order_p] = np.minimum(1.0, np.minimum.accumulate(ranked[::-1])[::-1])
+    se0 = math.sqrt((n_p + n_n) / (n_p * n_n))
+    d = rng.normal(0, se0, n)
+    n_planted = min(n // 4, max(2 * top_k + 4, int(0.02 * n))) if planted is None else min(int(planted), n)
+    planted_idx = rng.choice(n, size=n_planted, replace=False)
+    d[planted_idx] = 0.9 + rng.gamma(2.0, 0.6, n_planted) * depth_gain[planted_idx]
+    # pooled variance relative to the layer median: below the median the layer-scaled d shrinks
+    var_ratio = rng.lognormal(0.0, 1.0, n)
+    var_ratio[planted_idx] = np.maximum(var_ratio[planted_idx], 1.0) * np.exp(rng.normal(0.0, 0.2, n_planted)) + 0.2
+    if n_planted >= 3:
+        var_ratio[planted_idx[-1]] = 1e-3  # a near-silent unit: huge d, tiny layer-scaled d
+    med = np.array([np.median(var_ratio[layer == l]) for l in range(n_layers)])[layer]
+    d_layer = d * np.sqrt(var_ratio / np.maximum(var_ratio, med))
+    se = np.sqrt((n_p + n_n) / (n_p * n_n) + d * d / (2 * (n_p + n_n)))
+    ci_lo, ci_hi = d - 1.959964 * se, d + 1.959964 * se
+    p = np.clip([math.erfc(abs(v) / se0 / math.sqrt(2)) for v in d.tolist()], 1e-300, 1.0)
+    q = _bh(p)
     cons = np.where(d > 0, np.clip(rng.beta(2, 2, n) * np.tanh(np.maximum(d, 0) * 2), 0, 1), 0.0)
+    cons[planted_idx] = np.clip(0.55 + 0.4 * rng.random(n_planted), 0, 1)
     imp = rng.normal(0, 1e-3, n) * (1 + 3 * np.maximum(d, 0))
-    dp = np.maximum(d, 0)
-    score = (dp / (1 + dp) * cons * np.abs(imp) / np.abs(imp).max()) ** (1 / 3)
-    order = np.lexsort((-np.tanh(d), -score))
+    sign = np.where(np.arange(n_planted) % 4 == 3, -1.0, 1.0)  # every 4th planted neuron suppresses
+    imp[planted_idx] = sign * np.abs(rng.normal(4e-3, 1.5e-3, n_planted)) * (1 + d[planted_idx])
+    # composite score: geometric mean of d_layer+/(1+d_layer+), consistency, importance scaled within its sign
+    dp = np.maximum(d_layer, 0)
+    imp_u = np.zeros(n)
+    for s in (1.0, -1.0):
+        mag = np.maximum(s * imp, 0)
+        if mag.max() > 0:
+            imp_u = np.where(s * imp > 0, mag / mag.max(), imp_u)
+    score = (dp / (1 + dp) * cons * imp_u) ** (1 / 3)
+    eligible = (q <= fdr_q) & (d > 0) & (d_layer >= min_selectivity)
+    role = np.where(eligible, np.where(imp < 0, 2, 1), 0)
+    by_score = np.lexsort((-d, -score))
+    order = np.concatenate([by_score[role[by_score] == r] for r in (1, 2, 0)])
+    rank_of = np.empty(n, dtype=int)
+    rank_of[order] = np.arange(1, n + 1)
+    role_name = {0: None, 1: "candidate", 2: "suppressor"}
+    mean_neg = rng.normal(0.0, 0.05, n)
+    mean_pos = mean_neg + d * 0.2 * np.sqrt(var_ratio)
     texts = positive_texts or _POS
+    cand_idx = [i for i in order if role[i] == 1][:top_k]
+    supp_idx = [i for i in order if role[i] == 2][:top_k]
+
+    # ---------------------------------------------------------------- ablation
+    records: dict[int, dict[str, Any]] = {}
+    summary: dict[str, Any] | None = None
+    alpha, min_effect, h = 0.05, 0.04, 10
+    n_ho = n_p  # held-out split of the same size
+    if ablation:
+        tested = [(i, "candidate", 1) for i in cand_idx] + [(i, "suppressor", -1) for i in supp_idx]
+        m = max(len(cand_idx), len(supp_idx), 1)
+        n_max = max(1, math.ceil(m / alpha))
+        layers_t = sorted({int(layer[i]) for i, _, _ in tested})
+        null = {l: 0.01 * rng.standard_t(3, size=min(n_max, units - 1)) + 0.002 for l in layers_t}
+        rows = []
+        for k, (i, kind, s) in enumerate(tested):
+            if kind == "candidate":
+                delta = float(rng.gamma(2, 0.05) if k % 3 != 2 else rng.normal(0.0, 0.02))
+            else:
+                delta = float(-rng.gamma(2, 0.03) if k % 2 == 0 else rng.normal(0.0, 0.02))
+            half = float(abs(rng.normal(0.03, 0.01)))
+            dc = float(rng.normal(0, 0.01))
+            spec = delta - dc
+            pv, g, used = sequential_p(s * delta, [s * x for x in null[int(layer[i])]], h)
+            rows.append((i, kind, s, delta, half, dc, spec, pv, g, used))
+        holm: dict[int, float] = {}
+        for fam in (1, -1):
+            ps = [(r[7], r[0]) for r in rows if r[2] == fam]
+            order_p = sorted(range(len(ps)), key=lambda j: ps[j][0])
+            run = 0.0
+            for rank, j in enumerate(order_p):
+                run = max(run, min(1.0, ps[j][0] * (len(ps) - rank)))
+                holm[ps[j][1]] = run
+        for i, kind, s, delta, half, dc, spec, pv, g, used in rows:
+            ci = (delta - half, delta + half)
+            spec_ci = (spec - 1.2 * half, spec + 1.2 * half)
+            ok, reasons = decide(delta, s, ci, spec_ci, holm[i], alpha, min_effect, True)
+            L = len(null[int(layer[i])])
+            records[i] = {
+                "method": "zero", "tested_as": kind, "direction": "drop" if s > 0 else "rise", "delta": _r(delta),
+                "ci_low": _r(ci[0]), "ci_high": _r(ci[1]), "delta_control": _r(dc), "specificity": _r(spec),
+                "specificity_ci_low": _r(spec_ci[0]), "specificity_ci_high": _r(spec_ci[1]),
+                "p_value": _r(pv), "p_holm": _r(holm[i]), "null_n": used, "null_exceedances": g,
+                "p_floor": _r(1.0 / (L + 1)), "validated": ok,
+                "verdict": ("validated suppressor" if s < 0 else "validated") if ok else "not validated",
+                "reasons": reasons}
+        cd = [r[3] for r in rows if r[2] > 0]
+        joint = sum(cd) * 0.8 if cd else None
+        low_imp = np.flatnonzero(np.isin(layer, layers_t) & (imp <= np.median(imp)))
+        audit = []
+        for j in rng.choice(low_imp, size=min(20, len(low_imp)), replace=False) if len(low_imp) else []:
+            delta = float(0.01 * rng.standard_t(3) + 0.002)
+            pv, g, used = sequential_p(delta, list(null[int(layer[j])]), h)
+            audit.append({"layer": int(layer[j]), "index": int(index[j]), "delta": _r(delta),
+                          "ci_low": _r(delta - 0.02), "ci_high": _r(delta + 0.02), "p_value": _r(pv),
+                          "above_null": bool(pv <= alpha and delta >= min_effect)})
+        fams = [f"{len(cand_idx)} tested for a drop"] * bool(cand_idx) + [f"{len(supp_idx)} tested for a rise"] * \
+            bool(supp_idx)
+        split = (f"the held-out split ({n_ho} concept and {n_ho} control inputs, disjoint from the examples that "
+                 "ranked the neurons)")
+        summary = {
+            "method": "zero", "split": split, "n_concept_inputs": n_ho, "n_control_inputs": n_ho, "y": _Y,
+            "min_effect": min_effect, "alpha": alpha, "replicas": 8,
+            "test": (f"one-sided empirical p against random neurons of the same layer, sampled sequentially "
+                     f"(Besag-Clifford, h = {h}, up to {n_max} per layer), Holm-corrected within each family: "
+                     f"{' and '.join(fams)}"),
+            "n_tested": len(rows), "n_candidates": len(cand_idx), "n_suppressors": len(supp_idx), "n_named": 0,
+            "null_needed": n_max, "null": [_null_row(l, null[l], units - sum(int(layer[i]) == l for i, _, _ in
+                                                                                tested)) for l in layers_t],
+            "joint_delta": _r(joint), "joint_ci_low": _r(joint * 0.75) if cd else None,
+            "joint_ci_high": _r(joint * 1.2) if cd else None,
+            "joint_delta_control": _r(rng.normal(0, 0.01)) if cd else None,
+            "joint_specificity_ci": [_r(joint * 0.7), _r(joint * 1.25)] if cd else None,
+            "joint_size": len(cd), "importance_delta_spearman": 0.62 if rows else None,
+            "audit": {"n_checked": len(audit), "n_above_null": sum(a["above_null"] for a in audit),
+                      "expected_by_chance": round(alpha * len(audit), 3), "neurons": audit} if rows else None,
+            "n_validated": sum(int(r["validated"]) for r in records.values() if r["direction"] == "drop"),
+            "n_suppressors_validated": sum(int(r["validated"]) for r in records.values() if r["direction"] == "rise"),
+            "warnings": list(ablation_warnings),
+        }
+        for l in layers_t:  # as the core: a layer too small for the smallest p to pass Holm
+            if (len(null[l]) + 1) * alpha < m:
+                summary["warnings"].append(
+                    f"layer {l} has only {len(null[l])} other neurons to compare with: the smallest possible p, "
+                    f"1/{len(null[l]) + 1} = {1 / (len(null[l]) + 1):.3g}, cannot pass the Holm threshold alpha/m = "
+                    f"{alpha:g}/{m} = {alpha / m:.3g}; test fewer neurons (--top-k) to validate any")
+        if not rows:
+            summary["warnings"].insert(0, "nothing to ablate: the ranking has no candidates or suppressors and no "
+                                          "neuron was named, so nothing was tested and nothing is validated")
+
+    # ---------------------------------------------------------------- neurons
+    listed = list(order[:max(top_k, min(max_neurons, n))])
+    listed += sorted((i for i in records if i not in set(listed)), key=lambda i: rank_of[i])
+    shown = set(supp_idx) | set(records)
     neurons = []
-    for r, i in enumerate(order[:max(top_k, min(max_neurons, n))]):
+    for i in listed:
+        r = int(rank_of[i])
         g = len(texts)
         rec: dict[str, Any] = {
-            "layer": int(layer[i]), "index": int(index[i]), "selectivity": _r(d[i]), "selectivity_p": _r(p[i]),
-            "selectivity_q": _r(q[i]), "consistency": _r(cons[i]), "importance": _r(imp[i]),
-            "importance_zero": _r(imp[i]), "importance_mean": _r(imp[i] * 0.7), "score": _r(score[i]),
-            "rank": r + 1, "mean_pos": _r(0.5 + d[i] * 0.4), "mean_neg": _r(0.5),
-            "group_d": [_r(d[i] + rng.normal(0, 0.3), 4) for _ in range(min(g, 6))], "ablation": None,
+            "layer": int(layer[i]), "index": int(index[i]), "role": role_name[int(role[i])],
+            "selectivity": _r(d[i]), "selectivity_ci": [_r(ci_lo[i], 4), _r(ci_hi[i], 4)],
+            "selectivity_layer": _r(d_layer[i]), "selectivity_p": _r(p[i]), "selectivity_q": _r(q[i]),
+            "consistency": _r(cons[i]), "importance": _r(imp[i]), "importance_zero": _r(imp[i]),
+            "importance_mean": _r(imp[i] * 0.7), "score": _r(score[i]), "rank": r,
+            "mean_pos": _r(mean_pos[i]), "mean_neg": _r(mean_neg[i]),
+            "group_d": [_r(d[i] + rng.normal(0, 0.3), 4) for _ in range(min(g, 6))],
+            "ablation": records.get(i),
         }
-        if r < max(top_k, 20):
+        if r <= max(top_k, 20) or i in shown:
             acts = sorted(rng.gamma(2, 1, 3), reverse=True)
             rec["top_examples"] = [_example(texts[(r + j) % g], acts[j], True) if j < 2 else
                                    _example(_NEG[(r + j) % len(_NEG)], acts[j], False) for j in range(3)]
-        if ablation and r < top_k:
-            delta = float(rng.gamma(2, 0.05) if r % 3 != 2 else rng.normal(0.0, 0.02))
-            half = float(abs(rng.normal(0.03, 0.01)))
-            z = (delta - 0.01) / 0.02
-            pv = min(1.0, 0.5 * math.erfc(z / math.sqrt(2)) * top_k)
-            validated = pv < 0.05 and delta - half > 0 and delta >= 0.05
-            rec["ablation"] = {"method": "zero", "delta": _r(delta), "ci_low": _r(delta - half),
-                               "ci_high": _r(delta + half), "delta_control": _r(rng.normal(0, 0.01)),
-                               "specificity": _r(delta - 0.005), "z": _r(z), "p_value": _r(pv),
-                               "validated": bool(validated)}
         neurons.append(rec)
     layer_summary = []
     for l in range(n_layers):
-        m = layer == l
-        sig = q[m] <= fdr_q
+        msk = layer == l
+        sig = q[msk] <= fdr_q
         layer_summary.append({
             "layer": l, "n_units": units, "n_significant": int(sig.sum()),
-            "n_significant_positive": int((sig & (d[m] > 0)).sum()), "top_score": _r(score[m].max()),
-            "max_selectivity": _r(d[m].max()), "mean_abs_selectivity": _r(np.abs(d[m]).mean()),
-            "sum_score": _r(score[m].sum())})
+            "n_significant_positive": int((sig & (d[msk] > 0)).sum()), "top_score": _r(score[msk].max()),
+            "max_selectivity": _r(d[msk].max()), "mean_abs_selectivity": _r(np.abs(d[msk]).mean()),
+            "sum_score": _r(score[msk].sum())})
+    n_cand, n_supp = int((role == 1).sum()), int((role == 2).sum())
+    all_warnings = [w for w in [small_probe_warning(n_p, n_n)] if w]
+    if n_cand == 0:
+        all_warnings.append(no_candidates_warning(fdr_q, min_selectivity))
+    for w in list(warnings) + list((summary or {}).get("warnings") or []):
+        if w not in all_warnings:
+            all_warnings.append(w)
+    split = (f"ranked on the ranking split ({n_p} concept and {n_n} control examples); the disjoint held-out split "
+             "is kept for ablation" if ablation else
+             f"all {n_p} concept and {n_n} control examples")
     data: dict[str, Any] = {
-        "schema_version": 1, "model": model,
+        "schema_version": 2, "model": model,
         "model_info": {"name": model, "family": "synthetic", "modality": "text", "n_layers": n_layers,
                        "units": [units] * n_layers, "type": "Synthetic", "weights": "random"},
         "concept": concept,
-        "concept_info": {"name": concept, "modality": "text", "n_positive": 60, "n_negative": 60,
+        "concept_info": {"name": concept, "modality": "text", "n_positive": n_p, "n_negative": n_n,
                          "n_groups": min(len(texts), 6), "n_tasks": 0, "description": f"synthetic {concept}",
                          "groups": [f"group{g}" for g in range(min(len(texts), 6))], "source": "synthetic"},
-        "layers": list(range(n_layers)), "n_positive": 60, "n_negative": 60, "n_neurons_scanned": n,
-        "n_significant_fdr": int((q <= fdr_q).sum()), "fdr_q": fdr_q, "top_k": top_k,
-        "settings": {"importance": True, "baseline": "zero", "pooling": "auto", "batch_size": 16, "device": "cpu",
-                     "ablate": ablation, "split": "ranking half of the probe" if ablation else "all examples"},
+        "layers": list(range(n_layers)), "n_positive": n_p, "n_negative": n_n, "n_neurons_scanned": n,
+        "n_significant_fdr": int((q <= fdr_q).sum()), "fdr_q": fdr_q, "min_selectivity": min_selectivity,
+        "n_candidates": n_cand, "n_suppressors": n_supp, "warnings": all_warnings, "top_k": top_k,
+        "settings": {"importance": True, "baseline": "zero", "pooling": "span", "batch_size": 16, "device": "cpu",
+                     "ablate": ablation, "split": split},
         "confidence_head": {"kind": "logistic probe on mean-pooled last hidden state", "train_accuracy": 1.0,
                             "heldout_accuracy": 0.9},
-        "timings_s": {"activation_pass": 1.0, "importance_pass": 1.0},
+        "timings_s": {"activation_pass": 1.0, "importance_pass": 1.0, **({"ablation": 2.0} if ablation else {})},
         "neurons": neurons, "layer_summary": layer_summary,
-        "all_neurons": {
-            "layers": list(range(n_layers)),
-            **{key: [[_r(v, 4) for v in arr[layer == l].tolist()] for l in range(n_layers)]
-               for key, arr in (("selectivity", d), ("consistency", cons), ("importance", imp), ("score", score))}},
     }
-    if ablation:
-        abl = [x["ablation"] for x in neurons if x["ablation"]]
-        data["ablation_summary"] = {
-            "method": "zero", "split": "held-out half of the probe", "min_effect": 0.05,
-            "null": [{"layer": l, "mean": _r(rng.normal(0.005, 0.003)), "std": _r(abs(rng.normal(0.02, 0.005))),
-                      "n": 50} for l in range(n_layers)],
-            "joint_delta": _r(sum(a["delta"] for a in abl) * 0.8),
-            "joint_ci_low": _r(sum(a["delta"] for a in abl) * 0.6), "joint_ci_high": _r(sum(a["delta"] for a in abl)),
-            "importance_delta_spearman": 0.62,
-            "audit": {"n_checked": 20, "n_missed": 1}, "n_validated": sum(bool(a["validated"]) for a in abl)}
+    if summary is not None:
+        data["ablation_summary"] = summary
+    data["all_neurons"] = {
+        "layers": list(range(n_layers)),
+        **{key: [[_r(v, 4) for v in arr[layer == l].tolist()] for l in range(n_layers)]
+           for key, arr in (("selectivity", d), ("consistency", cons), ("importance", imp), ("score", score))}}
     if emergence:
         points = []
         prev: set | None = None

@@ -27,21 +27,39 @@ from neurolens_lightning.report import figures as F
 
 __all__ = ["log_scan_to_wandb", "wandb_run_for", "candidate_rows", "CANDIDATE_COLUMNS"]
 
+#: columns of the logged candidate table (also of candidate_rows(data, role="suppressor")); ``status`` stays at
+#: position 13; schema 2 dropped the ablation z, so positions 11-12 are now ``ablation_p``, ``ablation_p_holm``
 CANDIDATE_COLUMNS = ["rank", "layer", "index", "selectivity", "selectivity_q", "consistency", "importance", "score",
-                     "ablation_delta", "ablation_ci_low", "ablation_ci_high", "ablation_z", "ablation_p",
-                     "status", "top_example", "top_activation"]
+                     "ablation_delta", "ablation_ci_low", "ablation_ci_high", "ablation_p", "ablation_p_holm",
+                     "status", "top_example", "top_activation", "role", "selectivity_ci_low", "selectivity_ci_high",
+                     "selectivity_layer", "mean_pos", "mean_neg", "ablation_direction", "ablation_delta_control",
+                     "ablation_specificity_ci_low", "ablation_specificity_ci_high", "ablation_null_n",
+                     "ablation_null_exceedances", "ablation_p_floor", "ablation_verdict", "ablation_reasons"]
 
 
-def candidate_rows(data: dict[str, Any]) -> list[list[Any]]:
-    """The top-k candidates as rows of :data:`CANDIDATE_COLUMNS` (plain JSON values)."""
+def candidate_rows(data: dict[str, Any], role: str = "candidate") -> list[list[Any]]:
+    """The top-k candidates (``role="suppressor"``: suppressors) as rows of :data:`CANDIDATE_COLUMNS`.
+
+    Plain JSON values; the p-value is never below its ``p_floor`` (the smallest p the null can give).
+    """
+    neurons = F.suppressors(data) if role == "suppressor" else F.candidates(data)
     rows = []
-    for n in F.candidates(data):
+    for n in neurons:
         ab = n.get("ablation") if isinstance(n.get("ablation"), dict) else {}
         ex = next(iter(n.get("top_examples") or []), None) or {}
+        ci = n.get("selectivity_ci") if isinstance(n.get("selectivity_ci"), list) else [None, None]
+        p = ab.get("p_value")
+        if isinstance(p, (int, float)) and isinstance(ab.get("p_floor"), (int, float)):
+            p = max(p, ab["p_floor"])
         rows.append([n.get("rank"), n.get("layer"), n.get("index"), n.get("selectivity"), n.get("selectivity_q"),
                      n.get("consistency"), n.get("importance"), n.get("score"), ab.get("delta"), ab.get("ci_low"),
-                     ab.get("ci_high"), ab.get("z"), ab.get("p_value"), F.candidate_status(n, data),
-                     ex.get("text") if ex.get("text") is not None else ex.get("image"), ex.get("activation")])
+                     ab.get("ci_high"), p, ab.get("p_holm"), F.candidate_status(n, data),
+                     ex.get("text") if ex.get("text") is not None else ex.get("image"), ex.get("activation"),
+                     n.get("role"), (ci + [None, None])[0], (ci + [None, None])[1], n.get("selectivity_layer"),
+                     n.get("mean_pos"), n.get("mean_neg"), ab.get("direction"), ab.get("delta_control"),
+                     ab.get("specificity_ci_low"), ab.get("specificity_ci_high"), ab.get("null_n"),
+                     ab.get("null_exceedances"), ab.get("p_floor"), ab.get("verdict"),
+                     "; ".join(ab.get("reasons") or []) if ab else None])
     return rows
 
 
@@ -95,12 +113,14 @@ def log_scan_to_wandb(data: dict[str, Any], report_path: str | Path | None = Non
                             config={"displaylogo": False, "responsive": True})
         log[f"{prefix}/{name}"] = wandb.Html(chart, inject=False)
     log[f"{prefix}/candidates"] = wandb.Table(columns=CANDIDATE_COLUMNS, data=candidate_rows(data))
-    for key in ("n_neurons_scanned", "n_significant_fdr"):
-        if isinstance(data.get(key), (int, float)):
+    for key in ("n_neurons_scanned", "n_significant_fdr", "n_candidates", "n_suppressors"):
+        if isinstance(data.get(key), (int, float)) and not isinstance(data.get(key), bool):
             log[f"{prefix}/{key}"] = data[key]
     summ = data.get("ablation_summary")
-    if isinstance(summ, dict) and isinstance(summ.get("n_validated"), (int, float)):
-        log[f"{prefix}/n_validated"] = summ["n_validated"]
+    if isinstance(summ, dict):
+        for key in ("n_validated", "n_suppressors_validated", "joint_delta"):
+            if isinstance(summ.get(key), (int, float)) and not isinstance(summ.get(key), bool):
+                log[f"{prefix}/{key}"] = summ[key]
 
     tmp: tempfile.TemporaryDirectory | None = None
     try:
@@ -130,7 +150,9 @@ def log_scan_to_wandb(data: dict[str, Any], report_path: str | Path | None = Non
                                  description=f"NeuroLens report: concept {data.get('concept')!s} in "
                                              f"{data.get('model')!s}",
                                  metadata={k: data.get(k) for k in ("model", "concept", "n_neurons_scanned",
-                                                                    "n_significant_fdr", "fdr_q", "top_k")})
+                                                                    "n_significant_fdr", "fdr_q", "min_selectivity",
+                                                                    "n_candidates", "n_suppressors", "top_k",
+                                                                    "warnings")})
             art.add_file(str(results), name="results.json")
             art.add_file(str(report), name="report.html")
             run.log_artifact(art)
