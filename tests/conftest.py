@@ -76,3 +76,14 @@ def small_probe():
 def small_probe_raw():
     """The same small probe as a plain dict (fresh copy per test)."""
     return small_probe_dict()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for tiny models: as fast, and immune to OpenMP contention on a busy 2-core machine
+    (two spinning threads can make a tiny forward 10-30x slower). Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

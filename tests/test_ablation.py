@@ -47,14 +47,7 @@ RECORD_KEYS = {"method", "delta", "ci_low", "ci_high", "delta_control", "specifi
 # ----------------------------------------------------------------------------- fixtures / helpers
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: these models are tiny, and on a shared 2-core machine two spinning OpenMP
-    threads can make a forward 10-30x slower than one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

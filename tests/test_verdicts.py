@@ -51,13 +51,7 @@ ROYAL = ["king", "queen", "prince", "princess", "crown", "throne"]
 # ----------------------------------------------------------------------------- fixtures / builders
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny models on a shared 2-core machine (see test_ablation.py)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +65,13 @@ def planted_bert_tok():
 
 
 @pytest.fixture(scope="module")
-def bert_tok():
-    return make_word_tokenizer("bert")
+def bert_tok(bert_tokenizer):
+    return bert_tokenizer
 
 
 @pytest.fixture(scope="module")
-def gpt2_tok():
-    return make_word_tokenizer("gpt2")
+def gpt2_tok(gpt2_tokenizer):
+    return gpt2_tokenizer
 
 
 def _copy_reader(model, unit: int, in_scale: float, out_weight: float):
