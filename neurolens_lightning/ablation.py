@@ -542,7 +542,16 @@ def finish_ablation(result: Any, plan: AblationPlan, runner: AblationRunner | No
     if runner is None:
         result.ablation = {}
         result.ablation_summary = _empty_summary(plan, min_effect, alpha, split, n_concept, n_control, scanner)
-        return
+    else:
+        _grow_null_and_summarize(result, plan, runner, adapter, scanner, chunks, min_effect, alpha, n_boot, seed,
+                                 split, n_concept, n_control, replicas, reuse, progress)
+    result.warnings += [w for w in result.ablation_summary["warnings"] if w not in result.warnings]
+
+
+def _grow_null_and_summarize(result: Any, plan: AblationPlan, runner: AblationRunner, adapter: ModelAdapter,
+                             scanner: Any, chunks: Sequence[tuple[str, list[Any]]], min_effect: float, alpha: float,
+                             n_boot: int, seed: int, split: str, n_concept: int, n_control: int, replicas: int,
+                             reuse: bool, progress: bool) -> None:
     delta = runner.deltas("concept").mean(1).numpy()
     while True:
         new = plan.more_null(delta)

@@ -135,5 +135,4 @@ def scan(
                      split=None if held_out is not None else
                      "the same examples that ranked the neurons (no held-out split: holdout=0)")
         result.timings["ablation"] = time.perf_counter() - t3
-        result.warnings += result.ablation_summary.get("warnings") or []
     return result

@@ -291,7 +291,9 @@ class NeuroLensCallback(Callback):
         result = ScanResult(model=adapter.describe(), concept=rank_concept, layers=scanner.layers,
                             units=[s.units for s in scanner.sites], scores=scores,
                             top_k=max(self.top_k, self.ablate_top_k), fdr_q=self.fdr_q,
-                            settings={"importance": self.importance, "device": str(adapter.device)})
+                            settings={"importance": self.importance, "device": str(adapter.device),
+                                      "pooling": scanner.pooling},
+                            warnings=[scanner.pooling_warning] if scanner.pooling_warning else [])
         if self.ablate_top_k > 0 and held_out is not None:
             from neurolens_lightning.ablation import run_ablation
 

@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from typing import Any, Iterator, Sequence
 
 import lightning.pytorch as pl
@@ -170,7 +169,8 @@ class ProbeModule(pl.LightningModule):
         self.result = ScanResult(model=self.adapter.describe(), concept=self.concept, layers=sc.layers,
                                  units=[s.units for s in sc.sites], scores=scores, top_k=self.top_k,
                                  fdr_q=self.fdr_q, settings={"importance": self.importance,
-                                                             "baseline": self.baseline})
+                                                             "baseline": self.baseline, "pooling": sc.pooling},
+                                 warnings=[sc.pooling_warning] if sc.pooling_warning else [])
         top = scores.order[: max(1, min(self.top_k, scores.n_candidates))]
         self.log_dict({
             "neurolens/n_significant_fdr": float(self.result.n_significant_fdr),
