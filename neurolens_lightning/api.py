@@ -47,6 +47,8 @@ def scan(
     neurons: Sequence[tuple[int, int]] | None = None,
     min_effect: float | None = None,
     alpha: float = 0.05,
+    cross_concept: bool = False,
+    also: Sequence[Any] = (),
     holdout: float = 0.5,
     seed: int = 0,
     progress: bool = False,
@@ -71,6 +73,9 @@ def scan(
         min_effect: the smallest |Δ| that validates, in y's units (default: 0.01 nats for
             log-probabilities, 0.04 for a probe head's log-odds).
         alpha: family-wise error rate of the causal test over the tested neurons.
+        cross_concept: also score the candidates and suppressors on every other built-in concept
+            of the same modality (and the ``also`` probes): ``results.json["cross_concept"]``.
+        also: extra probes (names, paths, dicts) for the cross-concept matrix (implies it).
         importance: compute gradient x activation importance (one backward pass).
         baseline: importance baseline, ``zero`` or ``mean``.
 
@@ -135,4 +140,10 @@ def scan(
                      split=None if held_out is not None else
                      "the same examples that ranked the neurons (no held-out split: holdout=0)")
         result.timings["ablation"] = time.perf_counter() - t3
+    if cross_concept or also:
+        from neurolens_lightning.cross_concept import cross_concept_for_result
+
+        t4 = time.perf_counter()
+        result.extra["cross_concept"] = cross_concept_for_result(result, adapter, also, batch_size=batch_size)
+        result.timings["cross_concept"] = time.perf_counter() - t4
     return result
