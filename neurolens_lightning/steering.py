@@ -261,9 +261,10 @@ def dose_response(model: "str | Path | nn.Module | ModelAdapter", concept: "str 
         model, concept: as for :func:`neurolens_lightning.scan` (the same held-out split:
             ``holdout``, ``seed``).
         neurons: the ``(layer, index)`` pairs steered together.
-        scales: the factors (``mode="scale"``). ``mode="set"`` sets the neurons to each value of
-            ``scales`` instead; ``mode="mean"`` compares the clean model (scale 1) with the
-            neurons set to their mean activation over the ranking split.
+        scales: the factors (``mode="scale"``). ``mode="set"`` compares the clean model with the
+            neurons set to each value of ``scales``; ``mode="mean"`` compares the clean model
+            with the neurons set to their mean activation over the ranking split. The trend test
+            runs for ``mode="scale"`` only.
         n_examples: concept inputs shown with before/after outputs.
         max_new_tokens: length of the greedy continuations (GPT-2).
     """
@@ -274,8 +275,10 @@ def dose_response(model: "str | Path | nn.Module | ModelAdapter", concept: "str 
     if mode not in ("scale", "set", "mean"):
         raise NeuroLensError(f"steering mode must be scale, set or mean, got {mode!r}")
     scales = [float(s) for s in scales]
-    if mode != "mean" and len(scales) < 2:
+    if mode == "scale" and len(scales) < 2:
         raise NeuroLensError("a dose-response needs at least 2 scales (e.g. 0 0.5 1 2 4)")
+    if mode == "set" and not scales:
+        raise NeuroLensError("mode 'set' needs at least one value to set the neurons to")
     concept_obj = load_concept(concept)
     adapter = load_model(model, tokenizer=tokenizer, weights=weights, device=device, seed=seed)
     _sites_for(adapter, neurons)
@@ -288,9 +291,8 @@ def dose_response(model: "str | Path | nn.Module | ModelAdapter", concept: "str 
         mean_act = scanner.mean_activation.compute().cpu()
         flat = [scanner.offsets[scanner.layers.index(l)] + i for l, i in neurons]
         settings = [{"label": "clean", "scale": 1.0}, {"label": "mean", "value": mean_act[flat].float()}]
-        scales = [1.0, 0.0]
     elif mode == "set":
-        settings = [{"label": f"set {v:g}", "value": v} for v in scales]
+        settings = [{"label": "clean", "scale": 1.0}] + [{"label": f"set {v:g}", "value": v} for v in scales]
     else:
         settings = [{"label": f"×{s:g}", "scale": s} for s in scales]
 
@@ -320,7 +322,7 @@ def dose_response(model: "str | Path | nn.Module | ModelAdapter", concept: "str 
 
     data = {
         "schema_version": SCHEMA_VERSION, "model": adapter.name, "model_info": adapter.describe(),
-        "concept": concept_obj.name, "mode": mode, "scales": scales,
+        "concept": concept_obj.name, "mode": mode, "scales": scales if mode == "scale" else [],
         "labels": [st["label"] for st in settings],
         "neurons": [{"layer": int(l), "index": int(i)} for l, i in neurons],
         "y": y_description(scanner),
@@ -328,7 +330,7 @@ def dose_response(model: "str | Path | nn.Module | ModelAdapter", concept: "str 
                   f"the probe head and mean activations come from the other {len(rank.positive)} + "
                   f"{len(rank.negative)} examples" if holdout > 0 else "all examples of the probe"),
         "concept_inputs": block(y_con), "control_inputs": block(y_ctl),
-        "test": monotonic_test(y_con, y_ctl, scales, alpha) if mode != "mean" else None,
+        "test": monotonic_test(y_con, y_ctl, scales, alpha) if mode == "scale" else None,
         "examples": examples,
     }
     return SteeringResult(data)
@@ -416,3 +418,81 @@ def _greedy(adapter: ModelAdapter, ids: list[int], n: int) -> str:
         logits = adapter.forward(_ids_batch(adapter, ids + new)).logits[0, -1]
         new.append(int(logits.argmax()))
     return adapter.tokenizer.decode(new)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def cmd_steer(args: Any) -> int:
+    """``neurolens steer``: the dose-response of chosen (or validated) neurons, saved as steering.json + page."""
+    from neurolens_lightning.cli import parse_neuron
+
+    if bool(args.neurons) == bool(args.from_results):
+        raise NeuroLensError("neurolens steer: pass either --neurons L:I [L:I ...] or --from RESULTS.json (the "
+                             "validated neurons of an earlier scan with --ablate)")
+    source: dict[str, Any] = {}
+    if args.from_results:
+        neurons, data = neurons_from_results(args.from_results, which=args.which)
+        source = {"from": str(args.from_results), "which": args.which}
+        model = args.model or data.get("model")
+        concept = args.concept or data.get("concept")
+        src = (data.get("concept_info") or {}).get("source") or ""
+        if not args.concept and src.split(" [")[0].endswith(".json"):
+            concept = src.split(" [")[0]  # a custom probe: the file it came from
+    else:
+        neurons = [parse_neuron(n) for n in args.neurons]
+        model, concept = args.model, args.concept
+    if not model or not concept:
+        raise NeuroLensError("neurolens steer: --model and --concept are needed (or --from a scan's results.json)")
+    mode = "set" if args.set else "mean" if args.mean else "scale"
+    scales = args.set if args.set else args.scales
+    res = dose_response(model, concept, neurons, scales=scales, mode=mode, tokenizer=args.tokenizer,
+                        weights=args.weights, device=None if args.device in (None, "auto") else args.device,
+                        holdout=args.holdout, seed=args.seed, n_examples=args.examples,
+                        max_new_tokens=args.tokens)
+    res.extra["source"] = source
+    out = Path(args.out) if args.out else Path("reports") / f"steer-{Path(str(model)).name}-{Path(str(concept)).stem}"
+    res.save(out)
+    d = res.to_dict()
+    print(f"\n{d['model']} · concept '{d['concept']}' · neurons "
+          + " ".join(f"{n['layer']}:{n['index']}" for n in d["neurons"]) + f" · {d['split']}")
+    print(f"y = {d['y']}")
+    print(f"{'setting':>10} {'concept y [95% CI]':>32} {'control y':>10}")
+    con, ctl = d["concept_inputs"], d["control_inputs"]
+    for k, label in enumerate(d["labels"]):
+        c = f"{con['mean_y'][k]:.4g} [{con['ci_low'][k]:.4g}, {con['ci_high'][k]:.4g}]" if con["mean_y"] else "-"
+        print(f"{label:>10} {c:>32} {ctl['mean_y'][k] if ctl['mean_y'] else float('nan'):>10.4g}")
+    t = d.get("test")
+    if t:
+        print(f"trend: {t['direction']}, Page's test p = {t['p_trend']:.3g}; monotonic: {t['monotonic']}"
+              + (f"; concept vs control slopes p = {t['p_specific']:.3g}" if "p_specific" in t else ""))
+    print(f"\nwrote {out / 'steering.json'} and {out / 'steering.html'}")
+    return 0
+
+
+def register_cli(subparsers: Any) -> None:
+    """Add ``neurolens steer`` to the ``neurolens`` command."""
+    p = subparsers.add_parser(
+        "steer", help="dose-response: scale chosen or validated neurons and watch the outputs",
+        description="Multiply the chosen neurons' activations by each scale (or set them) on held-out concept and "
+                    "control inputs; write steering.json and steering.html with y per scale (95%% CI), a trend "
+                    "test and before/after outputs.")
+    p.add_argument("--model", help="registry name or path (default with --from: the scan's model)")
+    p.add_argument("--concept", help="built-in concept or probe JSON (default with --from: the scan's concept)")
+    p.add_argument("--neurons", nargs="+", help="neurons to steer together, as LAYER:INDEX")
+    p.add_argument("--from", dest="from_results", help="an earlier scan's results.json (or its folder)")
+    p.add_argument("--which", choices=["validated", "candidates"], default="validated",
+                   help="with --from: its validated neurons (default) or its top-k candidates")
+    p.add_argument("--scales", type=float, nargs="+", default=list(DEFAULT_SCALES), help="scales (default 0 0.5 1 2 4)")
+    p.add_argument("--set", type=float, nargs="+", help="set the neurons to these values instead of scaling "
+                   "(compared with the clean model)")
+    p.add_argument("--mean", action="store_true", help="set the neurons to their mean activation (vs clean)")
+    p.add_argument("--examples", type=int, default=4, help="concept inputs shown before/after (default 4)")
+    p.add_argument("--tokens", type=int, default=8, help="length of greedy continuations (GPT-2, default 8)")
+    p.add_argument("--holdout", type=float, default=0.5, help="held-out fraction, as in scan (default 0.5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tokenizer", help="tokenizer directory (local models)")
+    p.add_argument("--weights", choices=["pretrained", "random"], default="pretrained")
+    p.add_argument("--device", help="cpu, cuda or auto (default)")
+    p.add_argument("--out", help="output folder (default reports/steer-<model>-<concept>/)")
+    p.set_defaults(func=cmd_steer)

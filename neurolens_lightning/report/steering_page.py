@@ -32,7 +32,7 @@ def dose_response_figure(data: dict[str, Any]) -> go.Figure:
     """y against the scale (or setting) for concept and control inputs, each mean with its 95% CI band."""
     x = data.get("scales") or []
     labels = data.get("labels") or [str(v) for v in x]
-    categorical = data.get("mode") == "mean"
+    categorical = data.get("mode") != "scale"
     xs = labels if categorical else x
     fig = go.Figure()
     for kind, name in (("concept", "concept inputs"), ("control", "control inputs")):
@@ -49,8 +49,7 @@ def dose_response_figure(data: dict[str, Any]) -> go.Figure:
             customdata=list(zip(lo, hi)),
             hovertemplate="%{x}: mean y %{y:.4g}<br>95% CI [%{customdata[0]:.4g}, %{customdata[1]:.4g}]<extra>"
                           + _e(name) + "</extra>"))
-    xtitle = "setting" if categorical else ("value the neurons are set to" if data.get("mode") == "set"
-                                            else "scale of the neurons' activations (1 = unchanged)")
+    xtitle = "setting" if categorical else "scale of the neurons' activations (1 = unchanged)"
     fig.update_layout(height=430, margin={"l": 70, "r": 20, "t": 30, "b": 60}, template="plotly_white",
                       legend={"orientation": "h", "y": 1.08, "x": 0},
                       xaxis={"title": xtitle}, yaxis={"title": _e(data.get("y") or "y")})
