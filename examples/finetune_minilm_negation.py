@@ -28,7 +28,8 @@ from typing import Any, Sequence
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import QUIET_TRAINER, example_parser, print_report, start  # noqa: E402  (also puts the repo on sys.path)
 
 DATA = Path(__file__).resolve().parent / "data" / "sentiment_negation.jsonl"
 
@@ -75,30 +76,20 @@ def summarize(point: dict[str, Any]) -> dict[str, float]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--fast", action="store_true", help="tiny smoke run (< 1 min)")
+    p = example_parser(__doc__, lr=1e-4, batch_size=16, probe_every=10, report_dir="reports/minilm_negation")
     p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--probe-every", type=int, default=10, help="probe every N training steps")
     p.add_argument("--layers", type=int, nargs="*", default=None, help="MiniLM layers to probe (default: all 6)")
-    p.add_argument("--report-dir", default="reports/minilm_negation")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    import lightning.pytorch as pl
+    pl = start(args)
     from torch.utils.data import DataLoader
 
     from neurolens_lightning.callback import NeuroLensCallback
     from neurolens_lightning.finetune import TextClassifier
 
-    pl.seed_everything(args.seed, verbose=False)
     train, val = split_rows(load_rows())
     module = TextClassifier("minilm", num_labels=2, lr=args.lr, lr_schedule="cosine", max_length=32)
     loader = DataLoader(train, batch_size=args.batch_size, shuffle=True, collate_fn=module.collate)
@@ -107,9 +98,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     layers = args.layers if args.layers else ([4, 5] if args.fast else None)
     callback = NeuroLensCallback("negation", layers=layers, every_n_train_steps=4 if args.fast else args.probe_every,
                                  report_dir=args.report_dir, top_k=10, batch_size=32)
-    trainer = pl.Trainer(max_epochs=args.epochs, max_steps=4 if args.fast else -1, accelerator="cpu", logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[callback])
+    trainer = pl.Trainer(max_epochs=args.epochs, max_steps=4 if args.fast else -1, callbacks=[callback],
+                         **QUIET_TRAINER)
     t0 = time.perf_counter()
     trainer.fit(module, loader)
     seconds = time.perf_counter() - t0
@@ -134,8 +124,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     final = points[-1]["top"][:3]
     print("final top neurons: " + ", ".join(f"L{c['layer']}:{c['index']} (sel {c['selectivity']:.2f})"
                                             for c in final))
-    report = Path(args.report_dir) / "negation" / "results.json"
-    print(f"emergence report: {report.parent} ({len(json.loads(report.read_text())['emergence'])} probe points)")
+    report, _ = print_report(args.report_dir, "negation")
     return {"first": s0, "last": s1, "points": len(points), "report": str(report), "seconds": seconds,
             "accuracy_before": before, "accuracy_after": after}
 

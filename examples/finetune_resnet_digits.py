@@ -21,7 +21,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,8 @@ from typing import Any, Sequence
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import QUIET_TRAINER, example_parser, print_report, start  # noqa: E402  (also puts the repo on sys.path)
 
 LOOP_DIGITS = (0, 6, 8, 9)
 IMAGE_SIZE = 32
@@ -84,31 +84,22 @@ def topk_mean_selectivity(point: dict[str, Any]) -> float:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--fast", action="store_true", help="tiny smoke run (< 1 min): few steps, small concept")
+    p = example_parser(__doc__, lr=2e-3, batch_size=64, probe_every=15, report_dir="reports/digits_emergence",
+                       fast_help="tiny smoke run (< 1 min): few steps, small concept")
     p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--probe-every", type=int, default=15, help="probe every N training steps")
     p.add_argument("--per-digit", type=int, default=12, help="held-out concept images per loop digit")
     p.add_argument("--weights", default=None, help="optional torchvision ResNet-18 state dict (.pt/.pth)")
-    p.add_argument("--report-dir", default="reports/digits_emergence")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    import lightning.pytorch as pl
+    pl = start(args)
     from torch.utils.data import DataLoader, TensorDataset
 
     from neurolens_lightning.callback import NeuroLensCallback
     from neurolens_lightning.finetune import ImageClassifier
 
-    pl.seed_everything(args.seed, verbose=False)
     images, labels = load_digit_images()
     train_idx, held_idx = split(labels, per_class_heldout=30)
     per_digit = 6 if args.fast else args.per_digit
@@ -125,9 +116,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     callback = NeuroLensCallback(concept, every_n_train_steps=every, report_dir=args.report_dir, top_k=10,
                                  batch_size=64)
     trainer = pl.Trainer(max_epochs=1 if args.fast else args.epochs, max_steps=6 if args.fast else -1,
-                         accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[callback], num_sanity_val_steps=0,
-                         limit_val_batches=0 if args.fast else 1.0)
+                         callbacks=[callback], num_sanity_val_steps=0, limit_val_batches=0 if args.fast else 1.0,
+                         **QUIET_TRAINER)
     t0 = time.perf_counter()
     trainer.fit(module, loader, val_loader)
     seconds = time.perf_counter() - t0
@@ -153,9 +143,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"FDR-significant neurons: {first['n_significant']} -> {last['n_significant']}")
     if "val_acc" in trainer.callback_metrics:
         print(f"held-out digit accuracy: {float(trainer.callback_metrics['val_acc']):.3f}")
-    report = Path(args.report_dir) / concept.name / "results.json"
-    data = json.loads(report.read_text())
-    print(f"emergence report: {report.parent} ({len(data['emergence'])} probe points)")
+    report, _ = print_report(args.report_dir, concept.name)
     return {"first": s0, "last": s1, "first_by_score": topk_mean_selectivity(first),
             "last_by_score": topk_mean_selectivity(last), "points": len(points), "report": str(report),
             "seconds": seconds}

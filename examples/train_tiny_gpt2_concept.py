@@ -23,7 +23,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -32,7 +31,8 @@ from typing import Any, Sequence
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import QUIET_TRAINER, example_parser, print_report, start  # noqa: E402  (also puts the repo on sys.path)
 
 ROYALS = ["king", "queen", "prince", "princess", "emperor", "empress", "duke", "duchess"]
 COMMONERS = ["farmer", "baker", "teacher", "doctor", "sailor", "soldier", "driver", "painter", "miller", "tailor",
@@ -100,16 +100,9 @@ def mean_top(point: dict[str, Any], key: str) -> float:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--fast", action="store_true", help="tiny smoke run (< 1 min)")
+    p = example_parser(__doc__, lr=3e-3, batch_size=32, probe_every=50, report_dir="reports/tiny_gpt2_royal")
     p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--probe-every", type=int, default=50, help="probe every N training steps")
     p.add_argument("--ablate-top-k", type=int, default=5, help="ablate the top-k at each probe (0: off)")
-    p.add_argument("--report-dir", default="reports/tiny_gpt2_royal")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
 
@@ -120,15 +113,12 @@ def _num(x) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    import lightning.pytorch as pl
+    pl = start(args)
     from torch.utils.data import DataLoader
 
     from neurolens_lightning.callback import NeuroLensCallback
     from neurolens_lightning.finetune import CausalLM
 
-    pl.seed_everything(args.seed, verbose=False)
     corpus = make_corpus(4000, seed=args.seed)
     tokenizer = train_tokenizer(corpus)
     concept = royal_concept()
@@ -139,8 +129,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     callback = NeuroLensCallback(concept, every_n_train_steps=15 if args.fast else args.probe_every,
                                  ablate_top_k=args.ablate_top_k, null_samples=20, report_dir=args.report_dir,
                                  top_k=10, batch_size=64)
-    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, callbacks=[callback])
+    trainer = pl.Trainer(max_steps=steps, callbacks=[callback], **QUIET_TRAINER)
     t0 = time.perf_counter()
     trainer.fit(module, loader)
     seconds = time.perf_counter() - t0
@@ -169,8 +158,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               f"{_num(last['ablation']['joint_delta'])} nats")
     if "train_loss" in trainer.callback_metrics:
         print(f"final training loss: {float(trainer.callback_metrics['train_loss']):.3f}")
-    report = Path(args.report_dir) / concept.name / "results.json"
-    print(f"emergence report: {report.parent} ({len(json.loads(report.read_text())['emergence'])} probe points)")
+    report, _ = print_report(args.report_dir, concept.name)
     return {"first": mean_top(first, "selectivity"), "last": mean_top(last, "selectivity"), "points": len(points),
             "validated": [p.get("ablation", {}).get("n_validated") for p in points], "report": str(report),
             "seconds": seconds}

@@ -3,7 +3,7 @@
     neurolens scan --model minilm --concept royalty --layers 3 4 5 --top-k 10 [--ablate] [--out DIR]
     neurolens scan --config configs/scan.yaml model=minilm top_k=20
     neurolens concepts
-    neurolens compare --models minilm minilm:random --concept negation     (neurolens_lightning.compare)
+    neurolens compare --models minilm minilm:random --concept negation     (runs neurolens_lightning.compare)
     neurolens eval --config configs/eval_minilm.yaml                         (neurolens_lightning.eval_run)
 
 Every user error prints one line (``neurolens: error: ...``) and exits with status 2;
@@ -19,7 +19,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from neurolens_lightning.errors import NeuroLensError
 
@@ -72,11 +72,14 @@ def _add_scan_flags(p: argparse.ArgumentParser) -> None:
                    help="skip the gradient x activation pass")
     p.add_argument("--batch-size", type=int, dest="batch_size")
     p.add_argument("--wandb", action="store_true", default=None, help="also log to Weights & Biases")
+    p.add_argument("--cross-concept", action="store_true", default=None, dest="cross_concept",
+                   help="also score the candidates on every other built-in concept of the modality")
+    p.add_argument("--also", nargs="+", help="extra probes (names or JSON paths) for the cross-concept matrix")
     p.add_argument("overrides", nargs="*", help="config overrides as key=value (e.g. top_k=20 wandb.enabled=true)")
 
 
 _FLAG_KEYS = ["model", "concept", "layers", "top_k", "ablate", "ablation", "null_samples", "neurons", "out",
-              "weights", "arch", "tokenizer", "device", "download", "importance", "batch_size"]
+              "weights", "arch", "tokenizer", "device", "download", "importance", "batch_size", "cross_concept", "also"]
 
 
 def _flags_to_dotlist(args: argparse.Namespace) -> list[str]:
@@ -105,6 +108,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         batch_size=cfg.batch_size, max_neurons=cfg.max_neurons, fdr_q=cfg.fdr_q, ablation=cfg.ablation,
         null_samples=cfg.null_samples, neurons=neurons, holdout=cfg.holdout, seed=cfg.seed, progress=True,
         image_size=cfg.image_size, min_selectivity=cfg.min_selectivity, alpha=cfg.alpha, min_effect=cfg.min_effect,
+        cross_concept=cfg.cross_concept, also=list(cfg.also),
     )
     out = Path(cfg.out) if cfg.out else default_out_dir(cfg.model, cfg.concept)
     result.save(out, report=cfg.report)
@@ -126,10 +130,15 @@ def _print_summary(result: Any, out: Path) -> None:
     s = result.scores
     print(f"\n{result.model['name']} · concept '{result.concept.name}' · {len(result.scores.order)} neurons in layers "
           f"{result.layers}")
-    print(f"split: {result.settings.get('split', '')}")
+    summ = result.ablation_summary
+    # the split sizes: which examples ranked the neurons, and which inputs the ablation ran on
+    examples = (f"examples: {len(result.concept.positive)} concept and {len(result.concept.negative)} control examples "
+                "ranked the neurons")
+    if summ is not None:
+        examples += f"; the ablation ran on {summ.get('split') or 'the same examples'}"
+    print(examples)
     print(f"{result.n_significant_fdr} neurons selective at FDR q<={result.fdr_q:g}; {s.n_candidates} candidates and "
           f"{s.n_suppressors} suppressors (positively selective, layer-scaled d >= {result.min_selectivity:g})")
-    summ = result.ablation_summary
     for title, rows in (("candidates", result.candidates()), ("suppressors", result.suppressors())):
         if not rows:
             continue
@@ -145,11 +154,17 @@ def _print_summary(result: Any, out: Path) -> None:
             print(f"{c['rank']:>4} {str(c['layer']) + ':' + str(c['index']):>12} {d_ci:>19} "
                   f"{c['selectivity_layer']:>7.2f} {c['consistency']:>8.3f} {imp:>10} {c['score']:>6.3f}  {ab_s}")
     if summ is not None:
-        print(f"\nablation ({summ['method']}) on {summ['split']}: validated {summ['n_validated']} of "
+        print(f"\nablation ({summ['method']}): validated {summ['n_validated']} of "
               f"{summ['n_candidates']} candidates and {summ['n_suppressors_validated']} of {summ['n_suppressors']} "
               f"suppressors; y = {summ['y']}, minimum effect {summ['min_effect']:g}")
     for w in result.all_warnings():
         print(f"warning: {w}")
+    t = {k: v for k, v in result.timings.items() if isinstance(v, (int, float))}
+    if t:
+        total = t.pop("total", None)
+        parts = [f"{k.replace('_', ' ')} {v:.3g} s" for k, v in t.items()]
+        total_s = (f"total {total:.3g} s" if total is not None else f"total (sum of the stages) {sum(t.values()):.3g} s")
+        print("time: " + ", ".join(parts + [total_s]))
     print(f"\nwrote {out / 'results.json'}" + (f" and {out / 'report.html'}" if (out / "report.html").exists() else ""))
 
 
@@ -164,6 +179,79 @@ def cmd_concepts(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- compare
+def default_compare_out_dir(concept: str) -> Path:
+    from neurolens_lightning.compare import _slug as compare_slug
+
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("reports") / f"compare-{compare_slug(Path(concept).stem)}-{stamp}"
+
+
+def _add_compare_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", action="append", default=[], help="YAML config file(s) (CompareConfig), merged in order")
+    p.add_argument("--models", nargs="+", help="two or more models: NAME or NAME:WEIGHTS (e.g. minilm minilm:random)")
+    p.add_argument("--concept", help="built-in concept name or probe JSON path")
+    p.add_argument("--weights", choices=["pretrained", "random"], help="weights of models given without :WEIGHTS")
+    p.add_argument("--top-k", type=int, dest="top_k", help="top neurons per model (ablated with --ablate)")
+    p.add_argument("--ablate", action="store_true", default=None, help="validate each model's top-k by ablation")
+    p.add_argument("--ablation", choices=["zero", "mean", "resample"], help="ablation method (default zero)")
+    p.add_argument("--null-samples", type=int, dest="null_samples", help="random neurons per layer for the null")
+    p.add_argument("--grid", type=int, help="points of the common relative-depth grid (default 21)")
+    p.add_argument("--out", help="output folder (default reports/compare-<concept>-<timestamp>/)")
+    p.add_argument("--tokenizer", help="tokenizer directory (random-weight GPT-2/RoBERTa)")
+    p.add_argument("--device", help="cpu, cuda or auto (default)")
+    p.add_argument("--download", action="store_true", default=None, help="allow downloading hub weights")
+    p.add_argument("--no-importance", action="store_false", dest="importance", default=None,
+                   help="skip the gradient x activation pass")
+    p.add_argument("--batch-size", type=int, dest="batch_size")
+    p.add_argument("overrides", nargs="*", help="config overrides as key=value (e.g. top_k=5 grid=41)")
+
+
+_COMPARE_FLAG_KEYS = ["concept", "weights", "top_k", "out", "device", "tokenizer", "grid", "batch_size", "ablation",
+                      "null_samples", "ablate", "download", "importance"]
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from neurolens_lightning.compare import compare
+    from neurolens_lightning.config import CompareConfig, load_config
+
+    models = list(args.models or [])
+    overrides = list(args.overrides or [])
+    # argparse's nargs="+" swallows trailing key=value overrides: give them back
+    overrides += [m for m in models if "=" in m]
+    models = [m for m in models if "=" not in m]
+    updates: dict[str, Any] = {"models": models} if models else {}
+    for key in _COMPARE_FLAG_KEYS:
+        val = getattr(args, key, None)
+        if val is not None:
+            updates[key] = val
+    cfg = load_config(CompareConfig, args.config, overrides, updates)
+    if len(cfg.models) < 2:
+        raise NeuroLensError(f"compare needs at least two models (--models A B, or models=[A,B]), got {cfg.models}")
+    out = Path(cfg.out) if cfg.out else default_compare_out_dir(cfg.concept)
+    comp = compare(cfg.models, cfg.concept, out=out, top_k=cfg.top_k, ablate=cfg.ablate, weights=cfg.weights,
+                   grid=cfg.grid, tokenizer=cfg.tokenizer, device=None if cfg.device == "auto" else cfg.device,
+                   download=cfg.download, importance=cfg.importance, baseline=cfg.baseline,
+                   batch_size=cfg.batch_size, fdr_q=cfg.fdr_q, ablation=cfg.ablation, null_samples=cfg.null_samples,
+                   holdout=cfg.holdout, seed=cfg.seed, report=cfg.report, progress=True)
+    _print_comparison(comp, out)
+    return 0
+
+
+def _print_comparison(comp: Mapping[str, Any], out: Path) -> None:
+    print(f"\nconcept '{comp.get('concept')}' in {len(comp['models'])} models (layers aligned by relative depth)")
+    print(f"{'model':<28} {'layers':>6} {'selective+':>10} {'peak depth':>10} {'centre':>7}  validated")
+    for m in comp["models"]:
+        pk = "-" if m.get("peak_rel_depth") is None else f"{m['peak_rel_depth']:.2f}"
+        ce = "-" if m.get("mean_rel_depth") is None else f"{m['mean_rel_depth']:.2f}"
+        val = "" if m.get("n_validated") is None else f"{m['n_validated']}/{m.get('n_ablated')}"
+        print(f"{str(m['name'])[:28]:<28} {m['n_layers']:>6} {m['n_significant_positive']:>10} {pk:>10} {ce:>7}  {val}")
+    for p in comp["divergence"]["pairs"]:
+        js = "undefined" if p["js"] is None else f"{p['js']:.4f} bits"
+        print(f"JS divergence {p['a']} vs {p['b']}: {js}")
+    print(f"\nwrote {out / 'comparison.json'} and {out / 'report.html'} (per-model scans in {out / 'models'})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neurolens", description="Find, validate and report concept neurons.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -172,13 +260,20 @@ def build_parser() -> argparse.ArgumentParser:
     p_scan.set_defaults(func=cmd_scan)
     p_con = sub.add_parser("concepts", help="list the built-in concepts")
     p_con.set_defaults(func=cmd_concepts)
+    p_cmp = sub.add_parser(
+        "compare", help="the same probe on several models, layers aligned by relative depth",
+        description="Scan one concept in several models and compare where along the depth each encodes it. "
+                    "Models: NAME or NAME:WEIGHTS (WEIGHTS = pretrained | random), e.g. --models minilm "
+                    "minilm:random.")
+    _add_compare_flags(p_cmp)
+    p_cmp.set_defaults(func=cmd_compare)
     _register_optional_commands(sub)
     return parser
 
 
 def _register_optional_commands(sub: Any) -> None:
-    """Commands defined in other modules (compare, eval) register themselves here when present."""
-    for modname in ("neurolens_lightning.compare", "neurolens_lightning.eval_run"):
+    """Commands defined in other modules (eval) register themselves here when present."""
+    for modname in ("neurolens_lightning.eval_run", "neurolens_lightning.steering"):
         try:
             mod = __import__(modname, fromlist=["register_cli"])
         except ImportError:

@@ -6,7 +6,10 @@
 
 Each model is scanned with :func:`~neurolens_lightning.api.scan` (same probe, same settings);
 its own ``results.json`` + ``report.html`` go to ``<out>/models/<label>/``, and the comparison
-to ``<out>/comparison.json`` + ``<out>/report.html``.
+to ``<out>/comparison.json`` + ``<out>/report.html``. This module holds the comparison itself
+(model specs, alignment and divergence, orchestration, atomic writing); the page is rendered by
+:mod:`neurolens_lightning.report.compare_page` and the ``neurolens compare`` command is wired in
+:mod:`neurolens_lightning.cli`.
 
 **Model specs.** ``NAME`` or ``NAME:WEIGHTS`` with WEIGHTS ``pretrained`` or ``random``
 (``minilm:random`` = MiniLM's architecture with random weights). A name without a suffix uses
@@ -40,9 +43,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
-import datetime as _dt
-import html
 import json
 import math
 import os
@@ -61,7 +61,7 @@ from neurolens_lightning.errors import ModelLoadError, NeuroLensError
 __all__ = [
     "ModelSpec", "parse_model_spec", "relative_depths", "layer_distribution", "resample_distribution",
     "js_divergence", "model_entry", "build_comparison", "compare", "render_comparison", "write_comparison",
-    "register_cli", "SCHEMA_VERSION", "DISTRIBUTION_DEFINITION", "RESAMPLING_DEFINITION",
+    "summary_sentences", "depth_figure", "SCHEMA_VERSION", "DISTRIBUTION_DEFINITION", "RESAMPLING_DEFINITION",
 ]
 
 SCHEMA_VERSION = 1
@@ -524,6 +524,8 @@ def _move_into(tmp: Path, out: Path) -> None:
 def write_comparison(comp: dict[str, Any], out: str | Path, results: Sequence[Any] = (),
                      scan_reports: bool = True) -> Path:
     """Write ``comparison.json``, ``report.html`` and each model's scan folder into ``out`` atomically."""
+    from neurolens_lightning.report import compare_page
+
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NeuroLensError(f"output {str(out)!r} exists and is not a folder")
@@ -533,7 +535,7 @@ def write_comparison(comp: dict[str, Any], out: str | Path, results: Sequence[An
         for m, r in zip(comp["models"], results):
             r.save(tmp / m.get("scan_dir", f"models/{_slug(m['name'])}"), report=scan_reports)
         (tmp / "comparison.json").write_text(json.dumps(comp, indent=1, allow_nan=False), encoding="utf-8")
-        (tmp / "report.html").write_text(render_comparison(comp), encoding="utf-8")
+        (tmp / "report.html").write_text(compare_page.render_comparison(comp), encoding="utf-8")
         _move_into(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -541,396 +543,15 @@ def write_comparison(comp: dict[str, Any], out: str | Path, results: Sequence[An
     return out
 
 
-# ---------------------------------------------------------------------------- page
-_COLORS = ["#2c7fb8", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
+# ---------------------------------------------------------------------------- page (re-exported)
+_PAGE_NAMES = ("render_comparison", "summary_sentences", "depth_figure")
 
 
-def _e(s: Any) -> str:
-    return "" if s is None else html.escape(str(s), quote=True)
+def __getattr__(name: str) -> Any:
+    """The page functions of :mod:`neurolens_lightning.report.compare_page`, importable from here too; loaded on
+    first use so that importing this module (and building the ``neurolens`` parser) does not import plotly."""
+    if name in _PAGE_NAMES:
+        from neurolens_lightning.report import compare_page
 
-
-def _fmt(x: Any, nd: int = 3) -> str:
-    from neurolens_lightning.report.page import _fmt as page_fmt
-
-    return page_fmt(x, nd)
-
-
-def _depth(x: Any) -> str:
-    """A relative depth for display, always two decimals (``—`` when missing)."""
-    return f"{float(x):.2f}" if isinstance(x, (int, float)) and math.isfinite(float(x)) else "—"
-
-
-def _flatness(m: Mapping[str, Any]) -> str:
-    """``, though the profile is nearly flat (...)`` when the peak layer holds < 1.2x an even share."""
-    layers = m.get("layers") or []
-    shares = [l.get("share") for l in layers if isinstance(l.get("share"), (int, float))]
-    if len(shares) < 2 or not shares:
-        return ""
-    even, top = 1.0 / len(shares), max(shares)
-    if top >= 1.2 * even:
-        return ""
-    return (f", though the profile is nearly flat (the peak layer holds {100 * top:.1f}% of them, an even spread "
-            f"would give {100 * even:.1f}% per layer)")
-
-
-def _js_words(js: float) -> str:
-    # reference points on the 21-point grid: a linear ramp vs a flat profile 0.09; two Gaussian bumps
-    # (sd 0.15) one sd apart 0.16; opposite ramps 0.32; bumps 0.5 apart 0.82
-    if js < 0.01:
-        return "nearly identical depth profiles"
-    if js < 0.05:
-        return "similar depth profiles"
-    if js < 0.15:
-        return "moderately different depth profiles"
-    if js < 0.4:
-        return "clearly different depth profiles"
-    return "largely non-overlapping depth profiles"
-
-
-def depth_figure(comp: Mapping[str, Any]) -> Any:
-    """Two panels over relative depth, one trace per model, layers aligned by ℓ/(L−1).
-
-    Top (*amount*): % of each layer's neurons that are selective. Bottom (*placement*): each
-    layer's share relative to an even spread (share × number of layers; 1 = even), so models
-    with different numbers of layers sit on one scale; its shape is what the divergence
-    compares. ★ marks each model's peak and a dashed vertical its depth.
-    """
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    from neurolens_lightning.report import figures as F
-
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.13,
-                        subplot_titles=("<b>Amount</b>: % of each layer's neurons that fire significantly more on "
-                                        "the concept",
-                                        "<b>Placement</b>: each layer's share of the model's selective neurons, "
-                                        "relative to an even spread (1 = even; ★ = peak)"))
-    top = 1.0
-    for i, m in enumerate(comp.get("models") or []):
-        col = _COLORS[i % len(_COLORS)]
-        name = _e(m.get("name"))
-        layers = m.get("layers") or []
-        x = np.array([F._num(l.get("rel_depth")) for l in layers], dtype=np.float64)
-        frac = np.array([F._num(l.get("fraction")) * 100 for l in layers], dtype=np.float64)
-        share = np.array([F._num(l.get("share")) for l in layers], dtype=np.float64)
-        conc = share * max(len(layers), 1)  # share relative to an even spread over the scanned layers
-        if np.isfinite(conc).any():
-            top = max(top, float(np.nanmax(conc)))
-        custom = np.array([[l.get("layer"), m.get("n_layers"), l.get("n_significant_positive"), l.get("n_units"),
-                            F._num(l.get("share")) * 100] for l in layers], dtype=np.float64)
-        hover = (f"<b>{name}</b><br>layer %{{customdata[0]:.0f}} of %{{customdata[1]:.0f}} · relative depth %{{x:.2f}}"
-                 "<br>%{customdata[2]:.0f} of %{customdata[3]:.0f} neurons")
-        fig.add_trace(go.Scatter(x=x, y=frac, name=name, legendgroup=name, mode="lines+markers",
-                                 line={"color": col, "width": 2.5}, marker={"size": 9, "color": col},
-                                 customdata=custom, hovertemplate=hover + " (%{y:.1f}%)<extra></extra>"),
-                      row=1, col=1)
-        fig.add_trace(go.Scatter(x=x, y=conc, name=name, legendgroup=name, showlegend=False,
-                                 mode="lines+markers", line={"color": col, "width": 2.5, "dash": "dot"},
-                                 marker={"size": 8, "color": col}, customdata=custom,
-                                 hovertemplate=hover + "<br>share %{customdata[4]:.1f}% of the model's selective "
-                                                       "neurons = %{y:.2f}× an even spread<extra></extra>"),
-                      row=2, col=1)
-        if m.get("peak_rel_depth") is not None:
-            pk = next((l for l in layers if l.get("layer") == m.get("peak_layer")), None)
-            if pk is not None:
-                fig.add_trace(go.Scatter(
-                    x=[pk.get("rel_depth")], y=[F._num(pk.get("share")) * max(len(layers), 1)],
-                    mode="markers+text", showlegend=False,
-                    legendgroup=name, marker={"symbol": "star", "size": 20, "color": col,
-                                              "line": {"color": "#222", "width": 1}},
-                    text=[f"peak {F._num(m.get('peak_rel_depth')):.2f}"],
-                    textposition="top center", textfont={"color": col, "size": 12},
-                    hovertemplate=(f"<b>{name}</b> peak: layer {_e(m.get('peak_layer'))} · relative depth "
-                                   "%{x:.2f}<extra></extra>")), row=2, col=1)
-                fig.add_vline(x=F._num(pk.get("rel_depth")), line={"color": col, "width": 1.2, "dash": "dash"},
-                              opacity=0.6)
-    fig.update_xaxes(range=[-0.04, 1.04], dtick=0.1, zeroline=False)
-    fig.update_xaxes(title_text="relative depth ℓ/(L−1)   (0 = first layer, 1 = last layer)", row=2, col=1)
-    fig.update_yaxes(title_text="% of layer", rangemode="tozero", row=1, col=1)
-    fig.update_yaxes(title_text="× even share", range=[0, top * 1.22], row=2, col=1)
-    fig.add_hline(y=1.0, line={"color": "#888", "width": 1, "dash": "dot"}, row=2, col=1)
-    n_models = len(comp.get("models") or [])
-    F._style(fig, "", 680, legend_rows=1 + (n_models > 4))
-    fig.update_layout(title=None, margin={"t": 40})
-    for ann in fig.layout.annotations:
-        if ann.text and ann.text.startswith("<b>"):
-            ann.update(font={"size": 14, "color": "#333"}, x=0.0, xanchor="left")
-    return fig
-
-
-def summary_sentences(comp: Mapping[str, Any]) -> list[str]:
-    """The plain-words summary as HTML paragraphs (every user string escaped)."""
-    models = comp.get("models") or []
-    out = []
-    names = [f"<b>{_e(m.get('name'))}</b> ({_fmt(m.get('n_layers'))} layers)" for m in models]
-    from neurolens_lightning.report.page import _join
-
-    out.append(f"The concept <b>{_e(comp.get('concept'))}</b> ({_fmt(comp.get('n_positive'))} concept and "
-               f"{_fmt(comp.get('n_negative'))} control examples) was scanned with the same probe in "
-               f"{_join(names)}; layers are aligned by relative depth ℓ/(L−1).")
-    for m in models:
-        nsp, ntot = m.get("n_significant_positive"), m.get("n_neurons_scanned")
-        pct = f" ({100.0 * nsp / ntot:.1f}%)" if ntot else ""
-        if m.get("peak_rel_depth") is None:
-            out.append(f"<b>{_e(m.get('name'))}</b>: no neuron fires significantly more on the concept, so it has no "
-                       "depth profile to compare.")
-            continue
-        s = (f"<b>{_e(m.get('name'))}</b>: {_fmt(nsp)} of {_fmt(ntot)} neurons{pct} fire significantly more on the "
-             f"concept; they are densest at relative depth <b>{_depth(m.get('peak_rel_depth'))}</b> (layer "
-             f"{_e(m.get('peak_layer'))} of layers 0–{_fmt((m.get('n_layers') or 1) - 1)}) and centred at "
-             f"{_depth(m.get('mean_rel_depth'))}{_flatness(m)}; the strongest selectivity is d = "
-             f"{_fmt(m.get('max_selectivity'))}")
-        if m.get("n_validated") is not None:
-            s += f"; ablation validated {_fmt(m['n_validated'])} of its {_fmt(m.get('n_ablated'))} candidates"
-        out.append(s + ".")
-    for p in (comp.get("divergence") or {}).get("pairs") or []:
-        if p.get("js") is None:
-            out.append(f"The divergence between {_e(p.get('a'))} and {_e(p.get('b'))} is undefined (a model without "
-                       "concept-selective neurons).")
-            continue
-        out.append(f"Jensen–Shannon divergence between the depth profiles of <b>{_e(p.get('a'))}</b> and "
-                   f"<b>{_e(p.get('b'))}</b>: <b>{_fmt(p['js'])}</b> bits (0 = same profile, 1 = no overlap) — "
-                   f"{_js_words(p['js'])}.")
-    counts = [(m.get("name"), m.get("n_significant_positive") or 0) for m in models]
-    if len(counts) >= 2:
-        hi = max(counts, key=lambda t: t[1])
-        lo = min(counts, key=lambda t: t[1])
-        if lo[1] > 0 and hi[1] >= 1.5 * lo[1]:
-            out.append(f"In amount rather than placement: {_e(hi[0])} has <b>{hi[1] / lo[1]:.1f}×</b> as many "
-                       f"concept-selective neurons as {_e(lo[0])}.")
-    return out
-
-
-def _cards(comp: Mapping[str, Any]) -> str:
-    cards = []
-    for i, m in enumerate(comp.get("models") or []):
-        col = _COLORS[i % len(_COLORS)]
-        nsp, ntot = m.get("n_significant_positive"), m.get("n_neurons_scanned")
-        pct = f"{100.0 * nsp / ntot:.1f}% of {_fmt(ntot)} neurons" if ntot else ""
-        rows = [("peak depth", _depth(m.get("peak_rel_depth"))), ("centre of mass", _depth(m.get("mean_rel_depth"))),
-                ("layers", _fmt(m.get("n_layers"))), ("strongest d", _fmt(m.get("max_selectivity")))]
-        if m.get("n_validated") is not None:
-            rows.append(("validated", f"{_fmt(m['n_validated'])} / {_fmt(m.get('n_ablated'))}"))
-        kv = "".join(f"<div><span class='ck'>{k}</span> <b>{v}</b></div>" for k, v in rows)
-        cards.append(f"<div class='card' style='border-top:4px solid {col}'><div class='card-k'>{_e(m.get('name'))}"
-                     f"</div><div class='card-v'>{_fmt(nsp)}</div><div class='card-s'>concept-selective neurons · "
-                     f"{pct}</div><div class='card-kv'>{kv}</div></div>")
-    return "<div class='cards'>" + "".join(cards) + "</div>"
-
-
-def _divergence_table(comp: Mapping[str, Any]) -> str:
-    div = comp.get("divergence") or {}
-    names, matrix = div.get("names") or [], div.get("matrix") or []
-    head = "<tr><th></th>" + "".join(f"<th>{_e(n)}</th>" for n in names) + "</tr>"
-    rows = []
-    for n, row in zip(names, matrix):
-        cells = []
-        for v in row:
-            if v is None:
-                cells.append("<td class='num muted'>—</td>")
-            else:
-                a = min(1.0, max(0.0, float(v))) ** 0.5
-                cells.append(f"<td class='num' style='background:rgba(192,57,43,{0.08 + 0.8 * a:.2f});"
-                             f"color:{'#fff' if a > 0.6 else '#1f2328'}'>{_fmt(v)}</td>")
-        rows.append(f"<tr><th>{_e(n)}</th>{''.join(cells)}</tr>")
-    return (f"<div class='tablewrap'><table class='div'><thead>{head}</thead><tbody>{''.join(rows)}</tbody>"
-            "</table></div>")
-
-
-def _top_tables(comp: Mapping[str, Any]) -> str:
-    blocks = []
-    any_ab = any(m.get("n_validated") is not None for m in comp.get("models") or [])
-    for i, m in enumerate(comp.get("models") or []):
-        col = _COLORS[i % len(_COLORS)]
-        head = ("<tr><th>#</th><th>neuron</th><th>depth</th><th>d</th><th>consist.</th><th>import.</th>"
-                "<th>score</th>" + ("<th>ablation</th>" if any_ab else "") + "<th>probe example it fires most on</th></tr>")
-        rows = []
-        for n in m.get("top_neurons") or []:
-            ab = n.get("ablation")
-            ab_cell = ""
-            if any_ab:
-                if isinstance(ab, dict):
-                    st = "validated" if ab.get("validated") else "not validated"
-                    ab_cell = (f"<td class='num'>Δ = {_fmt(ab.get('delta'))}<div class='sub'>"
-                               f"<span class='st {'ok' if ab.get('validated') else 'no'}'>{st}</span></div></td>")
-                else:
-                    ab_cell = "<td class='muted'>—</td>"
-            ex = n.get("top_example")
-            if ex is None:
-                ex_html = "<span class='muted'>—</span>"
-            else:
-                ctrl = not n.get("top_example_positive")
-                ex_html = (("<span class='badge b-neg'>control</span>" if ctrl else "")
-                           + f"<span class='{'ctrl' if ctrl else ''}'>{_e(str(ex)[:90])}"
-                           f"{'…' if len(str(ex)) > 90 else ''}</span>")
-            rows.append(f"<tr><td class='num'>{_fmt(n.get('rank'))}</td>"
-                        f"<td class='neuron'>{_e(n.get('layer'))}:{_e(n.get('index'))}</td>"
-                        f"<td class='num'>{_depth(n.get('rel_depth'))}</td>"
-                        f"<td class='num'>{_fmt(n.get('selectivity'))}</td>"
-                        f"<td class='num'>{_fmt(n.get('consistency'))}</td>"
-                        f"<td class='num'>{_fmt(n.get('importance'))}</td>"
-                        f"<td class='num'><b>{_fmt(n.get('score'))}</b></td>{ab_cell}"
-                        f"<td class='ex'>{ex_html}</td></tr>")
-        link = m.get("scan_dir")
-        link_html = (f" · <a href='{_e(link)}/report.html'>full report</a>" if link else "")
-        blocks.append(f"<div class='tbl'><h3><span class='dot' style='background:{col}'></span>{_e(m.get('name'))}"
-                      f"<span class='sub'> top {len(m.get('top_neurons') or [])}{link_html}</span></h3>"
-                      f"<div class='tablewrap'><table class='cands'><thead>{head}</thead>"
-                      f"<tbody>{''.join(rows)}</tbody></table></div></div>")
-    return f"<div class='tbls'>{''.join(blocks)}</div>"
-
-
-_CSS_EXTRA = """
-.card-kv{margin-top:6px;font-size:13.5px;display:grid;grid-template-columns:1fr 1fr;gap:0 10px}
-.ck{color:var(--muted)}
-.tbls{display:grid;grid-template-columns:repeat(auto-fit,minmax(540px,1fr));gap:22px}
-.tbls table.cands{font-size:13px}
-.tbls .cands th,.tbls .cands td{padding:5px 5px}
-.tbls .cands td.ex{white-space:normal;min-width:0;font-size:12.5px;line-height:1.35}
-.tbl h3{font-size:17px;margin:8px 0 6px}
-.dot{display:inline-block;width:12px;height:12px;border-radius:6px;margin-right:8px;vertical-align:baseline}
-td.ex{font-size:13px}
-td.ex .ctrl{color:#8c6d62}
-table.div th,table.div td{border:1px solid var(--line);padding:8px 14px}
-table.div thead th{background:var(--bg)}
-.st{color:#fff;border-radius:9px;padding:0 7px;font-size:11.5px}.st.ok{background:#1a9850}.st.no{background:#b2182b}
-"""
-
-
-def render_comparison(comp: Mapping[str, Any], plotlyjs: str = "inline") -> str:
-    """The comparison page as one self-contained HTML string (plotly.js inlined once)."""
-    import plotly.io as pio
-
-    from neurolens_lightning.report.page import _CSS, PLOTLY_CONFIG, plotlyjs_tag
-
-    concept = _e(comp.get("concept") or "concept")
-    names = [m.get("name") for m in comp.get("models") or []]
-    title_models = " vs ".join(_e(n) for n in names)
-    fig = depth_figure(comp)
-    div = pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id="nl-fig-depth", config=PLOTLY_CONFIG,
-                      default_height=f"{int(fig.layout.height or 700)}px")
-    dist = comp.get("distribution") or {}
-    div_def = (comp.get("divergence") or {}).get("definition")
-    defs = [
-        ("Alignment", _e(dist.get("alignment"))),
-        ("Selective neuron", f"FDR-significant (Benjamini–Hochberg q ≤ {_e(comp.get('fdr_q'))} over all neurons of "
-                             "the model) with positive selectivity: it fires more on the concept than on the controls."),
-        ("Encoding distribution", _e(dist.get("definition"))),
-        ("Common grid", _e(dist.get("resampling")) + f" (G = {len(dist.get('grid') or [])})."),
-        ("Divergence", _e(div_def) + "; 0 = the same depth profile, 1 = no overlap. The words used in the summary: "
-                       "&lt; 0.01 nearly identical, &lt; 0.05 similar, &lt; 0.15 moderately different, &lt; 0.4 clearly "
-                       "different, else largely non-overlapping (a reading aid, not a test; for scale: a linear "
-                       "ramp against a flat profile gives 0.09, two bumps of width σ = 0.15 one σ apart 0.16, "
-                       "opposite ramps 0.32)."),
-        ("Peak depth", "relative depth of the layer with the largest share (ties: the shallowest); centre of mass = "
-                       "Σ share × relative depth."),
-    ]
-    settings = comp.get("settings") or {}
-    settings_html = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in settings.items())
-    parts = [
-        "<header><div class='kicker'>NeuroLens cross-model comparison</div>"
-        f"<h1>Where <span class='concept'>“{concept}”</span> lives: {title_models}</h1>"
-        f"<p class='desc'>{_e((comp.get('concept_info') or {}).get('description') or '')}</p></header>",
-        "<section id='summary' class='summary'>" + _cards(comp)
-        + "".join(f"<p>{s}</p>" for s in summary_sentences(comp)) + "</section>",
-        "<section id='sec-depth'><h2>Layer distribution by relative depth</h2>"
-        f"<figure class='nl-figure' data-figure='depth'>{div}<figcaption>Top: how many of each layer's neurons "
-        "respond to the concept (fire significantly more on it). Bottom: the same per-layer values normalised over "
-        "the model (its share of the model's selective neurons) and scaled by the number of layers, so that 1 = an "
-        "even spread whatever the depth; the dotted lines are the linear interpolation used to resample onto the "
-        "common grid for the divergence, ★ marks each model's peak and the dashed verticals its depth.</figcaption></figure></section>",
-        f"<section id='sec-div'><h2>Divergence of the depth profiles</h2>{_divergence_table(comp)}"
-        "<p class='muted'>Jensen–Shannon divergence in bits between the grid distributions.</p></section>",
-        f"<section id='sec-top'><h2>Top neurons of each model</h2>{_top_tables(comp)}</section>",
-        "<section id='sec-defs'><h2>Definitions</h2><dl class='defs'>"
-        + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in defs) + "</dl>"
-        + (f"<div class='kv'><h4>settings</h4><table>{settings_html}</table></div>" if settings_html else "")
-        + "</section>",
-        "<footer>Generated by neurolens_lightning from comparison.json (schema "
-        f"{_e(comp.get('schema_version', '?'))}); every number on this page is in that file.</footer>",
-    ]
-    js = plotlyjs_tag(plotlyjs)
-    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<title>NeuroLens comparison: {concept} in {title_models}</title><style>{_CSS}{_CSS_EXTRA}</style>{js}"
-            f"</head><body><main>{''.join(parts)}</main></body></html>\n")
-
-
-# ---------------------------------------------------------------------------- CLI
-def _default_out(concept: str) -> Path:
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("reports") / f"compare-{_slug(Path(concept).stem)}-{stamp}"
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from neurolens_lightning.config import CompareConfig, load_config
-
-    models = list(args.models or [])
-    overrides = list(args.overrides or [])
-    # argparse's nargs="+" swallows trailing key=value overrides: give them back
-    overrides += [m for m in models if "=" in m]
-    models = [m for m in models if "=" not in m]
-    updates: dict[str, Any] = {}
-    if models:
-        updates["models"] = models
-    for key in ("concept", "weights", "top_k", "out", "device", "tokenizer", "grid", "batch_size", "ablation",
-                "null_samples"):
-        val = getattr(args, key, None)
-        if val is not None:
-            updates[key] = val
-    for key in ("ablate", "download", "importance"):
-        val = getattr(args, key, None)
-        if val is not None:
-            updates[key] = val
-    cfg = load_config(CompareConfig, args.config, overrides, updates)
-    if len(cfg.models) < 2:
-        raise NeuroLensError(f"compare needs at least two models (--models A B, or models=[A,B]), got {cfg.models}")
-    out = Path(cfg.out) if cfg.out else _default_out(cfg.concept)
-    comp = compare(cfg.models, cfg.concept, out=out, top_k=cfg.top_k, ablate=cfg.ablate, weights=cfg.weights,
-                   grid=cfg.grid, tokenizer=cfg.tokenizer, device=None if cfg.device == "auto" else cfg.device,
-                   download=cfg.download, importance=cfg.importance, baseline=cfg.baseline,
-                   batch_size=cfg.batch_size, fdr_q=cfg.fdr_q, ablation=cfg.ablation, null_samples=cfg.null_samples,
-                   holdout=cfg.holdout, seed=cfg.seed, report=cfg.report, progress=True)
-    _print_summary(comp, out)
-    return 0
-
-
-def _print_summary(comp: Mapping[str, Any], out: Path) -> None:
-    print(f"\nconcept '{comp.get('concept')}' in {len(comp['models'])} models (layers aligned by relative depth)")
-    print(f"{'model':<28} {'layers':>6} {'selective+':>10} {'peak depth':>10} {'centre':>7}  validated")
-    for m in comp["models"]:
-        pk = "-" if m.get("peak_rel_depth") is None else f"{m['peak_rel_depth']:.2f}"
-        ce = "-" if m.get("mean_rel_depth") is None else f"{m['mean_rel_depth']:.2f}"
-        val = "" if m.get("n_validated") is None else f"{m['n_validated']}/{m.get('n_ablated')}"
-        print(f"{str(m['name'])[:28]:<28} {m['n_layers']:>6} {m['n_significant_positive']:>10} {pk:>10} {ce:>7}  {val}")
-    for p in comp["divergence"]["pairs"]:
-        js = "undefined" if p["js"] is None else f"{p['js']:.4f} bits"
-        print(f"JS divergence {p['a']} vs {p['b']}: {js}")
-    print(f"\nwrote {out / 'comparison.json'} and {out / 'report.html'} (per-model scans in {out / 'models'})")
-
-
-def register_cli(subparsers: Any) -> None:
-    """Add ``neurolens compare`` to the ``neurolens`` command."""
-    p = subparsers.add_parser(
-        "compare", help="the same probe on several models, layers aligned by relative depth",
-        description="Scan one concept in several models and compare where along the depth each encodes it. "
-                    "Models: NAME or NAME:WEIGHTS (WEIGHTS = pretrained | random), e.g. --models minilm "
-                    "minilm:random.")
-    p.add_argument("--config", action="append", default=[], help="YAML config file(s) (CompareConfig), merged in order")
-    p.add_argument("--models", nargs="+", help="two or more models: NAME or NAME:WEIGHTS (e.g. minilm minilm:random)")
-    p.add_argument("--concept", help="built-in concept name or probe JSON path")
-    p.add_argument("--weights", choices=list(WEIGHT_CHOICES), help="weights of models given without :WEIGHTS")
-    p.add_argument("--top-k", type=int, dest="top_k", help="top neurons per model (ablated with --ablate)")
-    p.add_argument("--ablate", action="store_true", default=None, help="validate each model's top-k by ablation")
-    p.add_argument("--ablation", choices=["zero", "mean", "resample"], help="ablation method (default zero)")
-    p.add_argument("--null-samples", type=int, dest="null_samples", help="random neurons per layer for the null")
-    p.add_argument("--grid", type=int, help="points of the common relative-depth grid (default 21)")
-    p.add_argument("--out", help="output folder (default reports/compare-<concept>-<timestamp>/)")
-    p.add_argument("--tokenizer", help="tokenizer directory (random-weight GPT-2/RoBERTa)")
-    p.add_argument("--device", help="cpu, cuda or auto (default)")
-    p.add_argument("--download", action="store_true", default=None, help="allow downloading hub weights")
-    p.add_argument("--no-importance", action="store_false", dest="importance", default=None,
-                   help="skip the gradient x activation pass")
-    p.add_argument("--batch-size", type=int, dest="batch_size")
-    p.add_argument("overrides", nargs="*", help="config overrides as key=value (e.g. top_k=5 grid=41)")
-    p.set_defaults(func=cmd_compare)
+        return getattr(compare_page, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -70,6 +70,8 @@ class ScanConfig:
     min_selectivity: float = 0.5
     alpha: float = 0.05
     min_effect: Optional[float] = None
+    cross_concept: bool = False
+    also: List[str] = field(default_factory=list)
     holdout: float = 0.5
     seed: int = 0
     out: Optional[str] = None

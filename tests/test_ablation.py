@@ -158,8 +158,10 @@ def test_causal_neuron_validated_mute_neuron_not(family, zero_scans):
     assert abs(null0["median"]) < 0.05 and null0["q95"] < 0.05
     assert summ["joint_delta"] > 2.0                           # the joint set contains CAUSAL
     assert "importance_delta_spearman" in summ
+    # on the planted model the gradient x activation importance ranks the single-neuron Δs almost exactly
+    # (measured: 0.99995 for both families): a sign flip or a mismatched importance estimate drops it
     rho = summ["importance_delta_spearman"]
-    assert rho is None or -1 <= rho <= 1
+    assert rho is not None and rho > 0.9, rho
     assert summ["audit"]["n_checked"] == 20
     assert summ["audit"]["n_above_null"] <= 2  # low-importance units of this model have no effect (1 by chance)
 

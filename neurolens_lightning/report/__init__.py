@@ -19,10 +19,11 @@ from neurolens_lightning.report.figures import (
     scatter_figure,
 )
 from neurolens_lightning.report.page import render_report, write_report
+from neurolens_lightning.report.compare_page import render_comparison
 from neurolens_lightning.report.wandb_logging import log_scan_to_wandb, wandb_run_for
 
 __all__ = [
-    "write_report", "render_report", "log_scan_to_wandb", "wandb_run_for", "build_figures", "FIGURE_BUILDERS",
-    "heatmap_figure", "heatmap_reduction", "scatter_figure", "sankey_figure", "ablation_figure",
+    "write_report", "render_report", "render_comparison", "log_scan_to_wandb", "wandb_run_for", "build_figures",
+    "FIGURE_BUILDERS", "heatmap_figure", "heatmap_reduction", "scatter_figure", "sankey_figure", "ablation_figure",
     "emergence_figure", "layer_distribution_figure", "layer_profile", "candidate_status",
 ]
