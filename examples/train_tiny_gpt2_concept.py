@@ -103,7 +103,59 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = example_parser(__doc__, lr=3e-3, batch_size=32, probe_every=50, report_dir="reports/tiny_gpt2_royal")
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--ablate-top-k", type=int, default=5, help="ablate the top-k at each probe (0: off)")
+    p.add_argument("--no-steer", action="store_false", dest="steer",
+                   help="skip steering the final validated neurons (dose-response, generated text per scale)")
     return p.parse_args(argv)
+
+
+def steer_final(module: Any, tokenizer: Any, concept: Any, result: Any, out_dir: Path) -> dict[str, Any] | None:
+    """Scale the final point's validated neurons (else its top-3 candidates) and print what the model writes."""
+    from neurolens_lightning.steering import dose_response
+
+    validated = [k for k, a in result.ablation.items() if a["validated"] and a["direction"] == "drop"]
+    neurons = validated or result.top_neurons(3)
+    if not neurons:
+        print("\nno candidates at the final point: nothing to steer")
+        return None
+    res = dose_response(module.model, concept, neurons, scales=[0.0, 1.0, 4.0], tokenizer=tokenizer, n_examples=3,
+                        max_new_tokens=4)
+    res.save(out_dir)
+    d = res.to_dict()
+    which = "validated" if validated else "top candidate"
+    print(f"\nsteering the {len(neurons)} {which} neuron(s) " + " ".join(f"{l}:{i}" for l, i in neurons)
+          + f" (y = {d['y']}):")
+    for label, y in zip(d["labels"], d["concept_inputs"]["mean_y"]):
+        print(f"  {label:>4}: mean y on held-out concept tasks {y:.3f}")
+    for ex in d["examples"]:
+        inp = ex["input"]
+        outs = "   ".join(f"{o['label']}: ...{o['continuation']!r} (log p {o['target_logprob']:.2f})"
+                          for o in ex["outputs"])
+        print(f"  {inp['prompt']!r} -> {outs}")
+    print(f"  trend: {d['test']['direction']}, Page's test p = {d['test']['p_trend']:.2g}; "
+          f"wrote {out_dir / 'steering.html'}")
+    # the same neurons around your own code: amplified, they make commoners royal in the generated text
+    import torch
+
+    from neurolens_lightning.steering import steer
+
+    model = module.model
+    was_training = model.training
+    model.eval()
+    d["commoner_prompts"] = {}
+    try:
+        for prompt in ("the farmer sat on the", "the baker wore the"):
+            ids = torch.tensor([tokenizer(prompt)["input_ids"]], device=next(model.parameters()).device)
+            texts = {}
+            for scale in (1.0, 4.0, 16.0):
+                with torch.no_grad(), steer(model, neurons, scale=scale):
+                    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=2, do_sample=False,
+                                         pad_token_id=tokenizer.pad_token_id)
+                texts[f"x{scale:g}"] = tokenizer.decode(out[0, ids.shape[1]:])
+            d["commoner_prompts"][prompt] = texts
+            print(f"  {prompt!r} -> " + "   ".join(f"{k}: ...{v!r}" for k, v in texts.items()))
+    finally:
+        model.train(was_training)
+    return d
 
 
 def _num(x) -> str:
@@ -159,9 +211,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if "train_loss" in trainer.callback_metrics:
         print(f"final training loss: {float(trainer.callback_metrics['train_loss']):.3f}")
     report, _ = print_report(args.report_dir, concept.name)
+    steering = None
+    if args.steer:
+        steering = steer_final(module, tokenizer, concept, callback.last_results[concept.name], Path(args.report_dir)
+                               / "steer")
     return {"first": mean_top(first, "selectivity"), "last": mean_top(last, "selectivity"), "points": len(points),
             "validated": [p.get("ablation", {}).get("n_validated") for p in points], "report": str(report),
-            "seconds": seconds}
+            "seconds": seconds, "steering": steering}
 
 
 if __name__ == "__main__":
