@@ -5,7 +5,7 @@ Before anyone steers a neuron, they should know whether it serves one concept or
 built-in concepts plus any the user adds — with one activation pass per probe on the model
 already loaded, and returns one matrix: Cohen's d, its FDR q and whether the neuron would be
 *selective* for that concept by the scan's own rule (positively selective at FDR q, layer-scaled
-d above the floor). A neuron selective for another concept too is listed under ``shared``.
+d above the floor). A neuron selective for two or more of the concepts is listed under ``shared``.
 
 Example:
     >>> m = cross_concept(adapter, [(1, 1035), (4, 1251)], ["negation", "plural"])   # doctest: +SKIP
@@ -71,12 +71,11 @@ def cross_concept(adapter: ModelAdapter, neurons: Sequence[tuple[int, int]], con
         sel_rows.append([bool(s.role[f] != 0) for f in flat])  # without importance every eligible neuron is role 1
     transpose = lambda rows: [list(r) for r in zip(*rows)] if rows else []  # noqa: E731
     d, q, sel = transpose(d_rows), transpose(q_rows), transpose(sel_rows)
-    first_other = 1 if reference is not None else 0
-    shared = []
+    shared = []  # neurons that serve several concepts of the matrix
     for (l, i), row in zip(neurons, sel):
-        others = [names[j] for j in range(first_other, len(names)) if row[j]]
-        if others:
-            shared.append({"layer": int(l), "index": int(i), "also_selective_for": others})
+        hits = [names[j] for j in range(len(names)) if row[j]]
+        if len(hits) >= 2:
+            shared.append({"layer": int(l), "index": int(i), "selective_for": hits})
     return {
         "concepts": names, "neurons": [{"layer": int(l), "index": int(i)} for l, i in neurons],
         "d": d, "q": q, "selective": sel, "shared": shared,
