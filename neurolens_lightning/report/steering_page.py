@@ -43,17 +43,30 @@ def dose_response_figure(data: dict[str, Any]) -> go.Figure:
         line, band = _COLORS[kind]
         if all(v is not None for v in lo + hi) and lo:
             fig.add_trace(go.Scatter(x=list(xs) + list(xs)[::-1], y=hi + lo[::-1], fill="toself", fillcolor=band,
-                                     line={"width": 0}, hoverinfo="skip", showlegend=False, name=f"{name} 95% CI"))
+                                     mode="lines", line={"width": 0}, hoverinfo="skip", showlegend=False,
+                                     name=f"{name} 95% CI"))
         fig.add_trace(go.Scatter(
             x=xs, y=mean, mode="lines+markers", name=f"{name} (n = {blk.get('n')})", line={"color": line, "width": 3},
             customdata=list(zip(lo, hi)),
             hovertemplate="%{x}: mean y %{y:.4g}<br>95% CI [%{customdata[0]:.4g}, %{customdata[1]:.4g}]<extra>"
                           + _e(name) + "</extra>"))
     xtitle = "setting" if categorical else "scale of the neurons' activations (1 = unchanged)"
-    fig.update_layout(height=430, margin={"l": 70, "r": 20, "t": 30, "b": 60}, template="plotly_white",
+    fig.update_layout(height=430, margin={"l": 90, "r": 20, "t": 30, "b": 60}, template="plotly_white",
                       legend={"orientation": "h", "y": 1.08, "x": 0},
-                      xaxis={"title": xtitle}, yaxis={"title": _e(data.get("y") or "y")})
+                      xaxis={"title": xtitle}, yaxis={"title": _wrap(_e(data.get("y") or "y"), 40)})
     return fig
+
+
+def _wrap(text: str, width: int) -> str:
+    """``text`` broken into lines of at most ``width`` characters (plotly titles do not wrap themselves)."""
+    lines, cur = [], ""
+    for word in text.split():
+        if cur and len(cur) + 1 + len(word) > width:
+            lines.append(cur)
+            cur = word
+        else:
+            cur = f"{cur} {word}".strip()
+    return "<br>".join(lines + [cur])
 
 
 def _test_sentence(data: dict[str, Any]) -> str:
