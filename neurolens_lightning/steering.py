@@ -327,8 +327,9 @@ def dose_response(model: "str | Path | nn.Module | ModelAdapter", concept: "str 
         "neurons": [{"layer": int(l), "index": int(i)} for l, i in neurons],
         "y": y_description(scanner),
         "split": (f"held-out split of the probe ({y_con.shape[1]} concept and {y_ctl.shape[1]} control inputs); "
-                  f"the probe head and mean activations come from the other {len(rank.positive)} + "
-                  f"{len(rank.negative)} examples" if holdout > 0 else "all examples of the probe"),
+                  f"{'the probe head and ' if scanner.head is not None else ''}the mean activations come from the "
+                  f"other {len(rank.positive)} + {len(rank.negative)} examples" if holdout > 0 else
+                  "all examples of the probe"),
         "concept_inputs": block(y_con), "control_inputs": block(y_ctl),
         "test": monotonic_test(y_con, y_ctl, scales, alpha) if mode == "scale" else None,
         "examples": examples,
