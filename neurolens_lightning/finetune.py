@@ -16,6 +16,12 @@ All three log ``train_loss`` / ``train_acc`` (``val_loss`` / ``val_acc`` in vali
 use AdamW (``lr``, ``weight_decay``) unless ``optimizer="sgd"`` (momentum 0.9), at a constant
 learning rate or, with ``lr_schedule="cosine"``, annealed per step to 0 at the end of the fit.
 
+Each wrapper is in train mode when constructed, the wrapped network included: a network from
+:func:`~neurolens_lightning.load_model` or ``from_pretrained`` comes in eval mode, and Lightning (>= 2.2)
+no longer calls ``.train()`` when ``fit`` starts (it keeps each submodule's mode, to respect frozen
+layers), so without this the network would fine-tune with dropout off. A submodule set to eval mode
+*after* construction stays in eval mode during the fit.
+
 Example:
     >>> import lightning.pytorch as pl
     >>> from neurolens_lightning.callback import NeuroLensCallback
@@ -60,6 +66,11 @@ class _Base(pl.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)  # per step, down to 0 at the end
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _train_mode(self) -> None:
+        """Put the module and the wrapped network in train mode (see the module docstring): the last step of
+        every ``__init__``, so a pretrained network (loaded in eval mode) fine-tunes with dropout on."""
+        self.train()
 
     def _log_step(self, stage: str, loss: torch.Tensor, acc: torch.Tensor | None, batch_size: int) -> None:
         on_step = stage == "train"
@@ -118,6 +129,7 @@ class TextClassifier(_Base):
         self.lr, self.weight_decay, self.optimizer_name = lr, weight_decay, _check_optimizer(optimizer)
         self.lr_schedule = _check_schedule(lr_schedule)
         self.save_hyperparameters(ignore=["model", "tokenizer"])
+        self._train_mode()
 
     def collate(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
         """Tokenize a list of ``(text, label)`` pairs or ``{"text", "label"}`` dicts into a batch."""
@@ -173,6 +185,7 @@ class CausalLM(_Base):
         self.lr_schedule = _check_schedule(lr_schedule)
         self.max_length = max_length
         self.save_hyperparameters(ignore=["model", "tokenizer"])
+        self._train_mode()
 
     @classmethod
     def from_scratch(cls, tokenizer: Any, n_layer: int = 2, n_embd: int = 64, n_head: int = 4,
@@ -249,6 +262,7 @@ class ImageClassifier(_Base):
         self.lr, self.weight_decay, self.optimizer_name = lr, weight_decay, _check_optimizer(optimizer)
         self.lr_schedule = _check_schedule(lr_schedule)
         self.save_hyperparameters()
+        self._train_mode()
 
     def _load_weights(self, path: Path, num_classes: int) -> None:
         sd = torch.load(str(path), map_location="cpu", weights_only=True)
