@@ -503,6 +503,8 @@ def run_ablation(result: Any, adapter: ModelAdapter, scanner: Any, held_out: Con
     """
     plan = plan_ablation(result, scanner, method, null_samples, neurons, audit_samples, seed, alpha=alpha,
                          suppressors=suppressors)
+    if scanner.head is None:
+        scanner.fit_head()  # models without a head: y is the probe head's (not fitted when importance was off)
     chunks = ablation_inputs(adapter, scanner, held_out, batch_size, seed)
     runner = None
     if plan.candidates:

@@ -204,7 +204,7 @@ class ConceptScanner:
         self.consistency.update(acts, groups)
         self.mean_activation.update(torch.cat([act_sum[k] for k in keys]), torch.cat([counts[k] for k in keys]))
         self.top.update(acts, example_ids, torch.cat([argpos[k] for k in keys], dim=1))
-        if not self.adapter.has_output_head and self.use_importance:
+        if not self.adapter.has_output_head:  # the probe head's features (importance and ablation need y)
             self._features.append(self.adapter.features(batch, outputs).detach().float())
             self._feature_labels.append(is_positive.float())
         return outputs
@@ -223,7 +223,7 @@ class ConceptScanner:
     # ----------------------------------------------------------------- probe head
     def fit_head(self, gather: Any = None) -> ProbeHead | None:
         """Fit the probe head on the activation pass's features (``gather`` concatenates them across ranks)."""
-        if self.adapter.has_output_head or not self.use_importance:
+        if self.adapter.has_output_head:
             return self.head
         if not self._features:
             return self.head

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import (CONCEPT, DECOY, NEGATIVE, PLANTED, make_word_tokenizer, planted_gpt2, planted_probe, tiny_bert,
-                     tiny_bert_encoder, tiny_gpt2)
+                     small_probe_dict, tiny_bert_encoder, tiny_gpt2)
 
 import neurolens_lightning as nl
 from neurolens_lightning.ablation import decide, null_size_needed, sequential_p
@@ -466,3 +466,12 @@ def test_suppressor_is_tested_for_a_rise_and_validated(planted_tok):
     summ = result.ablation_summary
     assert summ["n_suppressors_validated"] >= 1 and summ["n_suppressors"] == 1
     assert _record(result.to_dict(), 0, SUPPRESSOR)["ablation"]["verdict"] == "validated suppressor"
+
+
+def test_ablation_without_importance_fits_the_probe_head(bert_tok):
+    """A model without a head has y from the probe head; with importance off, ablation still fits it."""
+    model = tiny_bert_encoder(bert_tok)
+    res = nl.scan(model=model, tokenizer=bert_tok, concept=small_probe_dict(), importance=False, ablate=True,
+                  neurons=[(0, 1), (1, 2)], null_samples=20, top_k=2)
+    assert set(res.ablation) >= {(0, 1), (1, 2)}
+    assert "log-odds" in res.ablation_summary["y"] and res.ablation_summary["min_effect"] == 0.04
