@@ -48,6 +48,10 @@ _LAZY: dict[str, str] = {
     "ProbeModule": "neurolens_lightning.modules",
     "AblationModule": "neurolens_lightning.modules",
     "ConceptDataModule": "neurolens_lightning.modules",
+    # acting on what was found: steering and its dose-response
+    "steer": "neurolens_lightning.steering",
+    "dose_response": "neurolens_lightning.steering",
+    "SteeringResult": "neurolens_lightning.steering",
     # configs (OmegaConf structured dataclasses)
     "ScanConfig": "neurolens_lightning.config",
     "CompareConfig": "neurolens_lightning.config",
@@ -58,6 +62,7 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "scan", "compare", "ScanResult", "load_model", "REGISTRY", "Concept", "load_concept", "builtin_concept_names",
+    "steer", "dose_response", "SteeringResult",
     "NeuroLensCallback", "TextClassifier", "CausalLM", "ImageClassifier",
     "ProbeModule", "AblationModule", "ConceptDataModule",
     "ScanConfig", "CompareConfig", "CallbackConfig", "EvalConfig", "load_config",

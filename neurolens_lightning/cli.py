@@ -252,6 +252,82 @@ def _print_comparison(comp: Mapping[str, Any], out: Path) -> None:
     print(f"\nwrote {out / 'comparison.json'} and {out / 'report.html'} (per-model scans in {out / 'models'})")
 
 
+def cmd_steer(args: Any) -> int:
+    """``neurolens steer``: the dose-response of chosen (or validated) neurons, saved as steering.json + page."""
+    from neurolens_lightning.steering import dose_response, neurons_from_results
+
+    if bool(args.neurons) == bool(args.from_results):
+        raise NeuroLensError("neurolens steer: pass either --neurons L:I [L:I ...] or --from RESULTS.json (the "
+                             "validated neurons of an earlier scan with --ablate)")
+    source: dict[str, Any] = {}
+    if args.from_results:
+        neurons, data = neurons_from_results(args.from_results, which=args.which)
+        source = {"from": str(args.from_results), "which": args.which}
+        model = args.model or data.get("model")
+        concept = args.concept or data.get("concept")
+        src = (data.get("concept_info") or {}).get("source") or ""
+        if not args.concept and src.split(" [")[0].endswith(".json"):
+            concept = src.split(" [")[0]  # a custom probe: the file it came from
+    else:
+        neurons = [parse_neuron(n) for n in args.neurons]
+        model, concept = args.model, args.concept
+    if not model or not concept:
+        raise NeuroLensError("neurolens steer: --model and --concept are needed (or --from a scan's results.json)")
+    mode = "set" if args.set else "mean" if args.mean else "scale"
+    scales = args.set if args.set else args.scales
+    res = dose_response(model, concept, neurons, scales=scales, mode=mode, tokenizer=args.tokenizer,
+                        weights=args.weights, device=None if args.device in (None, "auto") else args.device,
+                        holdout=args.holdout, seed=args.seed, n_examples=args.examples,
+                        max_new_tokens=args.tokens)
+    res.extra["source"] = source
+    out = Path(args.out) if args.out else Path("reports") / f"steer-{Path(str(model)).name}-{Path(str(concept)).stem}"
+    res.save(out)
+    d = res.to_dict()
+    print(f"\n{d['model']} · concept '{d['concept']}' · neurons "
+          + " ".join(f"{n['layer']}:{n['index']}" for n in d["neurons"]) + f" · {d['split']}")
+    print(f"y = {d['y']}")
+    print(f"{'setting':>10} {'concept y [95% CI]':>32} {'control y':>10}")
+    con, ctl = d["concept_inputs"], d["control_inputs"]
+    for k, label in enumerate(d["labels"]):
+        c = f"{con['mean_y'][k]:.4g} [{con['ci_low'][k]:.4g}, {con['ci_high'][k]:.4g}]" if con["mean_y"] else "-"
+        print(f"{label:>10} {c:>32} {ctl['mean_y'][k] if ctl['mean_y'] else float('nan'):>10.4g}")
+    t = d.get("test")
+    if t:
+        print(f"trend: {t['direction']}, Page's test p = {t['p_trend']:.3g}; monotonic: {t['monotonic']}"
+              + (f"; concept vs control slopes p = {t['p_specific']:.3g}" if "p_specific" in t else ""))
+    print(f"\nwrote {out / 'steering.json'} and {out / 'steering.html'}")
+    return 0
+
+
+def _add_steer_parser(subparsers: Any) -> None:
+    """``neurolens steer`` (its module, with torch, is imported only when the command runs)."""
+    p = subparsers.add_parser(
+        "steer", help="dose-response: scale chosen or validated neurons and watch the outputs",
+        description="Multiply the chosen neurons' activations by each scale (or set them) on held-out concept and "
+                    "control inputs; write steering.json and steering.html with y per scale (95%% CI), a trend "
+                    "test and before/after outputs.")
+    p.add_argument("--model", help="registry name or path (default with --from: the scan's model)")
+    p.add_argument("--concept", help="built-in concept or probe JSON (default with --from: the scan's concept)")
+    p.add_argument("--neurons", nargs="+", help="neurons to steer together, as LAYER:INDEX")
+    p.add_argument("--from", dest="from_results", help="an earlier scan's results.json (or its folder)")
+    p.add_argument("--which", choices=["validated", "candidates"], default="validated",
+                   help="with --from: its validated neurons (default) or its top-k candidates")
+    p.add_argument("--scales", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0, 4.0],
+                   help="scales (default 0 0.5 1 2 4)")
+    p.add_argument("--set", type=float, nargs="+", help="set the neurons to these values instead of scaling "
+                   "(compared with the clean model)")
+    p.add_argument("--mean", action="store_true", help="set the neurons to their mean activation (vs clean)")
+    p.add_argument("--examples", type=int, default=4, help="concept inputs shown before/after (default 4)")
+    p.add_argument("--tokens", type=int, default=8, help="length of greedy continuations (GPT-2, default 8)")
+    p.add_argument("--holdout", type=float, default=0.5, help="held-out fraction, as in scan (default 0.5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tokenizer", help="tokenizer directory (local models)")
+    p.add_argument("--weights", choices=["pretrained", "random"], default="pretrained")
+    p.add_argument("--device", help="cpu, cuda or auto (default)")
+    p.add_argument("--out", help="output folder (default reports/steer-<model>-<concept>/)")
+    p.set_defaults(func=cmd_steer)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neurolens", description="Find, validate and report concept neurons.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -267,13 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "minilm:random.")
     _add_compare_flags(p_cmp)
     p_cmp.set_defaults(func=cmd_compare)
+    _add_steer_parser(sub)
     _register_optional_commands(sub)
     return parser
 
 
 def _register_optional_commands(sub: Any) -> None:
     """Commands defined in other modules (eval) register themselves here when present."""
-    for modname in ("neurolens_lightning.eval_run", "neurolens_lightning.steering"):
+    for modname in ("neurolens_lightning.eval_run",):
         try:
             mod = __import__(modname, fromlist=["register_cli"])
         except ImportError:

@@ -189,3 +189,23 @@ def test_neurons_from_results(tmp_path):
         neurons_from_results(tmp_path)
     with pytest.raises(NeuroLensError, match="cannot read a results.json"):
         neurons_from_results(tmp_path / "missing.json")
+
+
+def test_cli_steer_on_minilm_and_bad_input(tmp_path, capsys):
+    from neurolens_lightning.cli import main
+
+    out = tmp_path / "steer"
+    rc = main(["steer", "--model", "minilm", "--concept", "royalty", "--neurons", "1:1035", "--scales", "0", "1", "4",
+               "--examples", "1", "--out", str(out)])
+    assert rc == 0
+    data = json.loads((out / "steering.json").read_text())
+    assert data["neurons"] == [{"layer": 1, "index": 1035}] and data["scales"] == [0.0, 1.0, 4.0]
+    assert data["concept_inputs"]["n"] > 20 and "p_concept" in data["examples"][0]["outputs"][0]
+    assert (out / "steering.html").is_file()
+    printed = capsys.readouterr().out
+    assert "trend:" in printed and str(out / "steering.json") in printed
+    bad = tmp_path / "bad"
+    assert main(["steer", "--model", "minilm", "--concept", "royalty", "--out", str(bad)]) == 2
+    assert main(["steer", "--model", "minilm", "--concept", "royalty", "--neurons", "9:1", "--out", str(bad)]) == 2
+    assert "layer 9 out of range" in capsys.readouterr().err
+    assert not bad.exists()
