@@ -84,6 +84,7 @@ def scan(
     """
     if top_k < 1:
         raise NeuroLensError(f"top_k must be >= 1, got {top_k}")
+    t_start = time.perf_counter()
     concept_obj = load_concept(concept)
     kwargs: dict[str, Any] = {}
     if pooling:
@@ -101,6 +102,7 @@ def scan(
     if ablate and holdout > 0:
         rank_concept, held_out = concept_obj.split(holdout, seed=seed)
     t0 = time.perf_counter()
+    t_load = t0 - t_start  # loading the probe and the model (and checking the arguments)
     scanner = ConceptScanner(adapter, rank_concept, layers=layers, batch_size=batch_size, importance=importance,
                              baseline=baseline, top_examples=top_examples, progress=progress, fdr_q=fdr_q,
                              min_d=min_selectivity)
@@ -110,6 +112,7 @@ def scan(
         scanner.run_importance_pass()
     t2 = time.perf_counter()
     scores = scanner.compute()
+    t_stats = time.perf_counter() - t2
     head = None
     if scanner.head is not None:
         head = {"kind": "logistic probe on mean-pooled last hidden state",
@@ -127,7 +130,8 @@ def scan(
                             if held_out is not None else
                             f"all {len(rank_concept.positive)} concept and {len(rank_concept.negative)} control "
                             "examples" + (" (ranked and ablated on the same examples: holdout=0)" if ablate else ""))},
-        timings={"activation_pass": t1 - t0, "importance_pass": t2 - t1},
+        timings={"load_model": t_load, "activation_pass": t1 - t0, "importance_pass": t2 - t1,
+                 "statistics": t_stats},
         warnings=[scanner.pooling_warning] if scanner.pooling_warning else [],
     )
     if ablate:
@@ -146,4 +150,5 @@ def scan(
         t4 = time.perf_counter()
         result.extra["cross_concept"] = cross_concept_for_result(result, adapter, also, batch_size=batch_size)
         result.timings["cross_concept"] = time.perf_counter() - t4
+    result.timings["total"] = time.perf_counter() - t_start  # every stage above, and what runs between them
     return result

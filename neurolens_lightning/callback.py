@@ -7,9 +7,15 @@ logs scalar summaries through every Lightning logger, logs charts to W&B when a
 ``WandbLogger`` is attached, and appends a point to the emergence history: the step, the
 top-k neurons with their scores, the FDR-significant count per layer, the Jaccard overlap of
 the top-k with the previous point, and two ranking-independent measures (mean selectivity of
-the k most selective neurons, best selectivity per layer). At fit end (and on demand,
-:meth:`write_reports`) it writes, per concept, the final scan report with the emergence
-timeline. The history is in ``state_dict()``, so a resumed run continues it.
+the k most selective neurons - the emergence headline - and best selectivity per layer). It
+also keeps every neuron's scores at every point in a compact form (``store_scores``: bfloat16 /
+float16 / int8 tensors, 9 bytes per neuron per point), so that the trajectories of the
+*final* top neurons are continuous from the first point, also for neurons that entered the
+top-k late (:meth:`emergence` fills them in as each point's ``tracked`` list). At fit end (and
+on demand, :meth:`write_reports`) it writes, per concept, the final scan report with the
+emergence timeline; the top examples of an image probe given as tensors are inlined there as
+PNG thumbnails with their group label. The history is in ``state_dict()``, so a resumed run
+continues it.
 
 It never disturbs training: probes run in eval mode (each module's mode restored) under
 ``no_grad`` except the importance backward, which takes gradients w.r.t. activations only
@@ -21,8 +27,8 @@ without the callback. A probe can run from any hook: Lightning's ``no_grad`` /
 
 Under DDP every rank scores its share of the probe examples and the torchmetrics states are
 synced, so every rank holds the same history (= the single-process one); only rank 0 logs
-and writes files. The history holds plain data only (ints, floats, strings, lists, dicts),
-so checkpoints load with ``torch.load(..., weights_only=True)``.
+and writes files. The state holds plain data only (ints, floats, strings, lists, dicts and
+tensors), so checkpoints load with ``torch.load(..., weights_only=True)``.
 
 Example:
     >>> cb = NeuroLensCallback(["royalty"], every_n_train_steps=50, report_dir="reports/emergence")
@@ -31,7 +37,9 @@ Example:
 
 from __future__ import annotations
 
+import base64
 import copy
+import io
 import random
 import time
 from pathlib import Path
@@ -48,6 +56,7 @@ from neurolens_lightning.adapters import ModelAdapter, adapter_for, family_of
 from neurolens_lightning.concepts import Concept, load_concept
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.modules import gather_rows
+from neurolens_lightning.ranking import ROLE_NAMES
 from neurolens_lightning.results import ScanResult
 from neurolens_lightning.scanner import ConceptScanner
 
@@ -64,10 +73,43 @@ def find_network(pl_module: pl.LightningModule) -> torch.nn.Module:
                          "store it as `self.model` or pass model_getter=lambda m: m.<attr>")
 
 
-def _round(x: Any) -> float | None:
-    """A plain, JSON-safe float with 6 significant digits (None for NaN), like the rest of the history."""
+def _round(x: Any, nd: int = 6) -> float | None:
+    """A plain, JSON-safe float with ``nd`` significant digits (None for NaN/inf), like the rest of the history."""
     v = float(x)
-    return None if v != v else float(f"{v:.6g}")
+    return None if (v != v or v in (float("inf"), float("-inf"))) else float(f"{v:.{nd}g}")
+
+
+#: the per-neuron scores kept at every probe point (``store_scores``) and their storage dtypes: the
+#: unbounded ones in bfloat16 (float32's range, ~3 significant digits), the [0, 1] ones in float16
+_STORED = {"selectivity": torch.bfloat16, "importance": torch.bfloat16, "consistency": torch.float16,
+           "score": torch.float16}
+_TRACKED_KEYS = ("selectivity", "consistency", "importance", "score")
+
+
+def _image_thumbnail(x: torch.Tensor, size: int = 64) -> str | None:
+    """A ``[3, H, W]`` (or ``[1, H, W]`` / ``[H, W]``) image tensor as a PNG data URI, min-max scaled for display
+    (the tensor is the network's normalized input, whatever its normalization); None without PIL."""
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover
+        return None
+    t = x.detach().float().cpu()
+    if t.dim() == 2:
+        t = t.unsqueeze(0)
+    if t.dim() != 3 or t.shape[0] not in (1, 3):
+        return None
+    t = torch.nan_to_num(t)
+    # per channel: a normalization (x - mean_c) / std_c is affine per channel, so this undoes it up to contrast
+    lo = t.amin(dim=(1, 2), keepdim=True)
+    span = t.amax(dim=(1, 2), keepdim=True) - lo
+    t = torch.where(span > 0, (t - lo) / span.clamp_min(1e-12), torch.zeros_like(t))
+    arr = (t.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    grey = arr.shape[2] == 1 or bool((arr == arr[:, :, :1]).all())
+    im = Image.fromarray(arr[:, :, 0] if grey else arr)
+    im.thumbnail((size, size))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 class _RNGState:
@@ -119,6 +161,11 @@ class NeuroLensCallback(Callback):
             a resumed run already has a history.
         probe_at_end: probe the final network at the end of training if the last step was not probed.
         log_charts: log report charts to W&B when a ``WandbLogger`` is attached.
+        store_scores: keep every neuron's selectivity, consistency, importance, score and role at every probe
+            point (9 bytes per neuron per point, in the checkpoint: e.g. 83 kB per point for MiniLM's 9,216
+            neurons, 332 kB for GPT-2's 36,864), so the final top neurons' trajectories are continuous from the
+            first point. False: only each point's top-k is kept, and a final top neuron has gaps where it was
+            not in that point's top-k.
 
     Probe points never repeat a ``global_step`` and are skipped in the sanity check, under
     ``fast_dev_run`` and outside ``Trainer.fit``. Under ``ddp_spawn`` the callback object of the
@@ -146,6 +193,7 @@ class NeuroLensCallback(Callback):
         probe_at_start: bool = True,
         probe_at_end: bool = True,
         log_charts: bool = True,
+        store_scores: bool = True,
     ) -> None:
         super().__init__()
         items = [concepts] if isinstance(concepts, (str, Concept, dict, Path)) else list(concepts)
@@ -170,7 +218,10 @@ class NeuroLensCallback(Callback):
         self.tokenizer, self.top_k, self.importance = tokenizer, top_k, importance
         self.batch_size, self.null_samples, self.fdr_q = batch_size, null_samples, fdr_q
         self.probe_at_start, self.probe_at_end, self.log_charts = probe_at_start, probe_at_end, log_charts
+        self.store_scores = bool(store_scores)
         self.history: list[dict[str, Any]] = []
+        #: per probe point and concept: every neuron's scores as compact tensors (see ``store_scores``)
+        self.score_log: list[dict[str, Any]] = []
         self.last_probe_step: int = -1
         self.last_results: dict[str, ScanResult] = {}
         self._adapter: ModelAdapter | None = None
@@ -183,12 +234,16 @@ class NeuroLensCallback(Callback):
                                         every_n_epochs=self.every_n_epochs)
 
     def state_dict(self) -> dict[str, Any]:
-        # a copy: the checkpoint must not change when later probe points are appended
-        return {"history": copy.deepcopy(self.history), "last_probe_step": int(self.last_probe_step)}
+        # a copy: the checkpoint must not change when later probe points are appended (the stored tensors are
+        # never modified in place, so the score log's entries are copied, not its tensors)
+        return {"history": copy.deepcopy(self.history), "last_probe_step": int(self.last_probe_step),
+                "score_log": [dict(e) for e in self.score_log]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = copy.deepcopy(list(state_dict.get("history", [])))
         self.last_probe_step = int(state_dict.get("last_probe_step", -1))
+        # checkpoints written before the score log existed: trajectories fall back to each point's top-k
+        self.score_log = [dict(e) for e in state_dict.get("score_log", [])]
 
     # ------------------------------------------------------------------ setup
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -272,6 +327,8 @@ class NeuroLensCallback(Callback):
                 result = self._score(adapter, concept, pl_module, rank, world)
                 self.last_results[concept.name] = result
                 points.append(self._point(result, step, trainer.current_epoch, reason))
+                if self.store_scores:
+                    self.score_log.append(self._score_entry(result, step))
         self.last_probe_step = step
         self.history.extend(points)
         self._log(trainer, points, time.perf_counter() - t0)
@@ -282,26 +339,56 @@ class NeuroLensCallback(Callback):
         rank_concept, held_out = concept, None
         if self.ablate_top_k > 0:
             rank_concept, held_out = concept.split(0.5, seed=0)
+        t0 = time.perf_counter()
         scanner = ConceptScanner(adapter, rank_concept, self.layers, batch_size=self.batch_size,
                                  importance=self.importance, rank=rank, world_size=world, fdr_q=self.fdr_q)
         scanner.run_activation_pass()
+        timings = {"activation_pass": time.perf_counter() - t0}
         if self.importance:
+            t1 = time.perf_counter()
             scanner.run_importance_pass(gather=(lambda t: gather_rows(pl_module, t)) if world > 1 else None)
+            timings["importance_pass"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
         scores = scanner.compute()
+        timings["statistics"] = time.perf_counter() - t2
         result = ScanResult(model=adapter.describe(), concept=rank_concept, layers=scanner.layers,
                             units=[s.units for s in scanner.sites], scores=scores,
                             top_k=max(self.top_k, self.ablate_top_k), fdr_q=self.fdr_q,
                             settings={"importance": self.importance, "device": str(adapter.device),
-                                      "pooling": scanner.pooling},
+                                      "pooling": scanner.pooling, "split": self._split_text(rank_concept, held_out)},
+                            timings=timings,
                             warnings=[scanner.pooling_warning] if scanner.pooling_warning else [])
         if self.ablate_top_k > 0 and held_out is not None:
             from neurolens_lightning.ablation import run_ablation
 
+            t3 = time.perf_counter()
             result.top_k = self.ablate_top_k
             run_ablation(result, adapter, scanner, held_out, null_samples=self.null_samples,
                          batch_size=self.batch_size)
             result.top_k = max(self.top_k, self.ablate_top_k)
+            timings["ablation"] = time.perf_counter() - t3
+        timings["total"] = time.perf_counter() - t0
         return result
+
+    @staticmethod
+    def _split_text(rank_concept: Concept, held_out: Concept | None) -> str:
+        """Which examples ranked the neurons (and which were held out for ablation), with their sizes."""
+        ranked = f"{len(rank_concept.positive)} concept and {len(rank_concept.negative)} control examples"
+        if held_out is None:
+            return f"all {ranked}"
+        return (f"ranked on the ranking split ({ranked}); the disjoint held-out split ({len(held_out.positive)} "
+                f"concept and {len(held_out.negative)} control examples) is kept for ablation")
+
+    def _score_entry(self, result: ScanResult, step: int) -> dict[str, Any]:
+        """Every neuron's scores at this point, compactly (see ``store_scores``): plain tensors, rank-independent."""
+        s = result.scores
+        entry: dict[str, Any] = {"concept": result.concept.name, "step": int(step),
+                                 "layers": [int(l) for l in result.layers], "units": [int(u) for u in result.units],
+                                 "role": s.role.detach().cpu().to(torch.int8).clone()}
+        for key, dtype in _STORED.items():
+            t = getattr(s, key)
+            entry[key] = None if t is None else t.detach().float().cpu().to(dtype).clone()
+        return entry
 
     def _point(self, result: ScanResult, step: int, epoch: int, reason: str) -> dict[str, Any]:
         # the head of the ranking (candidates first), each with its role: the timeline stays continuous
@@ -374,9 +461,90 @@ class NeuroLensCallback(Callback):
                     log_scan_to_wandb(data, run=logger.experiment, step=trainer.global_step,
                                       prefix=f"neurolens/{name}", artifact=False)
 
+    # ------------------------------------------------------------------ timeline / report data
+    def emergence(self, concept: str) -> list[dict[str, Any]]:
+        """The history points of ``concept`` (copies), each with ``tracked``: the latest point's top-k neurons
+        (in its order) with their role, selectivity, consistency, importance and score *at that point*.
+
+        A value comes from that point's ``top`` when the neuron was in it (6 significant digits), else from the
+        score log (``store_scores``; 4 significant digits, the storage precision), so with the score log the
+        trajectories have no gaps. Without it (``store_scores=False``, or points restored from a checkpoint
+        written before the log existed) a neuron outside a point's top-k has ``None`` values there.
+        """
+        points = [p for p in self.history if p["concept"] == concept]
+        if not points:
+            return []
+        final = [(int(c["layer"]), int(c["index"])) for c in points[-1].get("top") or []]
+        logs = {int(e["step"]): e for e in self.score_log if e.get("concept") == concept}
+        out = []
+        for p in points:
+            top = {(int(c["layer"]), int(c["index"])): c for c in p.get("top") or []}
+            entry = logs.get(int(p["step"]))
+            tracked = []
+            for layer, index in final:
+                rec: dict[str, Any] = {"layer": layer, "index": index}
+                hit = top.get((layer, index))
+                j = None if entry is None else self._flat(entry, layer, index)
+                if hit is not None:
+                    rec["role"] = hit.get("role")
+                    rec.update({k: hit.get(k) for k in _TRACKED_KEYS})
+                elif j is not None:
+                    rec["role"] = ROLE_NAMES.get(int(entry["role"][j]))
+                    rec.update({k: None if entry.get(k) is None else _round(entry[k][j], 4) for k in _TRACKED_KEYS})
+                else:
+                    rec["role"] = None
+                    rec.update({k: None for k in _TRACKED_KEYS})
+                tracked.append(rec)
+            out.append({**copy.deepcopy(p), "tracked": tracked})
+        return out
+
+    @staticmethod
+    def _flat(entry: dict[str, Any], layer: int, index: int) -> int | None:
+        """The flat position of neuron ``layer:index`` in a score-log entry (layer-major, as the scanner's)."""
+        layers, units = entry.get("layers") or [], entry.get("units") or []
+        if layer not in layers:
+            return None
+        k = layers.index(layer)
+        if not 0 <= index < units[k]:
+            return None
+        return int(sum(units[:k]) + index)
+
+    @staticmethod
+    def _label_examples(result: ScanResult, neurons: list[dict[str, Any]]) -> None:
+        """Label every top example of an image probe with its group (``control`` for a control example), and
+        inline examples given as tensors (which have no file to show) as PNG thumbnails; in place."""
+        concept = result.concept
+        if concept.modality != "image":
+            return
+        s = result.scores
+        items = list(concept.positive) + list(concept.negative)
+        n_pos = len(concept.positive)
+        thumbs: dict[int, str | None] = {}
+        for n in neurons:
+            recs = n.get("top_examples")
+            if not recs:
+                continue
+            try:
+                i = s.flat_index(int(n["layer"]), int(n["index"]))
+            except NeuroLensError:
+                continue
+            # the same filter as ScanResult.examples_for, so records and example ids line up
+            ids = [e for e in s.top_example_ids[:, i].tolist() if 0 <= e < len(items)]
+            if len(ids) != len(recs) or any(bool(r.get("positive")) != (e < n_pos) for r, e in zip(recs, ids)):
+                continue
+            for rec, eid in zip(recs, ids):
+                rec["label"] = concept.positive_groups[eid] if eid < n_pos else "control"
+                ex = items[eid]
+                if rec.get("image") is None and isinstance(ex, torch.Tensor):
+                    if eid not in thumbs:
+                        thumbs[eid] = _image_thumbnail(ex)
+                    if thumbs[eid]:
+                        rec["image"] = thumbs[eid]
+
     def _data_with_history(self, result: ScanResult) -> dict[str, Any]:
         data = result.to_dict()
-        data["emergence"] = [p for p in self.history if p["concept"] == result.concept.name]
+        data["emergence"] = self.emergence(result.concept.name)
+        self._label_examples(result, data["neurons"])
         return data
 
     def write_reports(self, trainer: pl.Trainer | None = None) -> list[Path]:
@@ -385,7 +553,13 @@ class NeuroLensCallback(Callback):
             return []
         out = []
         for name, result in self.last_results.items():
-            result.extra["emergence"] = [p for p in self.history if p["concept"] == name]
+            result.extra["emergence"] = self.emergence(name)
+            if result.concept.modality == "image":
+                # the listed neurons with labelled (and, for tensor examples, inlined) image examples; ScanResult
+                # merges ``extra`` into results.json last, so these records replace its own
+                neurons = result.to_dict(include_all=False)["neurons"]
+                self._label_examples(result, neurons)
+                result.extra["neurons"] = neurons
             path = Path(self.report_dir or "reports") / name
             result.save(path)
             out.append(path)

@@ -6,14 +6,17 @@ What is pinned:
   importance on) ends with bit-identical weights and optimizer state, and sees the batches in
   the same (shuffled) order, as the same fit without it - with dropout on, so RNG matters;
 * resume: fit to step 4 with ``ModelCheckpoint(every_n_train_steps=4)``, resume with
-  ``ckpt_path=`` to step 8: the history continues 0, 2, 4, 6, 8 (no gaps, no duplicates) and the
-  checkpoint loads with ``weights_only=True``;
+  ``ckpt_path=`` to step 8: the history and the score log continue 0, 2, 4, 6, 8 (no gaps, no
+  duplicates) and the checkpoint loads with ``weights_only=True``;
+* trajectories: the final top neurons' scores are filled in at every probe point from the score
+  log (no gaps from the first point) and match the full-precision scores of each point;
 * DDP: a 2-process ``ddp`` fit (CPU, gloo; run as a subprocess of this file with a hard timeout)
   gives the single-process scores (top neurons, selectivity to 1e-6) and only rank 0 logs and
   writes the report (once);
 * CSVLogger metrics, ``fast_dev_run``, ``on_validation_end`` probes, epoch and end cadence;
 * hygiene: hooks removed, train mode restored, no ``.grad`` created, RNG states restored;
-* the examples' ``--fast`` modes run and write an emergence report with a timeline.
+* the examples' ``--fast`` modes run and write an emergence report with a timeline; the digits
+  example's image candidates carry inlined thumbnails with their group labels.
 
 Run ``python tests/test_callback.py --ddp-worker OUT DEVICES`` to run one DDP fit by hand.
 """
@@ -276,6 +279,9 @@ def test_resume_continues_history_without_gaps_or_duplicates(tok, data, tmp_path
     raw = torch.load(ckpt, map_location="cpu", weights_only=True)  # callback state is plain data
     state = raw["callbacks"][cb1.state_key]
     assert [p["step"] for p in state["history"]] == [0, 2, 4] and state["last_probe_step"] == 4
+    assert [e["step"] for e in state["score_log"]] == [0, 2, 4]        # every neuron's scores, compactly
+    assert all(isinstance(e["score"], torch.Tensor) and e["score"].numel() == sum(e["units"])
+               for e in state["score_log"])
 
     cb2 = _callback()
     assert cb2.state_key == cb1.state_key
@@ -287,8 +293,85 @@ def test_resume_continues_history_without_gaps_or_duplicates(tok, data, tmp_path
     assert [p["reason"] for p in cb2.history] == ["start", "step", "step", "step", "step"]
     assert cb2.history[:3] == state["history"]                        # the restored points are kept as saved
     assert cb2.history[3]["jaccard_prev"] is not None                 # the chain of overlaps continues
+    assert [e["step"] for e in cb2.score_log] == steps                # the score log continued too ...
+    for a, b in zip(cb2.score_log[:3], state["score_log"]):
+        assert torch.equal(a["score"], b["score"]) and torch.equal(a["role"], b["role"])
+    timeline = cb2.emergence(CONCEPT)                                 # ... so the final top neurons have no gap
+    assert all(t["score"] is not None and t["selectivity"] is not None for p in timeline for t in p["tracked"])
     final = torch.load(ckpt_dir / "step=8.ckpt", map_location="cpu", weights_only=True)
     assert [p["step"] for p in final["callbacks"][cb2.state_key]["history"]] == steps
+
+
+# ------------------------------------------------------------------------------------------ trajectories
+
+
+class _FullScores(Callback):
+    """After the NeuroLens callback (listed after it), keeps every neuron's full-precision scores of each probe."""
+
+    def __init__(self, cb: NeuroLensCallback) -> None:
+        self.cb, self.by_step = cb, {}
+
+    def _grab(self, trainer) -> None:
+        step = trainer.global_step
+        if self.cb.last_probe_step == step and step not in self.by_step:
+            s = self.cb.last_results[CONCEPT].scores
+            self.by_step[step] = {k: getattr(s, k).clone() for k in ("layer", "index", "selectivity", "consistency",
+                                                                     "importance", "score", "role")}
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._grab(trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._grab(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._grab(trainer)
+
+
+def test_final_top_neurons_have_continuous_trajectories(tok, data, tmp_path):
+    """Every final top neuron has its scores at every probe point from the first (no None gap), equal to that
+    point's full-precision scores, also where it was not in that point's top-k; the report plots them."""
+    from neurolens_lightning.ranking import ROLE_NAMES
+    from neurolens_lightning.report.figures import emergence_figure
+
+    cb = _callback(top_k=5, report_dir=str(tmp_path / "reports"))
+    spy = _FullScores(cb)
+    _fit(tok, data, callbacks=[cb, spy], max_steps=6)
+    timeline = cb.emergence(CONCEPT)
+    assert [p["step"] for p in timeline] == [0, 2, 4, 6] == sorted(spy.by_step)
+    final = [(c["layer"], c["index"]) for c in cb.history[-1]["top"]]
+    assert len(final) == 5
+    filled = 0
+    for p in timeline:
+        assert [(t["layer"], t["index"]) for t in p["tracked"]] == final
+        in_top = {(c["layer"], c["index"]) for c in p["top"]}
+        ref = spy.by_step[p["step"]]
+        for t in p["tracked"]:
+            assert None not in (t["selectivity"], t["consistency"], t["importance"], t["score"]), (p["step"], t)
+            i = int(((ref["layer"] == t["layer"]) & (ref["index"] == t["index"])).nonzero()[0])
+            assert t["score"] == pytest.approx(float(ref["score"][i]), abs=2e-3)
+            assert t["consistency"] == pytest.approx(float(ref["consistency"][i]), abs=2e-3)
+            assert t["selectivity"] == pytest.approx(float(ref["selectivity"][i]), rel=1e-2, abs=1e-3)
+            assert t["importance"] == pytest.approx(float(ref["importance"][i]), rel=1e-2, abs=1e-9)
+            assert t["role"] == ROLE_NAMES[int(ref["role"][i])]
+            filled += (t["layer"], t["index"]) not in in_top
+    assert filled > 0, "no final top neuron was outside an earlier top-k: the fill-in was not exercised"
+    assert all("tracked" not in p for p in cb.history)          # the history itself stays as recorded
+    entry = cb.score_log[0]
+    assert (entry["score"].dtype, entry["selectivity"].dtype, entry["role"].dtype) == (
+        torch.float16, torch.bfloat16, torch.int8)
+    # results.json carries the filled timeline, the figure draws it without gaps, the headline included
+    saved = json.loads((tmp_path / "reports" / CONCEPT / "results.json").read_text())
+    assert [len(p["tracked"]) for p in saved["emergence"]] == [5, 5, 5, 5]
+    fig = emergence_figure(saved)
+    tops = [t for t in fig.data if t.legendgroup == "top"]
+    assert len(tops) == 5 and all(v is not None for t in tops for v in t.y)
+    head = next(t for t in fig.data if (t.name or "").startswith("mean d of the 5 most selective"))
+    assert list(head.y) == pytest.approx([p["most_selective_mean"] for p in saved["emergence"]])
+    assert {"activation_pass", "importance_pass", "statistics", "total"} <= set(saved["timings_s"])
+    # without the score log (store_scores=False, or an old checkpoint) the same timeline has exactly those gaps
+    cb.score_log = []
+    assert sum(t["score"] is None for p in cb.emergence(CONCEPT) for t in p["tracked"]) == filled
 
 
 # ------------------------------------------------------------------------------------------ loggers / modes
@@ -469,7 +552,7 @@ def _ddp_fit(out: Path, devices: int) -> None:
     finally:
         ScanResult.save, ConceptScanner.activation_step = save, step
     res = cb.last_results[CONCEPT]
-    torch.save({"history": cb.history, "selectivity": res.scores.selectivity.clone(),
+    torch.save({"history": cb.history, "score_log": cb.score_log, "selectivity": res.scores.selectivity.clone(),
                 "score": res.scores.score.clone(), "order": res.scores.order.clone(),
                 "world_size": trainer.world_size, "rank": trainer.global_rank, "seen": module.seen,
                 "scored": scored,
@@ -546,6 +629,14 @@ def test_ddp_two_processes_match_single_process(ddp_runs):
             assert a["n_significant_per_layer"] == b["n_significant_per_layer"]
             assert a["ablation"]["n_validated"] == b["ablation"]["n_validated"]
     assert ranks[0]["history"] == ranks[1]["history"]  # synced: both ranks hold the same history
+    # ... and the same score log (every neuron at every point), which matches the single process
+    for r in ranks:
+        assert [e["step"] for e in r["score_log"]] == [e["step"] for e in single["score_log"]] == [0, 2, 4]
+        for a, b in zip(r["score_log"], single["score_log"]):
+            torch.testing.assert_close(a["score"].float(), b["score"].float(), rtol=0, atol=2e-3)
+            torch.testing.assert_close(a["selectivity"].float(), b["selectivity"].float(), rtol=1e-2, atol=1e-2)
+    for a, b in zip(ranks[0]["score_log"], ranks[1]["score_log"]):
+        assert all(torch.equal(a[k], b[k]) for k in ("selectivity", "consistency", "importance", "score", "role"))
 
 
 def test_ddp_only_rank_zero_writes_and_logs(ddp_runs):
@@ -608,9 +699,21 @@ def test_example_fast_mode(name, concept, tmp_path, monkeypatch):
     t0 = time.perf_counter()
     summary = _run_example(name, tmp_path)
     seconds = time.perf_counter() - t0
-    _check_report(tmp_path, concept)
+    data = _check_report(tmp_path, concept)
     assert summary["points"] >= 2
     assert seconds < 90, f"{name} --fast took {seconds:.0f} s"
+    # the final top neurons are tracked from the first point, without gaps
+    assert all(len(p["tracked"]) == len(data["emergence"][-1]["top"]) and
+               all(t["score"] is not None for t in p["tracked"]) for p in data["emergence"])
+    if name == "finetune_resnet_digits":
+        # image probe given as tensors: each top example is inlined as a PNG with its label (the digit group)
+        exs = [e for n in data["neurons"] if n["role"] == "candidate" for e in n.get("top_examples") or []]
+        assert exs and all(e["image"].startswith("data:image/png;base64,") for e in exs)
+        assert {e["label"] for e in exs} <= {"digit 0", "digit 6", "digit 8", "digit 9", "control"}
+        assert all((e["label"] == "control") == (not e["positive"]) for e in exs)
+        page = (tmp_path / "reports" / concept / "report.html").read_text(encoding="utf-8")
+        assert f"src='{exs[0]['image']}'" in page and f"<div class='ex-lab'>{exs[0]['label']}</div>" in page
+        assert "<p class='note baseline'>" in page
 
 
 # ------------------------------------------------------------------------------------------ script entry

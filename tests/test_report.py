@@ -402,6 +402,263 @@ def test_image_examples_and_tokens(tmp_path):
     assert "The old <mark>king</mark> slept." in html and "strongest token: <code>king</code>" in html
 
 
+def _png_data_uri(value: int = 200) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (8, 8), value).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def test_image_candidates_show_thumbnails_with_labels(tmp_path):
+    """An image probe's examples are tiles: the thumbnail (a file, or a PNG the callback inlined) with its label
+    (the group - written by the callback, or looked up in the probe file -, ``control``, or the file name) and
+    activation; an inline image that is not a plain base64 PNG never reaches the page."""
+    import neurolens_lightning
+
+    img = next((Path(neurolens_lightning.__file__).parent / "builtin_concepts" / "images" / "red").glob("*.png"))
+    data = synthetic_results(n_layers=2, units=64)
+    data["concept_info"]["modality"] = "image"
+    uri = _png_data_uri()
+    cand = next(n for n in data["neurons"] if n["role"] == "candidate")
+    cand["top_examples"] = [
+        {"activation": 2.5, "positive": True, "position": 0, "image": uri, "label": "digit <8>"},
+        {"activation": 1.5, "positive": False, "position": 0, "image": uri, "label": "control"},
+        {"activation": 1.25, "positive": True, "position": 0, "image": str(img)},
+    ]
+    other = next(n for n in data["neurons"][1:] if n["role"] == "candidate" and n.get("top_examples"))
+    other["top_examples"] = [{"activation": 1.0, "positive": True, "position": 0,
+                              "image": "data:image/png;base64,AAAA' onerror='alert(1)", "label": "x"}]
+    html = write_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
+    tiles = re.findall(r"<div class='ex-img (pos|ctrl)'.*?</div></div>", html)
+    assert tiles[:3] == ["pos", "ctrl", "pos"]
+    assert f"src='{uri}'" in html                                             # the inlined PNG, as written
+    assert "<div class='ex-lab'>digit &lt;8&gt;</div>" in html               # its label, escaped
+    assert "<div class='ex-lab'>control</div>" in html
+    assert f"<div class='ex-lab'>{img.stem}</div>" in html                   # a file without label: its name
+    assert "<div class='ex-act'>2.50</div>" in html
+    assert "onerror" not in strip_scripts(html) and "unreadable inline image" in html
+    assert "label (group; control)" in html                                  # the column says what the label is
+    from neurolens_lightning.report.wandb_logging import candidate_rows
+
+    assert candidate_rows(data)[0][14] == "digit <8> (inline image)"          # W&B table: the label, not the PNG
+    # a scan of a probe file: a concept image is labelled with its group from that file, a control as control
+    probe = tmp_path / "probe.json"
+    probe.write_text(json.dumps({"name": "p", "modality": "image", "groups": {"red discs": [str(img)]},
+                                 "negative": [str(img)]}))
+    data["concept_info"]["source"] = f"{probe} [ranking split]"
+    cand["top_examples"] = [{"activation": 1.25, "positive": True, "position": 0, "image": str(img)},
+                            {"activation": 1.0, "positive": False, "position": 0, "image": str(img)}]
+    html = write_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<div class='ex-lab'>red discs</div>" in html and "<div class='ex-lab'>control</div>" in html
+    assert f"<div class='ex-lab'>{img.stem}</div>" not in html
+
+
+def test_emergence_figure_headline_trajectories_and_palettes():
+    """The timeline plots the headline with its baseline, the final top neurons' scores from ``tracked`` (no
+    gaps), and layers and neurons in disjoint colours; without ``tracked`` it falls back to each point's top-k."""
+    from neurolens_lightning.report.figures import NEURON_COLORS, emergence_figure
+
+    data = synthetic_results(n_layers=4, units=128, emergence=True, seed=3)
+    points = data["emergence"]
+    fig = emergence_figure(data)
+    head = next(t for t in fig.data if (t.name or "").startswith("mean d of the"))
+    assert list(head.y) == pytest.approx([p["most_selective_mean"] for p in points])
+    base = next(t for t in fig.data if (t.name or "").startswith("baseline"))
+    assert list(base.y) == pytest.approx([points[0]["most_selective_mean"]] * 2)
+    tops = [t for t in fig.data if t.legendgroup == "top"]
+    final = [f"L{n['layer']}:{n['index']}" for n in points[-1]["tracked"]]
+    assert [t.name for t in tops] == final
+    for t in tops:
+        assert all(v is not None for v in t.y), f"{t.name} has a gap"
+        j = final.index(t.name)
+        assert list(t.y) == pytest.approx([p["tracked"][j]["score"] for p in points])
+    layers = [t for t in fig.data if t.legendgroup == "layers"]
+    assert len(layers) == 4
+    layer_cols = {t.line.color for t in layers}
+    neuron_cols = {t.line.color for t in tops}
+    assert len(layer_cols) == 4 and len(neuron_cols) == len(tops) and not layer_cols & neuron_cols
+    assert not layer_cols & set(NEURON_COLORS)
+    # the filled markers are the points where the neuron was a candidate
+    t0 = tops[0]
+    assert list(t0.marker.symbol) == ["circle" if p["tracked"][0]["role"] == "candidate" else "circle-open"
+                                      for p in points]
+    # without the tracked lists (older results): the top-k lookup, with gaps where a neuron was not in the top-k
+    for p in points:
+        del p["tracked"]
+    gaps = [t for t in emergence_figure(data).data if t.legendgroup == "top" and any(v is None for v in t.y)]
+    assert gaps
+
+
+def test_emergence_baseline_is_explained_with_the_first_points_numbers(tmp_path):
+    data = synthetic_results(n_layers=3, units=128, emergence=True, seed=4)
+    first, last = data["emergence"][0], data["emergence"][-1]
+    first.update(n_significant=228, n_candidates=44, most_selective_mean=1.47)
+    last.update(n_significant=372, n_candidates=41, most_selective_mean=1.36)
+    html = write_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
+    box = re.search(r"<p class='note baseline'>.*?</p>", html, flags=re.S).group(0)
+    assert "step 0, before the first training step" in box
+    assert "<b>228 neurons</b> were already FDR-significant" in box and "<b>44</b> qualified as candidates" in box
+    assert "mean d of <b>1.47</b>" in box and "random initialisation" in box and "baseline" in box
+    assert "significant neurons 228 → 372 (+144)" in box and "candidates 44 → 41 (−3)" in box
+    assert html.index(box) < html.index('id="nl-fig-emergence"')          # read before the chart
+    assert "<b>Over training</b>" in html and "<b>1.47 → 1.36 (−0.110)</b>" in html
+
+
+def test_layer_chart_empty_state():
+    """With no significant neuron the layer chart says so instead of drawing an empty -1..1 count axis."""
+    from neurolens_lightning.report.figures import layer_distribution_figure
+
+    data = synthetic_results(n_layers=3, units=64)
+    assert layer_distribution_figure(data).layout.annotations == ()  # not shown when there is something to draw
+    for s_ in data["layer_summary"]:
+        s_.update(n_significant=0, n_significant_positive=0)
+    fig = layer_distribution_figure(data)
+    texts = [a.text for a in fig.layout.annotations]
+    assert any(t.startswith("no significant neurons") for t in texts), texts
+    assert tuple(fig.layout.yaxis.range) == (0, 1) and fig.layout.yaxis.showticklabels is False
+    assert not any(t.showlegend is not False for t in fig.data if t.type == "bar")
+
+
+def test_scatter_labels_do_not_overlap_and_colours_cover_the_candidates():
+    from neurolens_lightning.report.figures import place_labels
+
+    data = synthetic_results(n_layers=4, units=256, seed=5)
+    cands = [n for n in data["neurons"] if n["role"] == "candidate"][:data["top_k"]]
+    supps = [n for n in data["neurons"] if n["role"] == "suppressor"][:data["top_k"]]
+    cands[0]["importance"] = 0.5                     # far beyond the bulk: the colour range must still reach it
+    fig = scatter_figure(data)
+    main, ring = fig.data[0], next(t for t in fig.data if (t.name or "").endswith("candidates"))
+    lim = max(abs(n["importance"]) for n in cands + supps)
+    assert main.marker.cmax == pytest.approx(-main.marker.cmin) and main.marker.cmax >= lim * (1 - 1e-3)
+    assert sum(bool(t) for t in ring.text) <= 6 and ring.text[0] == f"L{cands[0]['layer']}:{cands[0]['index']}"
+    assert [c[3] for c in ring.customdata] == [f"L{n['layer']}:{n['index']}" for n in cands]  # hover names all
+    # a crowded cluster (as in a real MiniLM scan): the labels placed never overlap one another
+    xs = [1.05, 1.12, 1.20, 1.25, 1.33, 1.30, 1.45, 1.10, 1.38, 1.28]
+    ys = [0.55, 0.57, 0.56, 0.58, 0.57, 0.52, 0.40, 0.63, 0.50, 0.47]
+    labels = [f"L{i % 6}:{1000 + i}" for i in range(10)]
+    texts, pos = place_labels(xs, ys, labels, (-2.0, 2.5), (-0.04, 1.08), max_labels=10)
+    w, h = 640.0, 400.0
+    boxes = []
+    for x, y, t, p in zip(xs, ys, texts, pos):
+        if not t:
+            continue
+        u, v = (x + 2.225) / 4.95 * w, (y + 0.04) / 1.12 * h
+        bw, bh = 0.62 * 11 * len(t) + 4, 14
+        dx = {"center": -bw / 2, "right": 6, "left": -6 - bw}[p.split()[1]]
+        dy = {"top": 6, "bottom": -6 - bh, "middle": -bh / 2}[p.split()[0]]
+        if p == "middle right":
+            dx = 10
+        if p == "middle left":
+            dx = -10 - bw
+        if p in ("top center",):
+            dy = 9
+        if p in ("bottom center",):
+            dy = -9 - bh
+        boxes.append((u + dx, v + dy, u + dx + bw, v + dy + bh))
+    assert 1 < len(boxes) < 10                          # some labelled, not all: the rest by hover
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
+
+
+def test_timings_show_every_stage_and_the_total(tmp_path):
+    data = synthetic_results(n_layers=2, units=64, ablation=True)
+    html = write_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
+    card = re.search(r"<div class='card'><div class='card-v'>([^<]*)</div><div class='card-k'>time</div>"
+                     r"<div class='card-s'>(.*?)</div>", html)
+    assert card and card.group(1) == "24&nbsp;s"
+    for stage in ("load", "activations", "importance", "statistics", "ablation"):
+        assert f"{stage}&nbsp;" in card.group(2), stage
+    setup = re.search(r"<h4>time</h4><table class='times'>(.*?)</table>", html).group(1)
+    for row in ("loading the model", "activation pass", "importance pass (backward)", "statistics and ranking",
+                "ablation (causal test)", "total"):
+        assert f"<th>{html_escape(row)}</th>" in setup, row
+    assert setup.index("ablation (causal test)") < setup.index("<th>total</th>")
+    del data["timings_s"]["total"]  # older results: the total is the sum of the stages, and says so
+    html = write_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "total (sum of the stages)" in html and "24&nbsp;s" in html
+
+
+def test_group_names_have_their_full_name_on_hover(tmp_path):
+    data = synthetic_results(n_layers=2, units=64)
+    data["concept_info"]["groups"] = ["prince_princess_and_heirs", "g2", "g3", "g4", "g5", "g6"]
+    html = write_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<span class='gname' title='prince_princess_and_heirs'>prince_princess_and_heirs</span>" in html
+
+
+_LAYOUT_PROBE = r"""<script>
+window.addEventListener('load', () => setTimeout(() => {
+  const out = {inner: window.innerWidth, doc: document.documentElement.scrollWidth, scrolling: [], overlaps: [],
+               wide_words: []};
+  document.querySelectorAll('.tablewrap').forEach(el => {
+    if (el.scrollWidth > el.clientWidth + 1) out.scrolling.push((el.closest('section') || {}).id); });
+  document.querySelectorAll('.nl-figure').forEach(fig => {
+    const texts = [...fig.querySelectorAll('svg text')].filter(t => t.textContent.trim()
+      && t.getBoundingClientRect().width > 0
+      && !/rotate\((?!0)/.test((t.getAttribute('transform') || '') + (t.parentNode.getAttribute('transform') || '')));
+    const r = texts.map(t => [t.textContent.trim(), t.getBoundingClientRect()]);
+    for (let i = 0; i < r.length; i++) for (let j = i + 1; j < r.length; j++) {
+      const a = r[i][1], b = r[j][1];
+      const ox = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+      const oy = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+      if (ox > 1 && oy > 1)
+        out.overlaps.push([fig.dataset.figure, r[i][0], r[j][0]]);
+    }
+  });
+  out.breaks_anywhere = [...document.querySelectorAll('.kv td')].filter(td => {
+    const cs = getComputedStyle(td); return cs.overflowWrap === 'anywhere' || cs.wordBreak === 'break-all'; }).length;
+  document.querySelectorAll('.kv td').forEach(td => {
+    const span = document.createElement('span');
+    span.style.cssText = 'white-space:nowrap;position:absolute;visibility:hidden';
+    td.appendChild(span);
+    for (const w of td.textContent.split(/\s+/).filter(Boolean)) {
+      span.textContent = w;
+      if (span.getBoundingClientRect().width > td.clientWidth + 1) out.wide_words.push(w);
+    }
+    td.removeChild(span);
+  });
+  const pre = document.createElement('pre'); pre.id = 'nl-layout'; pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+}, 1500));
+</script>"""
+
+
+@needs_chromium
+@pytest.mark.parametrize("width", [1000, 1920])
+def test_layout_at_narrow_and_wide_windows(tmp_path, width):
+    """At 1000 and 1920 px: no table scrolls sideways (the examples column used to), the page is not wider than
+    the window, no two texts of a chart overlap (e.g. crowded scatter labels), no word of the Setup tables is
+    broken mid-word. Measured on a copy of the page with a probe script appended (the page itself is unchanged)."""
+    import html as html_mod
+
+    data = synthetic_results(n_layers=6, units=512, ablation=True, emergence=True, seed=1)
+    data["concept_info"]["groups"] = ["prince_princess", "royal_objects", "monarch", "king", "queen", "emperor"]
+    data["settings"]["split"] = ("ranked on the ranking split (31 concept and 33 control examples); the disjoint "
+                                 "held-out split is kept for ablation")
+    page = write_report(data, tmp_path / "report.html")
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", _LAYOUT_PROBE + "</body>"), encoding="utf-8")
+    with tempfile.TemporaryDirectory(prefix="nl-chromium-") as profile:
+        proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader",
+                               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                               "--no-first-run", f"--user-data-dir={profile}", f"--window-size={width},1000",
+                               "--virtual-time-budget=8000", "--dump-dom", probe.resolve().as_uri()],
+                              capture_output=True, text=True, timeout=120)
+    m = re.search(r'<pre id="nl-layout">(.*?)</pre>', proc.stdout, flags=re.S)
+    assert m, proc.stderr[-2000:]
+    got = json.loads(html_mod.unescape(m.group(1)))
+    assert got["scrolling"] == [], f"tables scrolling sideways at {width} px: {got['scrolling']}"
+    assert got["doc"] <= got["inner"], got
+    assert got["overlaps"] == [], got["overlaps"][:10]
+    assert got["wide_words"] == [], got["wide_words"]
+    # a word in the Setup tables breaks only when it is wider than its whole cell (never "rank-ing" to save space)
+    assert got["breaks_anywhere"] == 0
+
+
 # ---------------------------------------------------------------------------- escaping
 def test_plotly_json_cannot_close_the_script_tag():
     fig = go.Figure(go.Scatter(x=[1], y=[1], text=["</script><script>alert(1)</script>"]))

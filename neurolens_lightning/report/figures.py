@@ -41,12 +41,16 @@ __all__ = [
     "candidate_status",
     "candidates",
     "emergence_figure",
+    "emergence_headline",
+    "layer_colors",
+    "NEURON_COLORS",
     "heatmap_figure",
     "heatmap_reduction",
     "layer_distribution_figure",
     "layer_profile",
     "neuron_table",
     "p_value_text",
+    "place_labels",
     "sankey_figure",
     "scatter_figure",
     "scatter_reduction",
@@ -117,6 +121,9 @@ def _style(fig: go.Figure, title: str, height: int, subtitle: str | None = None,
         legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0.0, "xanchor": "left",
                 "x": 0.0, "font": {"size": 12}},
     )
+    # axis titles and tick labels push the margins out instead of being clipped on a narrow page
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
     return fig
 
 
@@ -390,8 +397,67 @@ def scatter_reduction(data: dict[str, Any], gl_threshold: int = 5000, density_th
     return f"All {n:,} neurons are drawn as dots{' (WebGL)' if n > gl_threshold else ''}; hover a dot for its scores."
 
 
+#: candidate label positions around a ring, in order of preference: plotly ``textposition`` and the label
+#: box's offset from the marker in pixels (left, bottom) as a function of the label's width and height
+_LABEL_SLOTS = [
+    ("top center", lambda w, h: (-w / 2, 9)), ("bottom center", lambda w, h: (-w / 2, -9 - h)),
+    ("middle right", lambda w, h: (10, -h / 2)), ("middle left", lambda w, h: (-10 - w, -h / 2)),
+    ("top right", lambda w, h: (6, 6)), ("top left", lambda w, h: (-6 - w, 6)),
+    ("bottom right", lambda w, h: (6, -6 - h)), ("bottom left", lambda w, h: (-6 - w, -6 - h)),
+]
+
+
+def place_labels(xs: Sequence[float], ys: Sequence[float], labels: Sequence[str], x_range: tuple[float, float],
+                 y_range: tuple[float, float], obstacles: Sequence[tuple[float, float]] = (), max_labels: int = 6,
+                 width_px: float = 640.0, height_px: float = 400.0, font_px: float = 11.0
+                 ) -> tuple[list[str], list[str]]:
+    """Labels that do not overlap: (text per point, ``""`` for an unlabelled one; plotly ``textposition`` each).
+
+    Points are labelled in the given order (best first), at most ``max_labels``: each label goes to the first
+    slot around its marker (above, below, right, left, then the diagonals) whose box overlaps no label placed
+    so far, no other marker (the points and ``obstacles``) and stays inside the plot; a point without such a
+    slot gets no label (its hover still names it). Pixel sizes are estimated for a ``width_px`` ×
+    ``height_px`` plot area - the narrowest the report's scatter gets (a 1000 px window) - so that labels
+    that do not collide there do not collide on wider screens either.
+    """
+    x0, x1 = x_range
+    pad = 0.05 * ((x1 - x0) or 1.0)  # plotly's autorange margin
+    x0, x1 = x0 - pad, x1 + pad
+    y0, y1 = y_range
+
+    def px(x: float, y: float) -> tuple[float, float]:
+        return ((x - x0) / ((x1 - x0) or 1.0) * width_px, (y - y0) / ((y1 - y0) or 1.0) * height_px)
+
+    def hit(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+        return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+    pts = [px(x, y) for x, y in zip(xs, ys)]
+    r = 7.0  # marker radius (size 14)
+    blocked = [(u - r, v - r, u + r, v + r) for u, v in pts + [px(x, y) for x, y in obstacles]
+               if not (math.isnan(u) or math.isnan(v))]
+    texts, positions = [""] * len(pts), ["top center"] * len(pts)
+    placed = 0
+    for i, ((u, v), label) in enumerate(zip(pts, labels)):
+        if placed >= max_labels or math.isnan(u) or math.isnan(v):
+            continue
+        w, h = 0.62 * font_px * len(label) + 4, font_px + 3
+        for name, off in _LABEL_SLOTS:
+            dx, dy = off(w, h)
+            box = (u + dx, v + dy, u + dx + w, v + dy + h)
+            if box[0] < 0 or box[2] > width_px or box[1] < 0 or box[3] > height_px:
+                continue
+            own = (u - r, v - r, u + r, v + r)
+            if any(hit(box, b) for b in blocked if b != own):
+                continue
+            texts[i], positions[i] = label, name
+            blocked.append(box)
+            placed += 1
+            break
+    return texts, positions
+
+
 def scatter_figure(data: dict[str, Any], gl_threshold: int = 5000, density_threshold: int = 20000,
-                   max_points: int = 5000, label_top: int | None = None) -> go.Figure | None:
+                   max_points: int = 5000, label_top: int | None = None, max_labels: int = 6) -> go.Figure | None:
     """Selectivity (Cohen's d) vs consistency for every scanned neuron, colour = importance.
 
     Up to ``gl_threshold`` neurons: one SVG scatter; up to ``density_threshold``: one
@@ -399,7 +465,9 @@ def scatter_figure(data: dict[str, Any], gl_threshold: int = 5000, density_thres
     counts) under dots for the ``max_points`` highest-scoring neurons (SVG when that is at most
     ``gl_threshold``). WebGL start-up dominates the render time of a page in software GL, so a
     100k-neuron model renders faster this way, and the bulk near d = 0 is noise anyway. The
-    top-k candidates are overlaid as labelled SVG rings, the top-k suppressors as purple diamonds.
+    top-k candidates are overlaid as SVG rings, the best-ranked ``max_labels`` of them labelled where a label
+    fits without overlapping (:func:`place_labels`; every ring names its neuron on hover), the top-k
+    suppressors as purple diamonds. The importance colour scale is symmetric and covers every ringed neuron.
     """
     t = neuron_table(data)
     ok = ~(np.isnan(t["selectivity"]) | np.isnan(t["consistency"]))
@@ -427,9 +495,16 @@ def scatter_figure(data: dict[str, Any], gl_threshold: int = 5000, density_thres
         idx = idx[-max_points:]
     n = len(idx)
     c = colour[idx]
+    cands = candidates(data, label_top)
+    supps = suppressors(data, label_top)
     if has_imp:
-        lim = float(np.nanpercentile(np.abs(c), 99)) if np.any(~np.isnan(c)) else 1.0
-        lim = lim if lim > 0 else 1.0
+        # symmetric around 0 and wide enough for every listed candidate and suppressor (the strongest neurons
+        # are the ones the reader looks up; a 99th-percentile range alone saturates them)
+        lim = float(np.nanpercentile(np.abs(c), 99)) if np.any(~np.isnan(c)) else 0.0
+        listed = [abs(_num(n_.get("importance"))) for n_ in cands + supps]
+        lim = max([lim] + [v for v in listed if not math.isnan(v)])
+        # 5% headroom: no tick label sits at the very top of the colour bar, against its title
+        lim = 1.05 * lim if lim > 0 else 1.0
         marker = {"color": c.astype(np.float32), "cmin": -lim, "cmax": lim,
                   "colorscale": [[0.0, "#053061"], [0.25, "#4393c3"], [0.5, "#b8b8b8"], [0.75, "#d6604d"],
                                  [1.0, "#67001f"]],
@@ -448,19 +523,27 @@ def scatter_figure(data: dict[str, Any], gl_threshold: int = 5000, density_thres
     fig.add_trace(cls(x=t["selectivity"][idx].astype(np.float32), y=t["consistency"][idx].astype(np.float32),
                       mode="markers", marker=marker, customdata=custom.astype(np.float32),
                       hovertemplate=hover, name=name, showlegend=True))
-    cands = candidates(data, label_top)
+    n_labelled = 0
     if cands:
+        cx, cy = [_num(n_.get("selectivity")) for n_ in cands], [_num(n_.get("consistency")) for n_ in cands]
+        names = [neuron_label(n_) for n_ in cands]
+        sx = [_num(n_.get("selectivity")) for n_ in supps]
+        sy = [_num(n_.get("consistency")) for n_ in supps]
+        x_all = t["selectivity"][ok]
+        x_range = (float(np.nanmin(x_all)), float(np.nanmax(x_all)))
+        texts, positions = place_labels(cx, cy, names, x_range, (-0.04, 1.08), obstacles=list(zip(sx, sy)),
+                                        max_labels=max_labels)
+        n_labelled = sum(bool(tx) for tx in texts)
         fig.add_trace(go.Scatter(
-            x=[_num(n_.get("selectivity")) for n_ in cands], y=[_num(n_.get("consistency")) for n_ in cands],
-            mode="markers+text", text=[neuron_label(n_) for n_ in cands], textposition="top center",
+            x=cx, y=cy, mode="markers+text", text=texts, textposition=positions,
             textfont={"size": 11, "color": "#111"},
             marker={"symbol": "circle-open", "size": 14, "color": "#111", "line": {"width": 2}},
-            customdata=[[n_.get("rank"), _num(n_.get("importance")), _num(n_.get("score"))] for n_ in cands],
-            hovertemplate=("candidate #%{customdata[0]}: %{text}<br>selectivity d = %{x:.3f}<br>consistency = "
-                           "%{y:.3f}<br>importance = %{customdata[1]:.3g}<br>score = %{customdata[2]:.3f}"
-                           "<extra></extra>"),
+            customdata=[[n_.get("rank"), _num(n_.get("importance")), _num(n_.get("score")), name_]
+                        for n_, name_ in zip(cands, names)],
+            hovertemplate=("candidate #%{customdata[0]}: %{customdata[3]}<br>selectivity d = %{x:.3f}<br>"
+                           "consistency = %{y:.3f}<br>importance = %{customdata[1]:.3g}<br>score = "
+                           "%{customdata[2]:.3f}<extra></extra>"),
             name=f"top {len(cands)} candidates"))
-    supps = suppressors(data, label_top)
     if supps:
         fig.add_trace(go.Scatter(
             x=[_num(n_.get("selectivity")) for n_ in supps], y=[_num(n_.get("consistency")) for n_ in supps],
@@ -481,6 +564,9 @@ def scatter_figure(data: dict[str, Any], gl_threshold: int = 5000, density_thres
     colour_txt = ("importance (red: removing it is predicted to lower the concept confidence)" if has_imp
                   else "composite score")
     sub = f"{how}; colour = {colour_txt}"
+    if cands and n_labelled < len(cands):
+        sub += (f"<br>labelled: {n_labelled} of the {len(cands)} candidates, best-ranked first where a label fits; "
+                "hover a ring for any neuron" if n_labelled else "<br>hover a ring for the neuron")
     return _style(fig, "Selectivity vs consistency", 600, subtitle=sub, legend_rows=1)
 
 
@@ -653,70 +739,160 @@ def _int_or_str(k: Any) -> Any:
         return str(k)
 
 
+#: colours of the tracked neurons in the emergence timeline: no blue, so they never share a colour with the layers
+NEURON_COLORS = ["#d62728", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#7f7f7f", "#17becf",
+                 "#a6761d"]
+#: colour of the emergence headline (mean selectivity of the k most selective neurons)
+HEADLINE_COLOR = "#111111"
+
+
+def layer_colors(n: int) -> list[str]:
+    """``n`` colours for layers, shallow to deep: a light-to-dark blue ramp (ordered, and disjoint from
+    :data:`NEURON_COLORS`)."""
+    from plotly.colors import sample_colorscale
+
+    return sample_colorscale("Blues", list(np.linspace(0.45, 1.0, n)) if n > 1 else [0.8])
+
+
+def emergence_headline(points: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The emergence baseline and change, from the first and last points of a timeline.
+
+    Returns ``first``/``last`` (the points), ``k`` (how many of the most selective neurons the headline
+    averages), and the headline (``most_selective_mean``), ``n_significant`` and ``n_candidates`` at both
+    ends (None where a point lacks one); None without points.
+    """
+    pts = sorted((p for p in points if isinstance(p, dict) and p.get("step") is not None),
+                 key=lambda p: _num(p.get("step")))
+    if not pts:
+        return None
+    first, last = pts[0], pts[-1]
+    k = max((len(p.get("top") or []) for p in pts), default=0) or None
+    out: dict[str, Any] = {"first": first, "last": last, "k": k, "n_points": len(pts)}
+    for key in ("most_selective_mean", "n_significant", "n_candidates"):
+        out[key] = (first.get(key), last.get(key))
+    return out
+
+
+def _tracked_series(points: list[dict[str, Any]], max_tracked: int) -> list[dict[str, Any]]:
+    """Per final top neuron: label and, per point, score, selectivity and role (None where unknown).
+
+    Uses each point's ``tracked`` list (the callback fills it from its score log: no gaps) and falls back to
+    looking the neuron up in each point's ``top`` (gaps where it was not in that point's top-k).
+    """
+    final = (points[-1].get("tracked") or points[-1].get("top") or [])[:max_tracked]
+    series = []
+    for n in final:
+        key = (n.get("layer"), n.get("index"))
+        score, sel, role = [], [], []
+        for p in points:
+            pool = p.get("tracked") if isinstance(p.get("tracked"), list) else p.get("top") or []
+            hit = next((m for m in pool if (m.get("layer"), m.get("index")) == key), None)
+            ok = hit is not None and hit.get("score") is not None
+            score.append(_num(hit.get("score")) if ok else None)
+            sel.append(_num(hit.get("selectivity")) if ok else math.nan)
+            role.append((hit.get("role") or "no role") if ok else "not recorded")
+        series.append({"label": neuron_label(n), "score": score, "selectivity": sel, "role": role})
+    return series
+
+
 def emergence_figure(data: dict[str, Any], max_tracked: int = 10, max_lines: int = 8) -> go.Figure | None:
     """The emergence timeline of a training run (``data['emergence']``), or ``None``.
 
-    Rows: FDR-significant neurons per layer (lines up to ``max_lines`` layers, else a
-    step × layer heatmap); score of the final top neurons at each probe
-    point (a gap where a neuron was not in that point's top-k); Jaccard overlap of the top-k
-    with the previous point.
+    Rows: the headline (mean selectivity d of the k most selective neurons, ``most_selective_mean``) with
+    its value at the first point as the baseline; FDR-significant neurons per layer (lines in a blue ramp up
+    to ``max_lines`` layers, else a step × layer heatmap); the composite score of the final top neurons at
+    every point (from each point's ``tracked`` list, continuous from the first point; filled markers where
+    the neuron was a candidate at that point); the Jaccard overlap of the top-k with the previous point.
+    Layers and neurons never share a colour (:func:`layer_colors`, :data:`NEURON_COLORS`).
     """
     points = [p for p in data.get("emergence") or [] if isinstance(p, dict) and p.get("step") is not None]
     if not points:
         return None
     points.sort(key=lambda p: _num(p.get("step")))
     steps = [p["step"] for p in points]
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.4, 0.35, 0.25],
-                        subplot_titles=("FDR-significant neurons per layer", "score of the final top neurons",
+    head = emergence_headline(points) or {}
+    k = head.get("k") or data.get("top_k") or 10
+    fig = make_subplots(rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.065,
+                        row_heights=[0.22, 0.28, 0.32, 0.18],
+                        subplot_titles=(f"headline: mean selectivity d of the {k} most selective neurons",
+                                        "FDR-significant neurons per layer",
+                                        "composite score of the final top neurons (● candidate at that point, "
+                                        "○ not)",
                                         "top-k overlap with the previous point (Jaccard)"))
-    layer_keys = sorted({_int_or_str(k) for p in points for k in (p.get("n_significant_per_layer") or {})},
-                        key=lambda k: (isinstance(k, str), k))
+    # row 1: the headline and its baseline (the first point)
+    hl = [_num(p.get("most_selective_mean")) for p in points]
+    if any(not math.isnan(v) for v in hl):
+        fig.add_trace(go.Scatter(x=steps, y=hl, mode="lines+markers", name=f"mean d of the {k} most selective",
+                                 legendgroup="headline", legendgrouptitle={"text": "headline"},
+                                 line={"color": HEADLINE_COLOR, "width": 3},
+                                 marker={"size": 7, "symbol": "diamond", "color": HEADLINE_COLOR},
+                                 hovertemplate=f"step %{{x}}: mean d of the {k} most selective = %{{y:.3f}}"
+                                               "<extra></extra>"), row=1, col=1)
+        if not math.isnan(hl[0]):
+            fig.add_trace(go.Scatter(x=[steps[0], steps[-1]], y=[hl[0], hl[0]], mode="lines",
+                                     name=f"baseline (step {steps[0]})", legendgroup="headline",
+                                     line={"color": HEADLINE_COLOR, "width": 1, "dash": "dot"},
+                                     hovertemplate=f"baseline at step {steps[0]}: %{{y:.3f}}<extra></extra>"),
+                          row=1, col=1)
+    else:
+        fig.add_annotation(text="not recorded", xref="x domain", yref="y domain", x=0.5, y=0.5,
+                           showarrow=False, font={"color": "#777"}, row=1, col=1)
+    fig.update_yaxes(title_text="d", row=1, col=1)
+    # row 2: significant neurons per layer
+    layer_keys = sorted({_int_or_str(k_) for p in points for k_ in (p.get("n_significant_per_layer") or {})},
+                        key=lambda k_: (isinstance(k_, str), k_))
     per_point = [p.get("n_significant_per_layer") or {} for p in points]
     counts = np.array([[_num(d.get(str(lk), d.get(lk))) for d in per_point] for lk in layer_keys],
                       dtype=np.float64).reshape(len(layer_keys), len(points))
-    if len(layer_keys) > max_lines:
+    heat = len(layer_keys) > max_lines
+    if heat:
         fig.add_trace(go.Heatmap(
-            z=counts.astype(np.float32), x=steps, y=[str(k) for k in layer_keys], colorscale="Blues",
-            colorbar={"title": {"text": "significant"}, "len": 0.36, "y": 1.0, "yanchor": "top", "thickness": 12},
+            z=counts.astype(np.float32), x=steps, y=[str(k_) for k_ in layer_keys], colorscale="Blues",
+            colorbar={"title": {"text": "significant"}, "len": 0.26, "y": 0.77, "yanchor": "top", "thickness": 12,
+                      "x": 1.02, "xanchor": "left"},
             hovertemplate="layer %{y}, step %{x}: %{z} significant<extra></extra>", name="significant"),
-            row=1, col=1)
-        fig.update_yaxes(title_text="layer", row=1, col=1)
+            row=2, col=1)
+        fig.update_yaxes(title_text="layer", row=2, col=1)
     else:
-        for r, lk in enumerate(layer_keys):
+        for lk, colour in zip(layer_keys, layer_colors(len(layer_keys))):
+            r = layer_keys.index(lk)
             fig.add_trace(go.Scatter(x=steps, y=counts[r], mode="lines+markers", name=f"layer {_esc(lk)}",
                                      legendgroup="layers", legendgrouptitle={"text": "significant, per layer"},
-                                     marker={"size": 5},
+                                     line={"color": colour}, marker={"size": 5, "color": colour},
                                      hovertemplate=f"layer {_esc(lk)}<br>step %{{x}}: %{{y}} significant"
                                                    "<extra></extra>"),
-                          row=1, col=1)
-        fig.update_yaxes(title_text="neurons", row=1, col=1)
-    final = (points[-1].get("top") or [])[:max_tracked]
-    for n in final:
-        key = (n.get("layer"), n.get("index"))
-        ys = []
-        for p in points:
-            hit = next((m for m in p.get("top") or [] if (m.get("layer"), m.get("index")) == key), None)
-            ys.append(_num(hit.get("score")) if hit else None)
-        fig.add_trace(go.Scatter(x=steps, y=ys, mode="lines+markers", name=neuron_label(n), legendgroup="top",
-                                 legendgrouptitle={"text": "final top neurons"},
-                                 connectgaps=False, marker={"size": 5},
-                                 hovertemplate=f"{neuron_label(n)}<br>step %{{x}}: score %{{y:.3f}}<extra></extra>"),
-                      row=2, col=1)
+                          row=2, col=1)
+        fig.update_yaxes(title_text="neurons", rangemode="tozero", row=2, col=1)
+    # row 3: the final top neurons, continuous where the callback tracked them
+    for j, ser in enumerate(_tracked_series(points, max_tracked)):
+        colour = NEURON_COLORS[j % len(NEURON_COLORS)]
+        custom = [[("—" if math.isnan(d) else f"{d:.3f}"), r] for d, r in zip(ser["selectivity"], ser["role"])]
+        fig.add_trace(go.Scatter(
+            x=steps, y=ser["score"], mode="lines+markers", name=_esc(ser["label"]), legendgroup="top",
+            legendgrouptitle={"text": "final top neurons"}, connectgaps=False,
+            line={"color": colour, "width": 1.8, "dash": "solid" if j < 5 else "dot"},
+            marker={"size": 6, "color": colour, "line": {"color": colour, "width": 1.5},
+                    "symbol": ["circle" if r == "candidate" else "circle-open" for r in ser["role"]]},
+            customdata=custom,
+            hovertemplate=(f"{_esc(ser['label'])} · step %{{x}}<br>score %{{y:.3f}}, d = %{{customdata[0]}}"
+                           "<br>%{customdata[1]}<extra></extra>")),
+            row=3, col=1)
+    fig.update_yaxes(title_text="score", rangemode="tozero", row=3, col=1)
     jac = [_num(p.get("jaccard_prev")) for p in points]
     fig.add_trace(go.Scatter(x=steps, y=jac, mode="lines+markers", name="Jaccard", line={"color": "#34495e"},
                              showlegend=False, hovertemplate="step %{x}: Jaccard %{y:.2f}<extra></extra>"),
-                  row=3, col=1)
-    fig.update_yaxes(title_text="score", row=2, col=1)
-    fig.update_yaxes(title_text="Jaccard", range=[-0.05, 1.05], row=3, col=1)
-    fig.update_xaxes(title_text="training step", row=3, col=1)
-    fig = _style(fig, "Emergence over training", 780,
+                  row=4, col=1)
+    fig.update_yaxes(title_text="Jaccard", range=[-0.05, 1.05], row=4, col=1)
+    fig.update_xaxes(title_text="training step", row=4, col=1)
+    fig = _style(fig, "Emergence over training", 940,
                  subtitle=f"{len(points)} probe points, steps {steps[0]}–{steps[-1]}", legend_rows=1)
-    heat = len(layer_keys) > max_lines
-    fig.update_layout(legend={"orientation": "v", "yref": "paper", "y": 0.6 if heat else 1.0, "yanchor": "top",
-                              "x": 1.02, "xanchor": "left", "groupclick": "toggleitem"},
-                      margin={"r": 150, "b": 64})
+    # with the heatmap its colour bar sits beside row 2: the legend starts below it
+    fig.update_layout(legend={"orientation": "v", "yref": "paper", "y": 0.46 if heat else 1.0, "yanchor": "top",
+                              "x": 1.02, "xanchor": "left", "groupclick": "toggleitem", "tracegroupgap": 14},
+                      margin={"r": 190, "b": 64})
     for ann in fig.layout.annotations:  # subplot titles: left-aligned, muted
-        ann.update(font={"size": 13, "color": "#444"})
+        if ann.text and ann.text != "not recorded":
+            ann.update(font={"size": 13, "color": "#444"}, x=0.0, xanchor="left")
     return fig
 
 
@@ -747,11 +923,20 @@ def layer_distribution_figure(data: dict[str, Any], relative: bool = False) -> g
     fig.update_layout(barmode="stack", bargap=0.25)
     fig.update_xaxes(title_text="relative depth ℓ/(L−1)" if relative else "layer",
                      type="linear" if relative else "category")
-    fig.update_yaxes(title_text="FDR-significant neurons", secondary_y=False)
+    fig.update_yaxes(title_text="FDR-significant neurons", secondary_y=False, rangemode="tozero")
     fig.update_yaxes(title_text="best score", secondary_y=True, rangemode="tozero", showgrid=False)
     q = data.get("fdr_q", 0.05)
-    return _style(fig, "Which layers carry the concept", 440,
-                  subtitle=f"neurons selective at Benjamini–Hochberg FDR q = {q}, per layer", legend_rows=1)
+    sub = f"neurons selective at Benjamini–Hochberg FDR q = {q}, per layer"
+    if not np.nansum(p["n_significant"]) > 0:
+        # empty state: no bar to draw, so no count axis (plotly would show an empty -1..1 range)
+        for tr in fig.data[:2]:
+            tr.showlegend = False
+        fig.update_yaxes(range=[0, 1], showticklabels=False, showgrid=False, title_text="", secondary_y=False)
+        fig.add_annotation(text=f"no significant neurons (FDR q = {q}) in any layer", xref="paper", yref="paper",
+                           x=0.5, y=0.62, showarrow=False, font={"size": 16, "color": "#8a1c1c"},
+                           name="empty-state")
+        sub = f"no neuron is selective at Benjamini–Hochberg FDR q = {q}; the line is each layer's best score"
+    return _style(fig, "Which layers carry the concept", 440, subtitle=sub, legend_rows=1)
 
 
 # ---------------------------------------------------------------------------- all

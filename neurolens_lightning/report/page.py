@@ -17,8 +17,10 @@ Example:
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
+import json
 import math
 import re
 from pathlib import Path
@@ -40,13 +42,18 @@ _CAPTIONS = {
               "control), split by the sign of the effect, with the best composite score of the layer.",
     "heatmap": None,  # filled from heatmap_reduction()
     "scatter": "Each dot is a neuron. Right = fires more on the concept than on the controls; up = does so for "
-               "every phrasing group; colour = predicted effect on the model's concept confidence. The ringed "
-               "dots are the top candidates, the purple diamonds the top suppressors.",
+               "every phrasing group; colour = predicted effect on the model's concept confidence (the scale is "
+               "symmetric and covers every ringed neuron). The ringed dots are the top candidates (the best-ranked "
+               "labelled where a label fits; hover names every one), the purple diamonds the top suppressors.",
     "sankey": "Concept → layer → status of each top candidate and suppressor. See the definitions at the bottom "
               "for what the statuses mean.",
     "ablation": None,  # filled from the ablation summary (_ablation_caption)
-    "emergence": "How the concept's neurons appeared during training: significant neurons per layer, the score "
-                 "of the final top neurons at each probe point, and how stable the top-k set was.",
+    "emergence": "How the concept's neurons appeared during training. Top: the headline, the mean selectivity d "
+                 "of the most selective neurons at each probe point (dotted: its value at the first point, the "
+                 "baseline). Then the FDR-significant neurons per layer (blue, darker = deeper), the composite "
+                 "score of the final top neurons at every probe point (each its own colour; a filled marker where "
+                 "the neuron was a candidate at that point, open where it was not yet), and how stable the top-k "
+                 "set was from one point to the next.",
 }
 _SECTION_TITLES = {
     "layers": "Layers", "heatmap": "All neurons", "scatter": "Selectivity and consistency",
@@ -222,12 +229,87 @@ def summary_sentences(data: dict[str, Any]) -> list[str]:
             f"control examples; consistency {_fmt(c.get('consistency'))}, importance {_fmt(c.get('importance'))}, "
             f"score {_fmt(c.get('score'))}. The top {_plural(len(cands), 'candidate')} sit in {dist}.")
     out.extend(_ablation_sentences(data))
+    out.append(_emergence_sentence(data))
     head = data.get("confidence_head")
     if isinstance(head, dict) and _isnum(head.get("heldout_accuracy")):
         train = (f" (train {100 * head['train_accuracy']:.1f}%)" if _isnum(head.get("train_accuracy")) else "")
         out.append(f"The confidence head used for importance and ablation ({_e(head.get('kind') or 'probe')}) "
                    f"reaches <b>{100 * head['heldout_accuracy']:.1f}%</b> accuracy on held-out examples{train}.")
     return [s for s in out if s]
+
+
+def _change(a: Any, b: Any, nd: int = 3) -> str:
+    """``a → b (+d)`` for two numbers (``—`` for a missing one)."""
+    if not (_isnum(a) and _isnum(b)):
+        return f"{_fmt(a, nd)} → {_fmt(b, nd)}"
+    d = b - a
+    sign = "+" if d > 0 else ("−" if d < 0 else "±")
+    return f"{_fmt(a, nd)} → {_fmt(b, nd)} ({sign}{_fmt(abs(d), nd)})"
+
+
+def _emergence_sentence(data: dict[str, Any]) -> str:
+    """One summary sentence on the training timeline (first point → last point), or empty without one."""
+    h = F.emergence_headline(data.get("emergence") or [])
+    if not h or h["n_points"] < 2:
+        return ""
+    s0, s1 = h["first"].get("step"), h["last"].get("step")
+    parts = []
+    if any(_isnum(v) for v in h["most_selective_mean"]):
+        parts.append(f"the headline (mean selectivity d of the {_fmt(h['k'])} most selective neurons) went "
+                     f"<b>{_change(*h['most_selective_mean'])}</b>")
+    if any(_isnum(v) for v in h["n_significant"]):
+        parts.append(f"FDR-significant neurons {_change(*h['n_significant'])}")
+    if any(_isnum(v) for v in h["n_candidates"]):
+        parts.append(f"candidates {_change(*h['n_candidates'])}")
+    if not parts:
+        return ""
+    return (f"<b>Over training</b> ({_plural(h['n_points'], 'probe point')}, step {_e(s0)} → step {_e(s1)}), "
+            f"{_join(parts)}; the first point is the baseline (see <a href='#sec-emergence'>Emergence</a>).")
+
+
+def _baseline_html(data: dict[str, Any]) -> str:
+    """What significance at the first probe point means, with that point's numbers: the emergence baseline."""
+    h = F.emergence_headline(data.get("emergence") or [])
+    if not h:
+        return ""
+    first, last = h["first"], h["last"]
+    step = first.get("step")
+    before = step == 0 or first.get("reason") == "start"
+    when = (f"the first probe point (step {_e(step)}, before the first training step)" if before else
+            f"the first probe point (step {_e(step)})")
+    image = (data.get("concept_info") or {}).get("modality") == "image"
+    nums = []
+    if _isnum(first.get("n_significant")):
+        verb = "were" if first["n_significant"] != 1 else "was"
+        nums.append(f"<b>{_plural(first['n_significant'], 'neuron')}</b> {verb} already FDR-significant")
+    if _isnum(first.get("n_candidates")):
+        nums.append(f"<b>{_fmt(first['n_candidates'])}</b> qualified as candidates")
+    if _isnum(first.get("most_selective_mean")):
+        nums.append(f"the {_fmt(h['k'])} most selective neurons had a mean d of "
+                    f"<b>{_fmt(first['most_selective_mean'])}</b>")
+    if not nums:
+        return ""
+    text = (f"<b>The baseline.</b> At {when}, {_join(nums)}. "
+            + ("A network at random initialisation already has neurons that separate the concept examples from the "
+               "controls: random features respond to low-level differences between the two sets ("
+               + ("brightness, contrast, stroke or edge density" if image else "word identity and frequency, length")
+               + "), and with enough neurons some pass the test. "
+               if before else
+               "Part of that is present in any network, trained or not: random features respond to low-level "
+               "differences between the two sets. ")
+            + "So significance at this point is not a learned concept neuron: these counts are the baseline against "
+              "which emergence is measured, and what matters is the change from them")
+    changes = []
+    if last is not first:
+        if _isnum(first.get("n_significant")) and _isnum(last.get("n_significant")):
+            changes.append(f"significant neurons {_change(first['n_significant'], last['n_significant'])}")
+        if _isnum(first.get("n_candidates")) and _isnum(last.get("n_candidates")):
+            changes.append(f"candidates {_change(first['n_candidates'], last['n_candidates'])}")
+        if _isnum(first.get("most_selective_mean")) and _isnum(last.get("most_selective_mean")):
+            changes.append(f"mean d of the {_fmt(h['k'])} most selective "
+                           f"{_change(first['most_selective_mean'], last['most_selective_mean'])}")
+    text += (f" (by step {_e(last.get('step'))}: {_join(changes)})." if changes else ".")
+    return f"<p class='note baseline'>{text}</p>"
 
 
 def _roles_sentence(data: dict[str, Any]) -> str:
@@ -267,8 +349,10 @@ def _ablation_sentences(data: dict[str, Any]) -> list[str]:
     summ = data.get("ablation_summary") or {}
     if not ab and not summ:
         if F.candidates(data):
-            return ["<b>No ablation was run</b>, so these candidates are correlational: run the scan with "
-                    "<code>ablate=True</code> (or <code>--ablate</code>) to test them causally."]
+            how = ("give the callback <code>ablate_top_k=k</code>" if data.get("emergence") else
+                   "run the scan with <code>ablate=True</code> (or <code>--ablate</code>)")
+            return [f"<b>No ablation was run</b>, so these candidates are correlational: {how} to test them "
+                    "causally."]
         return ["<b>No ablation was run</b>."]
     method = _e(summ.get("method") or (ab[0]["ablation"].get("method") if ab else None) or "zero")
     where = (f"Ablation ({method}: each tested neuron is switched off at every position) ran on "
@@ -341,13 +425,68 @@ def _cards(data: dict[str, Any]) -> str:
     head = data.get("confidence_head")
     if isinstance(head, dict) and _isnum(head.get("heldout_accuracy")):
         cards.append(("confidence head", f"{100 * head['heldout_accuracy']:.1f}%", "held-out accuracy"))
+    stages, total, summed = timing_stages(data)
+    if stages or total is not None:
+        cards.append(("time" + (" of the final probe" if data.get("emergence") else "")
+                      + (" (sum of the stages)" if summed else ""), _secs(total),
+                      " · ".join(f"{_e(_STAGE_SHORT.get(k, k))}&nbsp;{_secs(v)}" for k, v in stages)))
     return "<div class='cards grid'>" + "".join(
         f"<div class='card'><div class='card-v'>{v}</div><div class='card-k'>{k}</div>"
         f"<div class='card-s'>{s}</div></div>" for k, v, s in cards) + "</div>"
 
 
+# ---------------------------------------------------------------------------- timings
+#: names of the timed stages (``timings_s`` keys), in the order they run
+_STAGES = {"load_model": "loading the model", "activation_pass": "activation pass",
+           "importance_pass": "importance pass (backward)", "statistics": "statistics and ranking",
+           "ablation": "ablation (causal test)", "cross_concept": "cross-concept specificity"}
+_STAGE_SHORT = {"load_model": "load", "activation_pass": "activations", "importance_pass": "importance",
+                "statistics": "statistics", "ablation": "ablation", "cross_concept": "cross-concept"}
+
+
+def timing_stages(data: dict[str, Any]) -> tuple[list[tuple[str, float]], float | None, bool]:
+    """``timings_s`` as (stages in run order, total, whether the total is the sum of the stages because
+    results.json has none)."""
+    t = {k: v for k, v in (data.get("timings_s") or {}).items() if _isnum(v)}
+    order = list(_STAGES) + sorted(k for k in t if k not in _STAGES and k != "total")
+    stages = [(k, float(t[k])) for k in order if k in t]
+    if "total" in t:
+        return stages, float(t["total"]), False
+    return stages, (sum(v for _, v in stages) if stages else None), bool(stages)
+
+
+def _secs(x: Any) -> str:
+    if not _isnum(x):
+        return "—"
+    if x < 0.01:
+        return "&lt;&nbsp;0.01&nbsp;s"
+    return f"{x:.2g}&nbsp;s" if x < 10 else f"{x:,.0f}&nbsp;s"
+
+
+def _timings_table(data: dict[str, Any]) -> str:
+    stages, total, summed = timing_stages(data)
+    if not stages and total is None:
+        return ""
+    rows = [(_STAGES.get(k, k), v) for k, v in stages]
+    rows.append(("total (sum of the stages)" if summed else "total", total))
+    body = "".join(f"<tr><th>{_e(k)}</th><td class='num'>{_secs(v)}</td></tr>" for k, v in rows)
+    title = "time of the final probe" if data.get("emergence") else "time"
+    return f"<div class='kv'><h4>{title}</h4><table class='times'>{body}</table></div>"
+
+
 # ---------------------------------------------------------------------------- examples
-def _thumb(path: str, data: dict[str, Any], size: int = 72) -> str:
+_DATA_URI = re.compile(r"data:image/(png|jpeg|gif|webp);base64,[A-Za-z0-9+/]+={0,2}")
+
+
+def _thumb(path: str, data: dict[str, Any], size: int = 72, label: str | None = None) -> str:
+    """An ``<img>`` of an image example: a file (resolved next to the probe file when relative) shrunk to
+    ``size`` px and inlined, or an inlined PNG as the callback writes it (``data:image/png;base64,...``);
+    the path as text when the file cannot be read."""
+    alt = _e(label or Path(path).name) if not path.startswith("data:") else _e(label or "image example")
+    if path.startswith("data:"):
+        if not _DATA_URI.fullmatch(path):
+            return "<span class='path'>(unreadable inline image)</span>"
+        return f"<img class='thumb' alt='{alt}' title='{alt}' src='{path}'>"
     p = Path(path)
     if not p.is_absolute() and not p.exists():
         src = (data.get("concept_info") or {}).get("source")
@@ -362,10 +501,57 @@ def _thumb(path: str, data: dict[str, Any], size: int = 72) -> str:
             buf = io.BytesIO()
             im.save(buf, format="PNG", optimize=True)
         b64 = base64.b64encode(buf.getvalue()).decode("ascii")
-        return (f"<img class='thumb' alt='{_e(p.name)}' title='{_e(path)}' "
+        return (f"<img class='thumb' alt='{alt}' title='{_e(path)}' "
                 f"src='data:image/png;base64,{b64}'>")
     except Exception:  # missing file or no PIL: show the path
         return f"<span class='path'>{_e(path)}</span>"
+
+
+@functools.lru_cache(maxsize=16)
+def _probe_image_groups(source: str, mtime_ns: int) -> dict[str, str]:
+    """``{resolved image path: group}`` of an image probe JSON file (``mtime_ns`` keys the cache)."""
+    del mtime_ns
+    path = Path(source)
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    out: dict[str, str] = {}
+    if not isinstance(raw, dict) or raw.get("modality") != "image" or not isinstance(raw.get("groups"), dict):
+        return out
+    for group, items in raw["groups"].items():
+        for item in items if isinstance(items, list) else []:
+            p = Path(str(item))
+            p = p if p.is_absolute() else path.parent / p
+            for f in (sorted(p.iterdir()) if p.is_dir() else [p]):
+                out[str(f.resolve())] = str(group)
+    return out
+
+
+def _group_of_image(path: str, data: dict[str, Any]) -> str | None:
+    """The phrasing group of an image example, looked up in the probe file the scan was loaded from."""
+    src = str((data.get("concept_info") or {}).get("source") or "")
+    src = re.sub(r"\s*\[[^\]]*split\]\s*$", "", src)  # "probe.json [ranking split]"
+    try:
+        probe = Path(src)
+        if not src or probe.suffix.lower() != ".json" or not probe.is_file():
+            return None
+        p = Path(path)
+        p = p if p.is_absolute() or p.exists() else probe.parent / p
+        return _probe_image_groups(str(probe.resolve()), probe.stat().st_mtime_ns).get(str(p.resolve()))
+    except Exception:  # an unreadable probe file: no group, the file name is the label
+        return None
+
+
+def _image_label(rec: dict[str, Any], data: dict[str, Any] | None = None) -> str:
+    """The label under an image thumbnail: the example's ``label`` (the callback writes the group, or
+    ``control``), else ``control`` for a control example, else its group in the probe file, else the file name
+    without its extension."""
+    if rec.get("label"):
+        return str(rec["label"])
+    if not rec.get("positive"):
+        return "control"
+    img = str(rec.get("image") or "")
+    if img and not img.startswith("data:"):
+        return (_group_of_image(img, data) if data else None) or Path(img).stem
+    return "concept"
 
 
 def _text_html(rec: dict[str, Any]) -> str:
@@ -383,10 +569,26 @@ def _text_html(rec: dict[str, Any]) -> str:
     return body
 
 
+def _image_tiles(exs: Sequence[dict[str, Any]], data: dict[str, Any]) -> str:
+    """Image examples as tiles: the thumbnail framed in the class colour, its label and the activation."""
+    tiles = []
+    for r in exs:
+        label = _image_label(r, data)
+        cls = "pos" if r.get("positive") else "ctrl"
+        kind = "concept" if r.get("positive") else "control"
+        tiles.append(f"<div class='ex-img {cls}' title='{_e(label)} ({kind} example), activation "
+                     f"{_fmt(r.get('activation'))}'>{_thumb(str(r['image']), data, label=label)}"
+                     f"<div class='ex-lab'>{_e(label)}</div><div class='ex-act'>{_fmt(r.get('activation'))}</div>"
+                     "</div>")
+    return f"<div class='ex-imgs'>{''.join(tiles)}</div>"
+
+
 def _examples_html(neuron: dict[str, Any], data: dict[str, Any], limit: int = 3) -> str:
     exs = [r for r in neuron.get("top_examples") or [] if isinstance(r, dict)][:limit]
     if not exs:
         return "<span class='muted'>—</span>"
+    if all(r.get("image") for r in exs):
+        return _image_tiles(exs, data)
     rows = []
     for r in exs:
         badge = ("<span class='badge b-pos'>concept</span>" if r.get("positive")
@@ -417,7 +619,7 @@ def _group_d_html(neuron: dict[str, Any], data: dict[str, Any]) -> str:
         name = _e(names[i]) if i < len(names) else f"g{i + 1}"
         w = 0 if not _isnum(v) else int(round(100 * abs(v) / top))
         cls = "gbar neg" if _isnum(v) and v < 0 else "gbar"
-        rows.append(f"<div class='grow' title='{name}: d = {_fmt(v)}'><span class='gname'>{name}</span>"
+        rows.append(f"<div class='grow' title='{name}: d = {_fmt(v)}'><span class='gname' title='{name}'>{name}</span>"
                     f"<span class='gtrack'><span class='{cls}' style='width:{w}%'></span></span>"
                     f"<span class='gval'>{_fmt(v, 2)}</span></div>")
     return f"<div class='gd'>{''.join(rows)}</div>"
@@ -471,6 +673,11 @@ _TABLE_HEAD = ("<tr><th>#</th><th>neuron<div class='sub'>layer : index</div></th
 
 
 def _neurons_table(neurons: Sequence[dict[str, Any]], data: dict[str, Any], cls: str = "cands") -> str:
+    head, ex_cls = _TABLE_HEAD, ""
+    if (data.get("concept_info") or {}).get("modality") == "image":
+        head = head.replace("activation · concept span <mark>marked</mark>",
+                            "label (group; control) · activation; frame: blue = concept, brown = control")
+        ex_cls = " exs-img"  # wide enough for three tiles side by side
     rows = []
     for n in neurons:
         rows.append(
@@ -481,8 +688,8 @@ def _neurons_table(neurons: Sequence[dict[str, Any]], data: dict[str, Any], cls:
             f"<td class='num'><b>{_fmt(n.get('score'))}</b><div class='sub' title='importance (grad × activation)'>"
             f"{_fmt(n.get('importance'))}</div></td>"
             f"<td class='abl'>{_ablation_cell(n, data)}</td>"
-            f"<td class='exs'>{_examples_html(n, data)}</td></tr>")
-    return (f"<div class='tablewrap'><table class='{cls}'><thead>{_TABLE_HEAD}</thead>"
+            f"<td class='exs{ex_cls}'>{_examples_html(n, data)}</td></tr>")
+    return (f"<div class='tablewrap'><table class='{cls}'><thead>{head}</thead>"
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
@@ -716,6 +923,7 @@ h4{margin:0 0 6px;font-size:14px;color:var(--muted);text-transform:uppercase;let
 .card-k{font-size:14px;font-weight:600}
 .card-s{font-size:13px;color:var(--muted)}
 nav.toc{font-size:14px;margin:6px 0 0;color:var(--muted)}
+.summary a{color:var(--accent)}
 nav.toc a{color:var(--accent);text-decoration:none;margin-right:14px;white-space:nowrap;display:inline-block}
 figure{margin:10px 0 8px;border:1px solid var(--line);border-radius:8px;padding:8px 8px 2px}
 figcaption{font-size:14px;color:var(--muted);margin:2px 6px 8px}
@@ -733,7 +941,8 @@ td.neuron{white-space:nowrap;font-weight:600;font-family:ui-monospace,SFMono-Reg
 .gtrack{flex:1 1 auto;height:7px;background:#eef1f4;border-radius:3px}
 .gbar{display:block;height:7px;background:#2c7fb8;border-radius:3px}.gbar.neg{background:#c0392b}
 .gval{flex:0 0 34px;text-align:right;font-variant-numeric:tabular-nums}
-th.exs,td.exs{min-width:235px}
+th.exs,td.exs{min-width:235px;overflow-wrap:break-word}
+td.exs-img{min-width:268px}
 .ex{margin:0 0 5px;line-height:1.45}
 .act{display:inline-block;min-width:46px;font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12.5px;
  background:#fff3c4;border-radius:4px;padding:0 4px;margin-right:6px;text-align:right}
@@ -744,13 +953,23 @@ mark{background:#ffd54f;padding:0 2px;border-radius:3px}
 .tok{font-size:12px;color:var(--muted)}
 .status{color:#fff;border-radius:10px;padding:2px 9px;font-size:12.5px;white-space:nowrap}
 .thumb{width:56px;height:56px;object-fit:contain;vertical-align:middle;border:1px solid var(--line);border-radius:4px}
+.ex-imgs{display:flex;flex-wrap:wrap;gap:6px}
+.ex-img{width:80px;text-align:center;font-size:11.5px;line-height:1.3}
+.ex-img .thumb{width:64px;height:64px;border:3px solid #2c7fb8;border-radius:5px;background:#fff}
+.ex-img.ctrl .thumb{border-color:#8c6d62}
+.ex-lab{font-weight:600;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.ex-img.ctrl .ex-lab{color:#8c6d62}
+.ex-act{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:11px;color:var(--muted)}
 .path{font-family:ui-monospace,monospace;font-size:12px}
 .muted{color:var(--muted)}
 details{margin:12px 0}
 summary{cursor:pointer;color:var(--accent);font-weight:600}
 .kvs{display:flex;flex-wrap:wrap;gap:24px}
-.kv table th{text-align:left;padding:2px 14px 2px 0;font-weight:600;color:var(--muted)}
-.kv table td{padding:2px 0;overflow-wrap:anywhere;max-width:520px}
+.kv{min-width:0;max-width:100%}
+.kv table th{text-align:left;padding:2px 14px 2px 0;font-weight:600;color:var(--muted);vertical-align:top;
+ white-space:nowrap}
+.kv table td{padding:2px 0;overflow-wrap:break-word;word-break:normal;hyphens:none;max-width:520px}
+.kv table.times td{text-align:right;white-space:nowrap}
 dl.defs{font-size:14.5px;display:grid;grid-template-columns:170px 1fr;gap:6px 18px}
 dl.defs dt{font-weight:700}
 dl.defs dd{margin:0}
@@ -804,7 +1023,8 @@ def render_report(data: dict[str, Any], plotlyjs: str = "inline", figures: dict[
     ]
     if "ablation" not in figs:
         figs_note = ("<div class='note'>No ablation ran for this scan, so there is no causal-validation chart. "
-                     "Re-run with <code>ablate=True</code> to test the candidates.</div>"
+                     + ("Give the callback <code>ablate_top_k=k</code>" if data.get("emergence") else
+                        "Re-run with <code>ablate=True</code>") + " to test the candidates.</div>"
                      if not data.get("ablation_summary") else
                      "<div class='note'>Ablation ran, but no neuron was tested, so there is no causal-validation "
                      "chart.</div>")
@@ -821,16 +1041,20 @@ def render_report(data: dict[str, Any], plotlyjs: str = "inline", figures: dict[
             extra = _null_table(data)
         else:
             caption = _CAPTIONS.get(name)
-        parts.append(f"<section id='sec-{name}'><h2>{_e(_SECTION_TITLES.get(name, name))}</h2>"
+        before = _baseline_html(data) if name == "emergence" else ""
+        parts.append(f"<section id='sec-{name}'><h2>{_e(_SECTION_TITLES.get(name, name))}</h2>{before}"
                      f"{_figure_html(name, fig, caption)}{extra}"
                      f"{figs_note if name == 'sankey' else ''}</section>")
     if "sankey" not in figs and figs_note:
         parts.append(f"<section id='sec-sankey'>{figs_note}</section>")
     cands = F.candidates(data)
     of = f" (of {_fmt(data['n_candidates'])})" if _isnum(data.get("n_candidates")) else ""
+    image = (data.get("concept_info") or {}).get("modality") == "image"
+    shown = ("(each image with its label, the group of a concept image or <i>control</i>, and the activation "
+             "under it)" if image else "(activation value on the left; the concept span is marked)")
     intro = (f"<p class='muted'>The top {_plural(len(cands), 'candidate')}{of} with their raw scores, the composite "
-             "score, the ablation test where it ran, and the probe examples on which they fire most (activation "
-             "value on the left; the concept span is marked).</p>" if cands else "")
+             "score, the ablation test where it ran, and the probe examples on which they fire most "
+             f"{shown}.</p>" if cands else "")
     parts.append(f"<section id='sec-table'><h2>Candidate table</h2>{intro}{_candidates_table(data)}"
                  f"{_suppressors_html(data)}{_named_html(data)}{_more_table(data)}</section>")
     mi = dict(data.get("model_info") or {})
@@ -840,7 +1064,7 @@ def render_report(data: dict[str, Any], plotlyjs: str = "inline", figures: dict[
                  + _kv_table("settings", data.get("settings") or {})
                  + _kv_table("ablation", data.get("ablation_summary") or {})
                  + _kv_table("confidence head", data.get("confidence_head") or {})
-                 + _kv_table("time (s)", data.get("timings_s") or {}) + "</div></section>")
+                 + _timings_table(data) + "</div></section>")
     parts.append(f"<section id='sec-defs'><h2>Definitions</h2>{_definitions(data)}</section>")
     parts.append("<footer>Generated by neurolens_lightning from results.json (schema "
                  f"{_e(data.get('schema_version', '?'))}); every number on this page is in that file.</footer>")

@@ -289,7 +289,8 @@ def synthetic_results(n_layers: int = 6, units: int = 1536, top_k: int = 10, max
                      "ablate": ablation, "split": split},
         "confidence_head": {"kind": "logistic probe on mean-pooled last hidden state", "train_accuracy": 1.0,
                             "heldout_accuracy": 0.9},
-        "timings_s": {"activation_pass": 1.0, "importance_pass": 1.0, **({"ablation": 2.0} if ablation else {})},
+        "timings_s": {"load_model": 2.0, "activation_pass": 1.0, "importance_pass": 1.0, "statistics": 0.1,
+                      **({"ablation": 20.0} if ablation else {}), "total": 24.2 if ablation else 4.2},
         "neurons": neurons, "layer_summary": layer_summary,
     }
     if summary is not None:
@@ -299,23 +300,39 @@ def synthetic_results(n_layers: int = 6, units: int = 1536, top_k: int = 10, max
         **{key: [[_r(v, 4) for v in arr[layer == l].tolist()] for l in range(n_layers)]
            for key, arr in (("selectivity", d), ("consistency", cons), ("importance", imp), ("score", score))}}
     if emergence:
+        # a timeline as the callback writes it: each point's ranking head (with roles), the counts, the headline
+        # (mean d of the top_k most selective neurons) and ``tracked``: the final head's scores at every point
         points = []
         prev: set | None = None
         final = [(x["layer"], x["index"]) for x in neurons[:top_k]]
-        for s, step in enumerate(range(0, 1000, 100)):
-            frac = (s + 1) / 10
+        steps = list(range(0, 1000, 100))
+        growth = {key: rng.uniform(0.2, 0.6) for key in final}  # each final top neuron's value at step 0, relative
+        for s_, step in enumerate(steps):
+            frac = s_ / (len(steps) - 1)
             top = []
             for j, (l, i) in enumerate(final):
-                if rng.random() < frac:
-                    top.append({"layer": l, "index": i, "selectivity": _r(frac * 2), "consistency": _r(frac * 0.8),
-                                "score": _r(frac * 0.5 + 0.01 * j)})
+                if rng.random() < 0.15 + 0.85 * frac:
+                    top.append({"layer": l, "index": i, "role": "candidate" if frac > 0.3 else None,
+                                "selectivity": _r(2 * (growth[(l, i)] + (1 - growth[(l, i)]) * frac)),
+                                "consistency": _r(0.8 * frac), "importance": _r(1e-3 * (1 + frac)),
+                                "score": _r(0.5 * (growth[(l, i)] + (1 - growth[(l, i)]) * frac) + 0.01 * j)})
             while len(top) < top_k:
-                top.append({"layer": int(rng.integers(n_layers)), "index": int(rng.integers(units)),
-                            "selectivity": _r(0.3), "consistency": _r(0.2), "score": _r(0.1)})
+                top.append({"layer": int(rng.integers(n_layers)), "index": int(rng.integers(units)), "role": None,
+                            "selectivity": _r(0.3), "consistency": _r(0.2), "importance": _r(1e-4),
+                            "score": _r(0.1)})
+            tracked = []
+            for j, (l, i) in enumerate(final):
+                g = growth[(l, i)] + (1 - growth[(l, i)]) * frac
+                tracked.append({"layer": l, "index": i, "role": "candidate" if frac > 0.3 else None,
+                                "selectivity": _r(2 * g), "consistency": _r(0.8 * frac), "importance": _r(1e-3 * g),
+                                "score": _r(0.5 * g + 0.01 * j)})
             cur = {(t["layer"], t["index"]) for t in top}
-            points.append({"step": step, "top": top,
-                           "n_significant_per_layer": {str(l): int(frac * layer_summary[l]["n_significant"])
-                                                       for l in range(n_layers)},
+            per_layer = {str(l): int((0.2 + 0.8 * frac) * layer_summary[l]["n_significant"]) for l in range(n_layers)}
+            points.append({"step": step, "epoch": 0, "reason": "start" if s_ == 0 else "step", "concept": concept,
+                           "top": top, "tracked": tracked, "n_significant": sum(per_layer.values()),
+                           "n_candidates": int(round((0.1 + 0.9 * frac) * n_cand)),
+                           "n_significant_per_layer": per_layer,
+                           "most_selective_mean": _r(1.2 + 1.3 * frac),
                            "jaccard_prev": None if prev is None else _r(len(cur & prev) / len(cur | prev))})
             prev = cur
         data["emergence"] = points

@@ -54,13 +54,24 @@ def candidate_rows(data: dict[str, Any], role: str = "candidate") -> list[list[A
         rows.append([n.get("rank"), n.get("layer"), n.get("index"), n.get("selectivity"), n.get("selectivity_q"),
                      n.get("consistency"), n.get("importance"), n.get("score"), ab.get("delta"), ab.get("ci_low"),
                      ab.get("ci_high"), p, ab.get("p_holm"), F.candidate_status(n, data),
-                     ex.get("text") if ex.get("text") is not None else ex.get("image"), ex.get("activation"),
+                     _example_text(ex), ex.get("activation"),
                      n.get("role"), (ci + [None, None])[0], (ci + [None, None])[1], n.get("selectivity_layer"),
                      n.get("mean_pos"), n.get("mean_neg"), ab.get("direction"), ab.get("delta_control"),
                      ab.get("specificity_ci_low"), ab.get("specificity_ci_high"), ab.get("null_n"),
                      ab.get("null_exceedances"), ab.get("p_floor"), ab.get("verdict"),
                      "; ".join(ab.get("reasons") or []) if ab else None])
     return rows
+
+
+def _example_text(ex: dict[str, Any]) -> Any:
+    """A top example as table text: the sentence, or the image path, or - for an image the callback inlined as a
+    PNG (no file) - its label, never the data URI itself."""
+    if ex.get("text") is not None:
+        return ex["text"]
+    img = ex.get("image")
+    if isinstance(img, str) and img.startswith("data:"):
+        return f"{ex.get('label') or 'image'} (inline image)"
+    return img
 
 
 def _resolve_run(run: Any) -> Any:
