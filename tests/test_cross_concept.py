@@ -88,3 +88,19 @@ def test_scan_without_cross_concept_has_no_matrix(model, tok):
     res = nl.scan(model=model, tokenizer=tok, concept=planted_probe("gpt2"), top_k=3)
     assert "cross_concept" not in res.to_dict()
     assert torch.is_tensor(res.scores.role)
+
+
+def test_report_shows_the_matrix_from_results_json(model, tok, tmp_path):
+    from neurolens_lightning.report.figures import build_figures
+
+    res = nl.scan(model=model, tokenizer=tok, concept=planted_probe("gpt2"), top_k=3, also=[KING_ONLY])
+    out = res.save(tmp_path / "scan")
+    data = json.loads((out / "results.json").read_text())
+    fig = build_figures(data)["crossconcept"]
+    assert list(fig.data[0].x) == data["cross_concept"]["concepts"] and len(fig.data[0].y) == len(
+        data["cross_concept"]["neurons"])
+    page = (out / "report.html").read_text()
+    assert "Other concepts" in page and 'id="nl-fig-crossconcept"' in page
+    n_shared, n = len(data["cross_concept"]["shared"]), len(data["cross_concept"]["neurons"])
+    assert (f"<b>{n_shared} of {n}</b> neurons are selective for more than one concept" in page if n_shared
+            else f"None of the {n} neurons is selective for another of these concepts." in page)

@@ -138,6 +138,7 @@ DRAWN = {
     "sankey": [_CLS.format("sankey-node"), _CLS.format("sankey-link")],
     "ablation": [_CLS.format("bars"), _CLS.format("errorbar"), _CLS.format("point")],
     "emergence": [_CLS.format("js-line")],
+    "crossconcept": [_CLS.format("hm")],
 }
 
 

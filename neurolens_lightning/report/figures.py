@@ -37,6 +37,7 @@ __all__ = [
     "FIGURE_BUILDERS",
     "ablation_figure",
     "build_figures",
+    "cross_concept_figure",
     "ablated_neurons",
     "candidate_status",
     "candidates",
@@ -941,12 +942,37 @@ def layer_distribution_figure(data: dict[str, Any], relative: bool = False) -> g
 
 # ---------------------------------------------------------------------------- all
 #: name -> builder, in page order; each returns a Figure or None (section not applicable)
+def cross_concept_figure(data: dict[str, Any]) -> go.Figure | None:
+    """Neurons × concepts heatmap of Cohen's d (results.json ``cross_concept``); ✓ marks "selective"."""
+    cc = data.get("cross_concept")
+    if not isinstance(cc, dict) or not cc.get("neurons") or not cc.get("concepts"):
+        return None
+    roles = {(n.get("layer"), n.get("index")): n.get("role") for n in data.get("neurons") or []}
+    rows = [f"{neuron_label(n)}{' (supp.)' if roles.get((n['layer'], n['index'])) == 'suppressor' else ''}"
+            for n in cc["neurons"]]
+    z = [[_num(v) for v in row] for row in cc["d"]]
+    top = max([abs(v) for row in z for v in row if math.isfinite(v)] + [1.0])
+    sel = cc.get("selective") or [[False] * len(cc["concepts"]) for _ in rows]
+    text = [[(f"{v:.2f}" if math.isfinite(v) else "") + (" ✓" if ok else "") for v, ok in zip(zr, sr)]
+            for zr, sr in zip(z, sel)]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=[_esc(c) for c in cc["concepts"]], y=rows, text=text, texttemplate="%{text}", zmin=-top, zmax=top,
+        colorscale="RdBu", reversescale=True, colorbar={"title": {"text": "d"}, "thickness": 12},
+        hovertemplate="%{y} on %{x}<br>d = %{z:.3f}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(side="top", type="category")
+    _style(fig, "What else do the top neurons respond to?", 140 + 24 * len(rows),
+           subtitle="Cohen's d on each probe of the same modality; ✓ = selective by the scan's candidate rule")
+    return fig
+
+
 FIGURE_BUILDERS = {
     "layers": layer_distribution_figure,
     "heatmap": heatmap_figure,
     "scatter": scatter_figure,
     "sankey": sankey_figure,
     "ablation": ablation_figure,
+    "crossconcept": cross_concept_figure,
     "emergence": emergence_figure,
 }
 

@@ -48,6 +48,7 @@ _CAPTIONS = {
     "sankey": "Concept → layer → status of each top candidate and suppressor. See the definitions at the bottom "
               "for what the statuses mean.",
     "ablation": None,  # filled from the ablation summary (_ablation_caption)
+    "crossconcept": None,  # filled from cross_concept (_cross_concept_caption)
     "emergence": "How the concept's neurons appeared during training. Top: the headline, the mean selectivity d "
                  "of the most selective neurons at each probe point (dotted: its value at the first point, the "
                  "baseline). Then the FDR-significant neurons per layer (blue, darker = deeper), the composite "
@@ -57,7 +58,8 @@ _CAPTIONS = {
 }
 _SECTION_TITLES = {
     "layers": "Layers", "heatmap": "All neurons", "scatter": "Selectivity and consistency",
-    "sankey": "Candidates", "ablation": "Causal validation", "emergence": "Emergence over training",
+    "sankey": "Candidates", "ablation": "Causal validation", "crossconcept": "Other concepts",
+    "emergence": "Emergence over training",
 }
 
 
@@ -399,6 +401,21 @@ def _ablation_sentences(data: dict[str, Any]) -> list[str]:
     if more:
         out.append(" ".join(more))
     return out
+
+
+def _cross_concept_caption(data: dict[str, Any]) -> str:
+    """What the cross-concept matrix shows, in words, from results.json."""
+    cc = data.get("cross_concept") or {}
+    shared = cc.get("shared") or []
+    n = len(cc.get("neurons") or [])
+    s = f"{_e(cc.get('definition'))}. "
+    if shared:
+        parts = [f"{_e(r['layer'])}:{_e(r['index'])} ({_e(', '.join(r.get('selective_for') or []))})" for r in shared]
+        s += (f"<b>{len(shared)} of {n}</b> neurons are selective for more than one concept: {_join(parts)} — "
+              "check them before steering.")
+    else:
+        s += f"None of the {n} neurons is selective for another of these concepts."
+    return s
 
 
 def _cards(data: dict[str, Any]) -> str:
@@ -1038,6 +1055,8 @@ def render_report(data: dict[str, Any], plotlyjs: str = "inline", figures: dict[
             caption = f"{_CAPTIONS['scatter']} {_e(F.scatter_reduction(data))}"
         elif name == "ablation":
             caption = _ablation_caption(data)
+        elif name == "crossconcept":
+            caption = _cross_concept_caption(data)
             extra = _null_table(data)
         else:
             caption = _CAPTIONS.get(name)
