@@ -194,6 +194,7 @@ class NeuroLensCallback(Callback):
         probe_at_end: bool = True,
         log_charts: bool = True,
         store_scores: bool = True,
+        steer_scales: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         items = [concepts] if isinstance(concepts, (str, Concept, dict, Path)) else list(concepts)
@@ -219,6 +220,11 @@ class NeuroLensCallback(Callback):
         self.batch_size, self.null_samples, self.fdr_q = batch_size, null_samples, fdr_q
         self.probe_at_start, self.probe_at_end, self.log_charts = probe_at_start, probe_at_end, log_charts
         self.store_scores = bool(store_scores)
+        if steer_scales is not None and len(steer_scales) < 2:
+            raise NeuroLensError(f"steer_scales needs at least 2 scales (e.g. [0, 1, 4]), got {list(steer_scales)}")
+        self.steer_scales = [float(v) for v in steer_scales] if steer_scales else None
+        #: per concept, the fit-end steering check (steering.json dict) when ``steer_scales`` is set
+        self.steering: dict[str, dict[str, Any]] = {}
         self.history: list[dict[str, Any]] = []
         #: per probe point and concept: every neuron's scores as compact tensors (see ``store_scores``)
         self.score_log: list[dict[str, Any]] = []
@@ -303,6 +309,39 @@ class NeuroLensCallback(Callback):
         # every rank runs on_train_end, before the strategy tears down)
         if self.probe_at_end and not self._should_skip(trainer):
             self.probe(trainer, pl_module, reason="end")
+        if self.steer_scales and self.last_results and not (trainer.sanity_checking or trainer.fast_dev_run):
+            self.steering_check(trainer, pl_module)
+
+    def steering_check(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, dict[str, Any]]:
+        """Dose-response of each concept's final validated neurons (else its top-3 candidates) at ``steer_scales``.
+
+        Logs ``neurolens/<concept>/steer_slope``, ``steer_p_trend`` and ``steer_monotonic``; the report
+        folder gets ``<concept>/steering/steering.{json,html}``. Weights, modes and RNG are left as found.
+        """
+        from neurolens_lightning.steering import dose_response
+
+        adapter = self._get_adapter(pl_module)
+        concepts = {c.name: c for c in self.concepts}
+        metrics: dict[str, float] = {}
+        with _RNGState(), torch.inference_mode(False):
+            for name, result in self.last_results.items():
+                validated = [k for k, a in result.ablation.items() if a["validated"] and a["direction"] == "drop"]
+                neurons = validated or result.top_neurons(3)
+                if not neurons:
+                    continue
+                d = dose_response(adapter, concepts[name], neurons, scales=self.steer_scales, n_examples=2,
+                                  batch_size=self.batch_size).to_dict()
+                d["source"] = {"callback": "fit end", "which": "validated" if validated else "top candidates",
+                               "step": int(trainer.global_step)}
+                self.steering[name] = d
+                t = d["test"]
+                metrics[f"neurolens/{name}/steer_slope"] = float(t["slope_mean"])
+                metrics[f"neurolens/{name}/steer_p_trend"] = float(t["p_trend"])
+                metrics[f"neurolens/{name}/steer_monotonic"] = float(t["monotonic"])
+        if metrics:
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=trainer.global_step)
+        return self.steering
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.report_dir and not trainer.fast_dev_run:
@@ -562,6 +601,10 @@ class NeuroLensCallback(Callback):
                 result.extra["neurons"] = neurons
             path = Path(self.report_dir or "reports") / name
             result.save(path)
+            if name in self.steering:
+                from neurolens_lightning.steering import SteeringResult
+
+                SteeringResult(self.steering[name]).save(path / "steering")
             out.append(path)
             rank_zero_info(f"NeuroLens: emergence report for '{name}' written to {path}")
         return out

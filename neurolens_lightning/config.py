@@ -135,6 +135,8 @@ class CallbackConfig:
     probe_at_start: bool = True
     probe_at_end: bool = True
     log_charts: bool = True
+    store_scores: bool = True
+    steer_scales: Optional[List[float]] = None
 
     def kwargs(self) -> Dict[str, Any]:
         """Keyword arguments for ``NeuroLensCallback(**cfg.kwargs())``."""

@@ -209,3 +209,34 @@ def test_cli_steer_on_minilm_and_bad_input(tmp_path, capsys):
     assert main(["steer", "--model", "minilm", "--concept", "royalty", "--neurons", "9:1", "--out", str(bad)]) == 2
     assert "layer 9 out of range" in capsys.readouterr().err
     assert not bad.exists()
+
+
+def test_callback_steering_check_at_fit_end(tok, tmp_path):
+    """``steer_scales``: after the end probe the callback steers the final top candidates and logs the trend."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.loggers import CSVLogger
+    from torch.utils.data import DataLoader
+
+    from neurolens_lightning import CausalLM, NeuroLensCallback
+
+    model = planted_gpt2(tok, mute=MUTE)
+    module = CausalLM(model, tok, lr=0.0)  # lr 0: the planted weights stay as built
+    texts = ["the king sat on his throne", "the farmer sat on the bench"] * 4
+    loader = DataLoader(texts, batch_size=4, collate_fn=module.collate)
+    cb = NeuroLensCallback(planted_probe("gpt2"), every_n_train_steps=100, probe_at_start=False, top_k=3,
+                           steer_scales=[0, 1, 4], report_dir=str(tmp_path / "reports"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = pl.Trainer(max_steps=2, callbacks=[cb], logger=CSVLogger(tmp_path / "logs"), enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, accelerator="cpu")
+    trainer.fit(module, loader)
+    d = cb.steering["planted_royalty"]
+    assert d["source"]["which"] == "top candidates" and {"layer": 0, "index": PLANTED} in d["neurons"]
+    y = d["concept_inputs"]["mean_y"]
+    assert y[0] < y[1] < y[2] and d["test"]["monotonic"] is True
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()) and count_hooks(model) == 0
+    metrics = (tmp_path / "logs").rglob("metrics.csv")
+    header = next(metrics).read_text().splitlines()[0]
+    assert "neurolens/planted_royalty/steer_monotonic" in header
+    assert (tmp_path / "reports" / "planted_royalty" / "steering" / "steering.html").is_file()
+    with pytest.raises(NeuroLensError, match="at least 2 scales"):
+        NeuroLensCallback("royalty", steer_scales=[1.0])
