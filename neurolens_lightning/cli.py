@@ -51,6 +51,16 @@ def parse_neuron(spec: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+def _add_runtime_flags(p: argparse.ArgumentParser, tokenizer_help: str) -> None:
+    """Flags shared by scan and compare: tokenizer, device, download, importance, batch size."""
+    p.add_argument("--tokenizer", help=tokenizer_help)
+    p.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default)")
+    p.add_argument("--download", action="store_true", default=None, help="allow downloading hub weights")
+    p.add_argument("--no-importance", action="store_false", dest="importance", default=None,
+                   help="skip the gradient x activation pass")
+    p.add_argument("--batch-size", type=int, dest="batch_size")
+
+
 def _add_scan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", action="append", default=[], help="YAML config file(s), merged in order")
     p.add_argument("--model", help="registry name (minilm, gpt2, gpt2-medium, bert-base-uncased, roberta-base, "
@@ -65,12 +75,7 @@ def _add_scan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output folder (default reports/<model>-<concept>-<timestamp>/)")
     p.add_argument("--weights", choices=["pretrained", "random"], help="pretrained (default) or random init")
     p.add_argument("--arch", help="architecture of a .pt/.pth state dict (resnet18|resnet50)")
-    p.add_argument("--tokenizer", help="tokenizer directory (for local models / weights=random)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default)")
-    p.add_argument("--download", action="store_true", default=None, help="allow downloading hub weights")
-    p.add_argument("--no-importance", action="store_false", dest="importance", default=None,
-                   help="skip the gradient x activation pass")
-    p.add_argument("--batch-size", type=int, dest="batch_size")
+    _add_runtime_flags(p, tokenizer_help="tokenizer directory (for local models / weights=random)")
     p.add_argument("--wandb", action="store_true", default=None, help="also log to Weights & Biases")
     p.add_argument("--cross-concept", action="store_true", default=None, dest="cross_concept",
                    help="also score the candidates on every other built-in concept of the modality")
@@ -198,12 +203,7 @@ def _add_compare_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--null-samples", type=int, dest="null_samples", help="random neurons per layer for the null")
     p.add_argument("--grid", type=int, help="points of the common relative-depth grid (default 21)")
     p.add_argument("--out", help="output folder (default reports/compare-<concept>-<timestamp>/)")
-    p.add_argument("--tokenizer", help="tokenizer directory (random-weight GPT-2/RoBERTa)")
-    p.add_argument("--device", help="cpu, cuda or auto (default)")
-    p.add_argument("--download", action="store_true", default=None, help="allow downloading hub weights")
-    p.add_argument("--no-importance", action="store_false", dest="importance", default=None,
-                   help="skip the gradient x activation pass")
-    p.add_argument("--batch-size", type=int, dest="batch_size")
+    _add_runtime_flags(p, tokenizer_help="tokenizer directory (random-weight GPT-2/RoBERTa)")
     p.add_argument("overrides", nargs="*", help="config overrides as key=value (e.g. top_k=5 grid=41)")
 
 
