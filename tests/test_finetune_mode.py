@@ -25,7 +25,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, TensorDataset
 
-from helpers import make_word_tokenizer, small_probe_dict, tiny_bert_encoder, tiny_gpt2
+from helpers import small_probe_dict, tiny_bert_encoder, tiny_gpt2
 
 from neurolens_lightning.finetune import CausalLM, ImageClassifier, TextClassifier
 
@@ -74,13 +74,13 @@ def _assert_train_mode(rec: _ModeRecorder, messages: list[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def bert_tok():
-    return make_word_tokenizer("bert")
+def bert_tok(bert_tokenizer):
+    return bert_tokenizer  # the session's (conftest)
 
 
 @pytest.fixture(scope="module")
-def gpt2_tok():
-    return make_word_tokenizer("gpt2")
+def gpt2_tok(gpt2_tokenizer):
+    return gpt2_tokenizer
 
 
 # ------------------------------------------------------------------------------------------ text
