@@ -531,6 +531,12 @@ def run_chunks(runner: AblationRunner, adapter: ModelAdapter, scanner: Any, chun
             runner.step(kind, batch, src)
 
 
+def held_out_split_text(n_concept: int, n_control: int) -> str:
+    """How ``ablation_summary["split"]`` names the held-out inputs the ablation ran on."""
+    return (f"the held-out split ({n_concept} concept and {n_control} control inputs, disjoint from the examples "
+            "that ranked the neurons)")
+
+
 def finish_ablation(result: Any, plan: AblationPlan, runner: AblationRunner | None, adapter: ModelAdapter,
                     scanner: Any, chunks: Sequence[tuple[str, list[Any]]], min_effect: float | None = None,
                     alpha: float = 0.05, n_boot: int = 1000, seed: int = 0, split: str | None = None,
@@ -539,8 +545,7 @@ def finish_ablation(result: Any, plan: AblationPlan, runner: AblationRunner | No
     n_concept = sum(len(c) for k, c in chunks if k == "concept")
     n_control = sum(len(c) for k, c in chunks if k == "control")
     min_effect = default_min_effect(scanner) if min_effect is None else min_effect
-    split = split or (f"the held-out split ({n_concept} concept and {n_control} control inputs, disjoint from "
-                      "the examples that ranked the neurons)")
+    split = split or held_out_split_text(n_concept, n_control)
     if runner is None:
         result.ablation = {}
         result.ablation_summary = _empty_summary(plan, min_effect, alpha, split, n_concept, n_control, scanner)

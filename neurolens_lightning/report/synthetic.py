@@ -94,7 +94,7 @@ def synthetic_results(n_layers: int = 6, units: int = 1536, top_k: int = 10, max
             warning is added, as the core does.
         warnings, ablation_warnings: extra plain-text warnings (top level / ``ablation_summary``).
     """
-    from neurolens_lightning.ablation import decide, sequential_p
+    from neurolens_lightning.ablation import decide, held_out_split_text, sequential_p
     from neurolens_lightning.results import no_candidates_warning, small_probe_warning
 
     rng = np.random.default_rng(seed)
@@ -200,8 +200,7 @@ def synthetic_results(n_layers: int = 6, units: int = 1536, top_k: int = 10, max
                           "above_null": bool(pv <= alpha and delta >= min_effect)})
         fams = [f"{len(cand_idx)} tested for a drop"] * bool(cand_idx) + [f"{len(supp_idx)} tested for a rise"] * \
             bool(supp_idx)
-        split = (f"the held-out split ({n_ho} concept and {n_ho} control inputs, disjoint from the examples that "
-                 "ranked the neurons)")
+        split = held_out_split_text(n_ho, n_ho)
         summary = {
             "method": "zero", "split": split, "n_concept_inputs": n_ho, "n_control_inputs": n_ho, "y": _Y,
             "min_effect": min_effect, "alpha": alpha, "replicas": 8,
