@@ -8,7 +8,11 @@ Lightning ``validation_step`` and from the training callback:
   neuron -> Selectivity, Consistency, MeanActivation, TopActivations (+ features for a
   probe head when the model has no output head);
 * :meth:`ConceptScanner.importance_step` (one backward for all neurons): gradient x
-  activation of the confidence y on concept inputs -> Importance.
+  activation of the confidence y on concept inputs -> Importance;
+* :meth:`ConceptScanner.fused_step` (one forward + backward): both of the above on a batch
+  of positives whose confidence inputs *are* the activation inputs (see
+  :meth:`ConceptScanner.can_fuse`), so a full scan costs one forward + backward over the
+  positives and one forward over the negatives instead of two full passes.
 
 Example:
     >>> scanner = ConceptScanner(adapter, concept)               # doctest: +SKIP
@@ -154,6 +158,9 @@ class ConceptScanner:
         self.head: ProbeHead | None = None
         self._features: list[torch.Tensor] = []
         self._feature_labels: list[torch.Tensor] = []
+        self._fuse_checked: bool | None = None  # can_fuse()'s encoding check (fixed for this scanner)
+        self.last_run_fused: bool | None = None  # whether run_passes() used the fused pass
+        self.fused_batches = self.split_batches = 0  # run_fused_pass(): positive batches fused / scored in two
 
     # ----------------------------------------------------------------- helpers
     @property
@@ -174,39 +181,59 @@ class ConceptScanner:
         return tqdm(it, total=total, desc=desc, leave=False, unit="batch")
 
     # ----------------------------------------------------------------- activation pass
-    @torch.no_grad()
-    def activation_step(self, batch: Batch, is_positive: torch.Tensor, groups: torch.Tensor,
-                        example_ids: torch.Tensor) -> Any:
-        """Forward one batch, pool every site and update the activation metrics. Returns the model outputs."""
-        pooled: dict[int, torch.Tensor] = {}
-        argpos: dict[int, torch.Tensor] = {}
-        act_sum: dict[int, torch.Tensor] = {}
-        counts: dict[int, torch.Tensor] = {}
+    def _pooler(self, batch: Batch) -> tuple[Any, dict[str, dict[int, torch.Tensor]]]:
+        """A hook body ``on_output(key, act)`` that pools a (detached) site output into per-site stats.
+
+        Returns the function and the dict of stats it fills (``pooled``, ``argpos``, ``act_sum``,
+        ``counts``, each keyed by site). Everything stays on the device (no host syncs).
+        """
+        stats: dict[str, dict[int, torch.Tensor]] = {"pooled": {}, "argpos": {}, "act_sum": {}, "counts": {}}
         pm = batch.position_mask
 
         def on_output(key: Any, act: torch.Tensor) -> None:
             view = self.adapter.site_view(act)
-            pooled[key], argpos[key] = self.adapter.pool(act, batch, self.pooling)
+            stats["pooled"][key], stats["argpos"][key] = self.adapter.pool(act, batch, self.pooling)
             if pm is not None:
-                act_sum[key] = (view * pm.unsqueeze(-1)).sum((0, 1))
-                counts[key] = pm.sum().expand(view.shape[2])
+                stats["act_sum"][key] = (view * pm.unsqueeze(-1)).sum((0, 1))
+                stats["counts"][key] = pm.sum().expand(view.shape[2])
             else:
-                act_sum[key] = view.sum((0, 1))
-                counts[key] = torch.full((view.shape[2],), view.shape[0] * view.shape[1], device=view.device)
+                stats["act_sum"][key] = view.sum((0, 1))
+                stats["counts"][key] = torch.full((view.shape[2],), view.shape[0] * view.shape[1], device=view.device)
 
+        return on_output, stats
+
+    @torch.no_grad()
+    def _activation_forward(self, batch: Batch) -> tuple[Any, dict[str, dict[int, torch.Tensor]]]:
+        """No-grad forward of one batch with every site pooled in its hook: ``(outputs, stats)``."""
+        on_output, stats = self._pooler(batch)
         with eval_mode(self.adapter.model), capture(self.modules, on_output=on_output):
             outputs = self.adapter.forward(batch)
+        return outputs, stats
+
+    @torch.no_grad()
+    def _update_activation_metrics(self, batch: Batch, outputs: Any, stats: dict[str, dict[int, torch.Tensor]],
+                                   is_positive: torch.Tensor, groups: torch.Tensor, example_ids: torch.Tensor) -> None:
+        """Selectivity, Consistency, MeanActivation, TopActivations (``example_ids``: global example indices) and,
+        for models without an output head, the probe head's features, from one batch's pooled stats."""
         keys = range(len(self.sites))
-        acts = torch.cat([pooled[k] for k in keys], dim=1)
+        acts = torch.cat([stats["pooled"][k] for k in keys], dim=1)
         device = acts.device
         is_positive, groups, example_ids = is_positive.to(device), groups.to(device), example_ids.to(device)
         self.selectivity.update(acts, is_positive)
         self.consistency.update(acts, groups)
-        self.mean_activation.update(torch.cat([act_sum[k] for k in keys]), torch.cat([counts[k] for k in keys]))
-        self.top.update(acts, example_ids, torch.cat([argpos[k] for k in keys], dim=1))
+        self.mean_activation.update(torch.cat([stats["act_sum"][k] for k in keys]),
+                                    torch.cat([stats["counts"][k] for k in keys]))
+        self.top.update(acts, example_ids, torch.cat([stats["argpos"][k] for k in keys], dim=1))
         if not self.adapter.has_output_head:  # the probe head's features (importance and ablation need y)
             self._features.append(self.adapter.features(batch, outputs).detach().float())
             self._feature_labels.append(is_positive.float())
+
+    @torch.no_grad()
+    def activation_step(self, batch: Batch, is_positive: torch.Tensor, groups: torch.Tensor,
+                        example_ids: torch.Tensor) -> Any:
+        """Forward one batch, pool every site and update the activation metrics. Returns the model outputs."""
+        outputs, stats = self._activation_forward(batch)
+        self._update_activation_metrics(batch, outputs, stats, is_positive, groups, example_ids)
         return outputs
 
     def _shard(self, n: int) -> list[int]:
@@ -250,15 +277,21 @@ class ConceptScanner:
             return self.adapter.encode_confidence(None, items)
         return self.adapter.encode_confidence(items, None)
 
-    def importance_step(self, batch: Batch) -> torch.Tensor:
-        """One forward + backward: per-example sum over positions of a*dy/da and dy/da for every neuron.
+    def _grad_acts(self, batch: Batch, on_output: Any = None) -> tuple[Any, torch.Tensor, dict[int, torch.Tensor],
+                                                                        tuple[torch.Tensor | None, ...]]:
+        """One forward + ``torch.autograd.grad`` of ``y.sum()`` w.r.t. every site's output.
 
-        Gradients are taken with ``torch.autograd.grad`` w.r.t. the activations only, so no
-        parameter ``.grad`` is touched. Returns y ``[B]`` (detached).
+        ``on_output(key, act)`` (optional) also sees each site output, detached, as it is
+        produced (the fused pass pools it there). Returns ``(outputs, y, acts, grads)``; no
+        parameter ``.grad`` is touched, the model's modes are restored and the hooks removed
+        (also on exceptions).
         """
         acts: dict[int, torch.Tensor] = {}
 
         def keep(key: Any, out: torch.Tensor) -> torch.Tensor:
+            if on_output is not None:
+                with torch.no_grad():
+                    on_output(key, out.detach())
             if not out.requires_grad:  # frozen model: start the graph here; values are unchanged
                 out = out.detach().requires_grad_(True)
             acts[key] = out
@@ -267,11 +300,15 @@ class ConceptScanner:
         with eval_mode(self.adapter.model), torch.enable_grad(), intervene(self.modules, keep):
             outputs = self.adapter.forward(batch)
             y = self.adapter.confidence(batch, outputs, self.head)
-            keys = list(range(len(self.sites)))
-            grads = torch.autograd.grad(y.sum(), [acts[k] for k in keys], allow_unused=True)
+            grads = torch.autograd.grad(y.sum(), [acts[k] for k in range(len(self.sites))], allow_unused=True)
+        return outputs, y, acts, grads
+
+    @torch.no_grad()
+    def _update_importance(self, batch: Batch, acts: dict[int, torch.Tensor],
+                           grads: Sequence[torch.Tensor | None]) -> None:
         attn = batch.inputs.get("attention_mask")
         ag_parts, g_parts = [], []
-        for k, g in zip(keys, grads):
+        for k, g in zip(range(len(self.sites)), grads):
             a = self.adapter.site_view(acts[k].detach())
             g = torch.zeros_like(a) if g is None else self.adapter.site_view(g)
             if attn is not None:
@@ -279,6 +316,15 @@ class ConceptScanner:
             ag_parts.append((a * g).sum(1))
             g_parts.append(g.sum(1))
         self.importance.update(torch.cat(ag_parts, 1), torch.cat(g_parts, 1))
+
+    def importance_step(self, batch: Batch) -> torch.Tensor:
+        """One forward + backward: per-example sum over positions of a*dy/da and dy/da for every neuron.
+
+        Gradients are taken with ``torch.autograd.grad`` w.r.t. the activations only, so no
+        parameter ``.grad`` is touched. Returns y ``[B]`` (detached).
+        """
+        _, y, acts, grads = self._grad_acts(batch)
+        self._update_importance(batch, acts, grads)
         return y.detach()
 
     def run_importance_pass(self, gather: Any = None) -> None:
@@ -289,10 +335,141 @@ class ConceptScanner:
         for sl in self._progress(_chunks(len(items), self.batch_size), total, f"importance [{self.concept.name}]"):
             self.importance_step(self.encode_confidence(items[sl]).to(self.adapter.device))
 
+    # ----------------------------------------------------------------- fused pass
+    def _positive_shard(self) -> list[int]:
+        """This rank's positive example ids: the positives of the activation shard, which are
+        exactly the confidence inputs of the importance shard when those are the positives."""
+        n_pos = len(self.concept.positive)
+        return [i for i in self._shard(len(self.examples)) if i < n_pos]
+
+    @staticmethod
+    def same_encoding(a: Batch, b: Batch) -> bool:
+        """Whether two (host-side, not yet moved) batches feed the model the same inputs and pool the same
+        positions: equal input names, equal input tensors, equal position and span masks."""
+        if a.size != b.size or a.inputs.keys() != b.inputs.keys():
+            return False
+
+        def eq(x: torch.Tensor | None, y: torch.Tensor | None) -> bool:
+            if x is None or y is None:
+                return x is None and y is None
+            return x.dtype == y.dtype and x.shape == y.shape and bool(torch.equal(x, y))
+
+        return (all(eq(a.inputs[k], b.inputs[k]) for k in a.inputs) and eq(a.position_mask, b.position_mask)
+                and eq(a.span_mask, b.span_mask))
+
+    def fusable_setup(self) -> bool:
+        """The static half of :meth:`can_fuse`: importance is on, y comes from the model's own output head (no
+        probe head that is fitted only after the activation pass) and the confidence inputs are the positive
+        examples themselves (no tasks scored)."""
+        return self.use_importance and self.adapter.has_output_head and not self.uses_tasks
+
+    def can_fuse(self) -> bool:
+        """Whether :meth:`run` scores in one fused pass (:meth:`run_fused_pass`) instead of two.
+
+        Rule: a batch of positives gets its activations and its importance from the same
+        forward + backward exactly when (1) importance is on, (2) y comes from the model's own
+        output head, so it does not depend on a probe head fitted from the activation pass
+        (models without an output head are never fused), (3) the confidence inputs are the
+        positive examples (no probe tasks are scored, i.e. not :attr:`uses_tasks`), and (4) the
+        adapter encodes them identically for confidence and for activations:
+        :meth:`same_encoding` of ``adapter.encode(chunk)`` and ``encode_confidence(chunk)`` (same
+        input tensors, position and span masks). (4) is checked here on this rank's first batch
+        of positives and again on every batch by :meth:`run_fused_pass`. GPT-2 with an LM head
+        and no tasks passes; a masked LM fails (4) (it masks the span for y), a probe with tasks
+        on a model with a head fails (3), an encoder without a head fails (2). Batches are the
+        two passes' own (see :meth:`run_fused_pass`), so there must also be (5) at least one
+        activation-pass batch of positives only on this rank (``batch_size`` positives, or no
+        negatives): otherwise nothing would be fused.
+        """
+        if not self.fusable_setup():
+            return False
+        mine = self._shard(len(self.examples))
+        pos = self._positive_shard()
+        if not pos or (len(pos) < self.batch_size and len(pos) < len(mine)):
+            return False
+        if self._fuse_checked is None:
+            items = [self.examples[i] for i in pos[: self.batch_size]]
+            self._fuse_checked = self.same_encoding(self.adapter.encode(items),
+                                                    self.encode_confidence(items, tasks=False))
+        return self._fuse_checked
+
+    def fused_step(self, batch: Batch, is_positive: torch.Tensor, groups: torch.Tensor,
+                   example_ids: torch.Tensor) -> torch.Tensor:
+        """:meth:`activation_step` and :meth:`importance_step` on one batch in one forward + backward.
+
+        ``batch`` must be the confidence encoding of examples whose activation encoding has the
+        same inputs and masks (:meth:`same_encoding`; see :meth:`can_fuse`): the hooks pool each
+        site output for the activation metrics and keep it in the graph for
+        ``torch.autograd.grad`` of y (no parameter ``.grad`` touched). Returns y ``[B]`` (detached).
+        """
+        on_output, stats = self._pooler(batch)
+        outputs, y, acts, grads = self._grad_acts(batch, on_output)
+        self._update_importance(batch, acts, grads)
+        del acts, grads
+        self._update_activation_metrics(batch, outputs, stats, is_positive, groups, example_ids)
+        return y.detach()
+
+    def run_fused_pass(self) -> None:
+        """Activation metrics and importance in one pass over this rank's shard (requires :meth:`fusable_setup`).
+
+        It walks the activation pass's batches (this rank's examples ``rank, rank + W, ...``,
+        positives first, ``batch_size`` at a time). A batch of positives only is also an
+        importance-pass batch (the confidence inputs are the positives, sharded the same way),
+        so it gets one :meth:`fused_step` on its confidence encoding; should that encoding
+        differ from the activation one after all (:meth:`same_encoding`, checked on every batch
+        on the host), it is scored by :meth:`activation_step` + :meth:`importance_step`, so the
+        scores never rest on :meth:`can_fuse`'s first-batch check. The batch where the positives
+        end and the negatives begin (only when this rank's positive count is not a multiple of
+        ``batch_size``) gets the no-grad :meth:`activation_step` plus an :meth:`importance_step`
+        over its positives (the importance pass's last batch); batches of negatives get the
+        :meth:`activation_step`. Every metric thus sees exactly the two passes' batches (same
+        padding, same update order, so even exact ties among top activations resolve the same
+        way) with one forward + backward per positive batch and one forward per negative batch.
+        ``fused_batches`` / ``split_batches`` count the positive batches scored fused / in two.
+        """
+        if not self.fusable_setup():
+            raise NeuroLensError("the fused pass needs importance on, a model with its own output head and no "
+                                 "probe tasks scored; use run_activation_pass + run_importance_pass")
+        n_pos = len(self.concept.positive)
+        mine = self._shard(len(self.examples))
+        total = (len(mine) + self.batch_size - 1) // self.batch_size
+        self.fused_batches = self.split_batches = 0
+        device = self.adapter.device
+        for sl in self._progress(_chunks(len(mine), self.batch_size), total, f"scan [{self.concept.name}]"):
+            idx = mine[sl]
+            ids = torch.tensor(idx, dtype=torch.long)
+            items = [self.examples[i] for i in idx]
+            positives = [ex for i, ex in zip(idx, items) if i < n_pos]
+            batch = self.adapter.encode(items)
+            conf = self.encode_confidence(positives, tasks=False) if positives else None
+            if len(positives) == len(items) and self.same_encoding(batch, conf):  # host tensors: no device sync
+                self.fused_step(conf.to(device), self.is_positive[ids], self.groups[ids], ids)
+                self.fused_batches += 1
+                continue
+            self.activation_step(batch.to(device), self.is_positive[ids], self.groups[ids], ids)
+            if conf is not None:  # the positives of a mixed batch, or a batch whose encodings differ
+                self.importance_step(conf.to(device))
+                if len(positives) == len(items):
+                    self.split_batches += 1
+
+    def run_passes(self, gather: Any = None) -> bool:
+        """Every score's accumulation for this rank: the fused pass when :meth:`can_fuse`, else the activation
+        pass then (if importance is on) the importance pass (``gather``: see :meth:`fit_head`).
+
+        Returns whether the fused pass ran (also kept in ``last_run_fused``).
+        """
+        fused = self.can_fuse()
+        if fused:
+            self.run_fused_pass()
+        else:
+            self.run_activation_pass()
+            if self.use_importance:
+                self.run_importance_pass(gather=gather)
+        self.last_run_fused = fused
+        return fused
+
     def run(self) -> "ConceptScanner":
-        self.run_activation_pass()
-        if self.use_importance:
-            self.run_importance_pass()
+        self.run_passes()
         return self
 
     # ----------------------------------------------------------------- results
