@@ -9,17 +9,63 @@ Example:
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
-from neurolens_lightning.adapters import ModelAdapter
+from neurolens_lightning.adapters import ModelAdapter, auto_device
 from neurolens_lightning.concepts import Concept, load_concept
 from neurolens_lightning.errors import NeuroLensError
-from neurolens_lightning.registry import load_model
+from neurolens_lightning.registry import load_model, preserved_rng
 from neurolens_lightning.results import ScanResult
 from neurolens_lightning.scanner import ConceptScanner
+
+
+def _tensor_devices(module: torch.nn.Module) -> list[tuple[torch.nn.Module, str, str, torch.device]]:
+    """(owner module, "p"/"b", name, device) of every parameter and buffer of ``module``."""
+    out = []
+    for m in module.modules():
+        out += [(m, "p", k, t.device) for k, t in m._parameters.items() if t is not None]
+        out += [(m, "b", k, t.device) for k, t in m._buffers.items() if t is not None]
+    return out
+
+
+@contextmanager
+def preserved_module(module: torch.nn.Module, tokenizer: Any = None) -> Iterator[None]:
+    """Leave a user's module (and tokenizer) as they were: device(s), each submodule's train/eval
+    flag and the tokenizer's pad token are restored on exit, also on an exception.
+
+    A module on one device is moved back with ``module.to(device)`` (parameters stay the same
+    objects, as with any ``.to``); a module spread over several devices is moved back tensor by
+    tensor.
+    """
+    modes = [(m, m.training) for m in module.modules()]
+    placed = _tensor_devices(module)
+    devices = {d for *_, d in placed}
+    pad = getattr(tokenizer, "pad_token", None) if tokenizer is not None else None
+    try:
+        yield
+    finally:
+        if len(devices) == 1:
+            module.to(next(iter(devices)))
+        elif devices:
+            with torch.no_grad():
+                for m, kind, name, dev in placed:
+                    t = (m._parameters if kind == "p" else m._buffers).get(name)
+                    if t is None or t.device == dev:
+                        continue
+                    if kind == "p":
+                        t.data = t.data.to(dev)
+                        if t.grad is not None:
+                            t.grad = t.grad.to(dev)
+                    else:
+                        m._buffers[name] = t.to(dev)
+        for m, was_training in modes:
+            m.training = was_training
+        if tokenizer is not None and hasattr(tokenizer, "pad_token") and tokenizer.pad_token != pad:
+            tokenizer.pad_token = pad
 
 
 def scan(
@@ -78,77 +124,98 @@ def scan(
         also: extra probes (names, paths, dicts) for the cross-concept matrix (implies it).
         importance: compute gradient x activation importance (one backward pass).
         baseline: importance baseline, ``zero`` or ``mean``.
+        device: where the model runs. For a registry name or a path (a model loaded here),
+            ``None`` or ``"auto"`` means CUDA when available, else CPU; an explicit device
+            (``"cpu"``, ``"cuda:1"``) is used as given. For a user's ``nn.Module`` or adapter,
+            ``None`` or ``"auto"`` scores it on the device(s) it is already on (it is never moved);
+            an explicit device moves it there for the scan and moves it back afterwards.
+
+    The user's objects are left as they were, also when the scan raises: a given module's
+    device(s) and each submodule's train/eval mode (the passes run in eval mode), a given
+    tokenizer's pad token (set for padding while the scan runs), and the global RNG state of
+    the CPU and of every initialized CUDA device (``weights="random"`` draws from ``seed``).
 
     Returns:
         a :class:`ScanResult`; ``result.save(out_dir)`` writes results.json (+ report.html).
     """
     if top_k < 1:
         raise NeuroLensError(f"top_k must be >= 1, got {top_k}")
-    t_start = time.perf_counter()
-    concept_obj = load_concept(concept)
-    kwargs: dict[str, Any] = {}
-    if pooling:
-        kwargs["pooling"] = pooling
-    if image_size:
-        kwargs["image_size"] = image_size
-    adapter = load_model(model, tokenizer=tokenizer, weights=weights, arch=arch, device=device,
-                         download=download, seed=seed, **kwargs)
-    adapter.select_sites(layers)  # validate before any work
-    if ablate:
-        from neurolens_lightning.ablation import check_ablation_args
+    # never disturb the user's objects: the global RNGs (CPU and CUDA), and a given module's device(s),
+    # train/eval modes and tokenizer pad token, are as they were when scan returns or raises
+    user_module = (model.model if isinstance(model, ModelAdapter) else
+                   model if isinstance(model, torch.nn.Module) else None)
+    with ExitStack() as guards:
+        guards.enter_context(preserved_rng())
+        if user_module is not None:
+            user_tok = None if isinstance(model, ModelAdapter) or isinstance(tokenizer, (str, Path)) else tokenizer
+            guards.enter_context(preserved_module(user_module, user_tok))
+        t_start = time.perf_counter()
+        concept_obj = load_concept(concept)
+        kwargs: dict[str, Any] = {}
+        if pooling:
+            kwargs["pooling"] = pooling
+        if image_size:
+            kwargs["image_size"] = image_size
+        if isinstance(model, ModelAdapter) and not (device is None or str(device) == "auto"):
+            model.model.to(auto_device(device))  # load_model returns an adapter as it is
+        adapter = load_model(model, tokenizer=tokenizer, weights=weights, arch=arch, device=device,
+                             download=download, seed=seed, **kwargs)
+        adapter.select_sites(layers)  # validate before any work
+        if ablate:
+            from neurolens_lightning.ablation import check_ablation_args
 
-        check_ablation_args(adapter, layers, ablation, null_samples, neurons)
-    rank_concept, held_out = concept_obj, None
-    if ablate and holdout > 0:
-        rank_concept, held_out = concept_obj.split(holdout, seed=seed)
-    t0 = time.perf_counter()
-    t_load = t0 - t_start  # loading the probe and the model (and checking the arguments)
-    scanner = ConceptScanner(adapter, rank_concept, layers=layers, batch_size=batch_size, importance=importance,
-                             baseline=baseline, top_examples=top_examples, progress=progress, fdr_q=fdr_q,
-                             min_d=min_selectivity)
-    scanner.run_activation_pass()
-    t1 = time.perf_counter()
-    if importance:
-        scanner.run_importance_pass()
-    t2 = time.perf_counter()
-    scores = scanner.compute()
-    t_stats = time.perf_counter() - t2
-    head = None
-    if scanner.head is not None:
-        head = {"kind": "logistic probe on mean-pooled last hidden state",
-                "train_accuracy": round(scanner.head.train_accuracy, 4),
-                "heldout_accuracy": round(scanner.head.heldout_accuracy, 4)}
-    result = ScanResult(
-        model={**adapter.describe(), "weights": weights if not isinstance(model, torch.nn.Module) else "given"},
-        concept=rank_concept, layers=scanner.layers, units=[s.units for s in scanner.sites], scores=scores,
-        top_k=top_k, max_neurons=max_neurons, fdr_q=fdr_q, min_selectivity=min_selectivity, head=head,
-        settings={"importance": importance, "baseline": baseline, "pooling": scanner.pooling,
-                  "batch_size": batch_size, "device": str(adapter.device), "ablate": ablate,
-                  "split": (f"ranked on the ranking split ({len(rank_concept.positive)} concept and "
-                            f"{len(rank_concept.negative)} control examples); the disjoint held-out split "
-                            "is kept for ablation"
-                            if held_out is not None else
-                            f"all {len(rank_concept.positive)} concept and {len(rank_concept.negative)} control "
-                            "examples" + (" (ranked and ablated on the same examples: holdout=0)" if ablate else ""))},
-        timings={"load_model": t_load, "activation_pass": t1 - t0, "importance_pass": t2 - t1,
-                 "statistics": t_stats},
-        warnings=[scanner.pooling_warning] if scanner.pooling_warning else [],
-    )
-    if ablate:
-        from neurolens_lightning.ablation import run_ablation
+            check_ablation_args(adapter, layers, ablation, null_samples, neurons)
+        rank_concept, held_out = concept_obj, None
+        if ablate and holdout > 0:
+            rank_concept, held_out = concept_obj.split(holdout, seed=seed)
+        t0 = time.perf_counter()
+        t_load = t0 - t_start  # loading the probe and the model (and checking the arguments)
+        scanner = ConceptScanner(adapter, rank_concept, layers=layers, batch_size=batch_size, importance=importance,
+                                 baseline=baseline, top_examples=top_examples, progress=progress, fdr_q=fdr_q,
+                                 min_d=min_selectivity)
+        scanner.run_activation_pass()
+        t1 = time.perf_counter()
+        if importance:
+            scanner.run_importance_pass()
+        t2 = time.perf_counter()
+        scores = scanner.compute()
+        t_stats = time.perf_counter() - t2
+        head = None
+        if scanner.head is not None:
+            head = {"kind": "logistic probe on mean-pooled last hidden state",
+                    "train_accuracy": round(scanner.head.train_accuracy, 4),
+                    "heldout_accuracy": round(scanner.head.heldout_accuracy, 4)}
+        result = ScanResult(
+            model={**adapter.describe(), "weights": weights if not isinstance(model, torch.nn.Module) else "given"},
+            concept=rank_concept, layers=scanner.layers, units=[s.units for s in scanner.sites], scores=scores,
+            top_k=top_k, max_neurons=max_neurons, fdr_q=fdr_q, min_selectivity=min_selectivity, head=head,
+            settings={"importance": importance, "baseline": baseline, "pooling": scanner.pooling,
+                      "batch_size": batch_size, "device": str(adapter.device), "ablate": ablate,
+                      "split": (f"ranked on the ranking split ({len(rank_concept.positive)} concept and "
+                                f"{len(rank_concept.negative)} control examples); the disjoint held-out split "
+                                "is kept for ablation"
+                                if held_out is not None else
+                                f"all {len(rank_concept.positive)} concept and {len(rank_concept.negative)} control "
+                                "examples" + (" (ranked and ablated on the same examples: holdout=0)" if ablate else ""))},
+            timings={"load_model": t_load, "activation_pass": t1 - t0, "importance_pass": t2 - t1,
+                     "statistics": t_stats},
+            warnings=[scanner.pooling_warning] if scanner.pooling_warning else [],
+        )
+        if ablate:
+            from neurolens_lightning.ablation import run_ablation
 
-        t3 = time.perf_counter()
-        run_ablation(result, adapter, scanner, held_out or concept_obj, method=ablation,
-                     null_samples=null_samples, neurons=neurons, seed=seed, batch_size=batch_size,
-                     progress=progress, min_effect=min_effect, alpha=alpha,
-                     split=None if held_out is not None else
-                     "the same examples that ranked the neurons (no held-out split: holdout=0)")
-        result.timings["ablation"] = time.perf_counter() - t3
-    if cross_concept or also:
-        from neurolens_lightning.cross_concept import cross_concept_for_result
+            t3 = time.perf_counter()
+            run_ablation(result, adapter, scanner, held_out or concept_obj, method=ablation,
+                         null_samples=null_samples, neurons=neurons, seed=seed, batch_size=batch_size,
+                         progress=progress, min_effect=min_effect, alpha=alpha,
+                         split=None if held_out is not None else
+                         "the same examples that ranked the neurons (no held-out split: holdout=0)")
+            result.timings["ablation"] = time.perf_counter() - t3
+        if cross_concept or also:
+            from neurolens_lightning.cross_concept import cross_concept_for_result
 
-        t4 = time.perf_counter()
-        result.extra["cross_concept"] = cross_concept_for_result(result, adapter, also, batch_size=batch_size)
-        result.timings["cross_concept"] = time.perf_counter() - t4
-    result.timings["total"] = time.perf_counter() - t_start  # every stage above, and what runs between them
-    return result
+            t4 = time.perf_counter()
+            result.extra["cross_concept"] = cross_concept_for_result(result, adapter, also, batch_size=batch_size)
+            result.timings["cross_concept"] = time.perf_counter() - t4
+        result.timings["total"] = time.perf_counter() - t_start  # every stage above, and what runs between them
+        return result

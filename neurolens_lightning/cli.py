@@ -359,10 +359,15 @@ def _register_optional_commands(sub: Any) -> None:
             mod.register_cli(sub)
 
 
+# commands that run without torch / transformers: they start fast, so transformers is not imported for them
+_LIGHT_COMMANDS = frozenset({"concepts"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    _quiet_libraries()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # --help and usage errors exit here, before any heavy import
+    if args.command not in _LIGHT_COMMANDS:
+        _quiet_libraries()  # imports transformers (about a second): only for the commands that load models
     try:
         from omegaconf.errors import OmegaConfBaseException
     except ImportError:  # pragma: no cover

@@ -19,9 +19,10 @@ Example:
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import torch
 
@@ -186,6 +187,46 @@ def _load_torchvision(entry: RegistryEntry, weights: Weights, download: bool) ->
     raise _missing(entry.name, "weights", str(file))
 
 
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Leave the global torch RNGs as they were: the CPU generator and every CUDA device's.
+
+    CUDA states are saved (and restored) only where CUDA is already initialized, so this never
+    initializes CUDA. Devices that CUDA initializes inside the block (a model moved there for the
+    first time) are reset afterwards to their fresh state (their initial seed, offset 0), as if
+    they had been initialized after the block. On exit (also on an exception) the states are
+    restored exactly.
+    """
+    cpu = torch.get_rng_state()
+    cuda_was_initialized = torch.cuda.is_initialized()
+    cuda = torch.cuda.get_rng_state_all() if cuda_was_initialized else None
+    try:
+        yield
+    finally:
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        elif torch.cuda.is_initialized():  # initialized inside the block: back to the fresh state
+            for i in range(torch.cuda.device_count()):
+                gen = torch.cuda.default_generators[i]
+                gen.manual_seed(gen.initial_seed())
+
+
+@contextmanager
+def seeded_rng(seed: int) -> Iterator[None]:
+    """Draw from ``seed`` inside the block; the global CPU and CUDA RNG states are restored after.
+
+    Unlike ``torch.manual_seed`` (which also queues a seed for every CUDA device when CUDA is not
+    initialized yet, applied at its first use, and which ``fork_rng(devices=[])`` does not undo),
+    this seeds the CPU generator and, only when CUDA is already initialized, every CUDA device.
+    """
+    with preserved_rng():
+        torch.default_generator.manual_seed(seed)
+        if torch.cuda.is_initialized():
+            torch.cuda.manual_seed_all(seed)  # CUDA is initialized: runs now, nothing is queued
+        yield
+
+
 def load_model(
     model: "str | Path | torch.nn.Module | ModelAdapter" = "minilm",
     tokenizer: Any = None,
@@ -196,30 +237,43 @@ def load_model(
     seed: int = 0,
     **adapter_kwargs: Any,
 ) -> ModelAdapter:
-    """Resolve ``model`` to an adapter on ``device`` (CUDA when available) in eval mode.
+    """Resolve ``model`` to an adapter.
 
     ``model``: a registry name, a local HF directory, a ``.pt``/``.pth`` state dict (with
     ``arch``), an ``nn.Module`` (with ``tokenizer`` for text models) or an adapter.
-    ``weights="random"`` draws the weights from ``seed`` without touching the global RNG state.
+
+    ``device``: for a model loaded here (a name or a path), ``None``/``"auto"`` means CUDA when
+    available, else CPU, and the model is put in eval mode. A user's ``nn.Module`` is wrapped as
+    it is: with ``device=None``/``"auto"`` it stays on its own device; an explicit ``device``
+    moves it there in place (the adapter wraps that same module). Its train/eval mode is not
+    changed (the scans put it in eval mode only while they run). An adapter is returned as is.
+
+    ``weights="random"`` draws the weights from ``seed`` without touching the global RNG state
+    (CPU and every CUDA device are left as they were; a not yet initialized CUDA is not seeded).
     """
     if weights == "random":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded_rng(seed):
             return _load_model(model, tokenizer, weights, arch, device, download, **adapter_kwargs)
     return _load_model(model, tokenizer, weights, arch, device, download, **adapter_kwargs)
+
+
+def _is_auto(device: Any) -> bool:
+    return device is None or str(device) == "auto"
 
 
 def _load_model(model: Any, tokenizer: Any, weights: Weights, arch: str | None, device: Any, download: bool,
                 **adapter_kwargs: Any) -> ModelAdapter:
     if weights not in ("pretrained", "random"):
         raise ModelLoadError(f"weights must be 'pretrained' or 'random', got {weights!r}")
-    dev = auto_device(device)
     if isinstance(model, ModelAdapter):
         return model
     if isinstance(model, torch.nn.Module):
         if isinstance(tokenizer, (str, Path)):
             tokenizer = _load_tokenizer(tokenizer, local_only=True)
-        return adapter_for(model, tokenizer, device=dev, **adapter_kwargs)
+        # a user's module stays on its own device unless a device is named (then it moves, in place)
+        return adapter_for(model, tokenizer, device=None if _is_auto(device) else auto_device(device),
+                           **adapter_kwargs)
+    dev = auto_device(device)
     if not isinstance(model, (str, Path)):
         raise ModelLoadError(f"model must be a name, a path or an nn.Module, got {type(model).__name__}")
     name = str(model)
