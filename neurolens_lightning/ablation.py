@@ -52,6 +52,7 @@ import torch
 
 from neurolens_lightning.adapters import Batch, ModelAdapter
 from neurolens_lightning.concepts import Concept
+from neurolens_lightning.distributed import all_gather_objects, dist_context, gather_cat
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.hooks import capture, eval_mode, intervene
 from neurolens_lightning.ranking import holm_adjust
@@ -76,19 +77,35 @@ class AblationRunner:
     """Measures y with and without each job's ablation on concept and control inputs.
 
     ``step(kind, batch)`` processes one chunk of examples for every job of that kind (this
-    is the validation step); :meth:`deltas` returns the per-job, per-example Δ. Control
-    inputs are measured for the jobs in ``control_jobs`` only (candidates and the joint
-    ablation: the null and audit neurons need no specificity).
+    is the validation step); :meth:`mean_deltas` returns each job's mean Δ and
+    :meth:`deltas` the per-example Δ of the jobs whose CIs are reported (``row_jobs``;
+    default every job). Control inputs are measured for the jobs in ``control_jobs`` only
+    (the tested neurons and the joint ablation: the null and audit neurons need no
+    specificity). Jobs without rows stream a running sum, so memory does not grow with
+    jobs × inputs.
+
+    Scheduling: the jobs of one chunk are grouped by the block at which their ablated
+    forward re-enters the network (see below), ``replicas`` per forward, so a job at a deep
+    layer never pays for a shallow one's re-entry.
 
     Reuse: when the adapter exposes ``blocks``/``tail``, the clean forward records each
     block's inputs, and an ablated forward re-enters the network at the first ablated block
     of its group, so the activations below the ablated layer are computed once per chunk.
+
+    Distributed (``rank``/``world_size``, default: the initialised ``torch.distributed``
+    group, else one process): every rank sees every input and ablates the jobs ``k`` with
+    ``k % world_size == rank``; :meth:`mean_deltas`/:meth:`deltas` gather, so every rank
+    ends with the single-process numbers (a job's Δ is computed from the same inputs
+    whichever rank runs it). Sharding jobs rather than inputs keeps every rank busy when
+    there are far more jobs (hundreds of null neurons) than input chunks.
     """
 
     def __init__(self, adapter: ModelAdapter, sites: Sequence[Any], jobs: Sequence[AblationJob], method: str = "zero",
                  mean_values: torch.Tensor | None = None, offsets: Sequence[int] | None = None,
                  head: Any = None, replicas: int = 8, resample_source: Callable[[int], torch.Tensor] | None = None,
-                 control_jobs: Sequence[int] | None = None, reuse: bool = True) -> None:
+                 control_jobs: Sequence[int] | None = None, reuse: bool = True,
+                 row_jobs: Sequence[int] | None = None, rank: int | None = None,
+                 world_size: int | None = None) -> None:
         if method not in METHODS:
             raise NeuroLensError(f"unknown ablation method {method!r}; use one of {', '.join(METHODS)}")
         if method == "mean" and mean_values is None:
@@ -102,8 +119,18 @@ class AblationRunner:
         self.site_ids = [adapter.sites.index(s) if s in adapter.sites else None for s in self.sites]
         all_idx = list(range(len(self.jobs)))
         self.job_index = {"concept": all_idx, "control": all_idx if control_jobs is None else list(control_jobs)}
+        keep = set(all_idx if row_jobs is None else row_jobs)
+        self.row_index = {kind: [k for k in idx if k in keep] for kind, idx in self.job_index.items()}
+        if rank is None or world_size is None:
+            rank, world_size = dist_context()
+        self.rank, self.world_size = rank, world_size
+        self.mine = {kind: [k for k in idx if k % world_size == rank] for kind, idx in self.job_index.items()}
         self.y_clean: dict[str, list[torch.Tensor]] = {"concept": [], "control": []}
-        self.y_ablated: dict[str, list[torch.Tensor]] = {"concept": [], "control": []}
+        # this rank's measurements, on the model's device until gathered: per kind, the running sum of Δ
+        # of each of its jobs and, for its row jobs, the per-chunk Δ rows
+        self._sums: dict[str, torch.Tensor | None] = {"concept": None, "control": None}
+        self._rows: dict[str, list[torch.Tensor]] = {"concept": [], "control": []}
+        self._gathered: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # -------------------------------------------------------------- one chunk
     def _site_tensors(self, group: Sequence[AblationJob], example_index: torch.Tensor | None
@@ -194,26 +221,65 @@ class AblationRunner:
     def _start(self, job: AblationJob) -> int:
         return min(self.site_ids[s] if self.site_ids[s] is not None else 0 for s, _ in job.units)
 
+    def groups(self, kind: str) -> list[list[int]]:
+        """This rank's jobs of ``kind`` in forward groups: one re-entry block per group, ``replicas`` at most,
+        deepest first."""
+        by_start: dict[int, list[int]] = {}
+        for k in self.mine[kind]:
+            by_start.setdefault(self._start(self.jobs[k]) if self.reuse else 0, []).append(k)
+        return [ks[i:i + self.replicas] for start in sorted(by_start, reverse=True)
+                for ks in [by_start[start]] for i in range(0, len(ks), self.replicas)]
+
     def step(self, kind: str, batch: Batch, example_index: torch.Tensor | None = None) -> None:
         """Clean and ablated y for one chunk of ``kind`` (``concept`` or ``control``) inputs."""
+        if self._gathered:
+            raise NeuroLensError("this ablation run was already summarised; start a new runner for more inputs")
         batch = batch.to(self.adapter.device)
         y, cache, batch = self._clean(batch)
-        self.y_clean[kind].append(y.cpu())
-        idx = sorted(self.job_index[kind], key=lambda k: self._start(self.jobs[k]), reverse=True)
-        rows = torch.zeros(len(self.job_index[kind]), batch.size)
-        pos = {k: n for n, k in enumerate(self.job_index[kind])}
-        for start in range(0, len(idx), self.replicas):
-            part = idx[start:start + self.replicas]
-            ya = self._ablated(batch, [self.jobs[k] for k in part], cache, example_index).cpu()
-            for r, k in enumerate(part):
-                rows[pos[k]] = ya[r]
-        self.y_ablated[kind].append(rows)
+        self.y_clean[kind].append(y.detach())
+        mine = self.mine[kind]
+        pos = {k: n for n, k in enumerate(mine)}
+        d = torch.zeros(len(mine), batch.size, dtype=torch.float64, device=y.device)
+        for part in self.groups(kind):
+            ya = self._ablated(batch, [self.jobs[k] for k in part], cache, example_index)
+            d[[pos[k] for k in part]] = y.double().unsqueeze(0) - ya.double()
+        sums = d.sum(1)
+        self._sums[kind] = sums if self._sums[kind] is None else self._sums[kind] + sums
+        keep = set(self.row_index[kind])
+        rows = [n for n, k in enumerate(mine) if k in keep]
+        self._rows[kind].append(d[rows])
+
+    def n_inputs(self, kind: str) -> int:
+        return sum(len(y) for y in self.y_clean[kind])
+
+    def _gather(self, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean Δ of every job of ``kind`` [J], per-example Δ of its row jobs [R, n]); a collective under DDP."""
+        if kind in self._gathered:
+            return self._gathered[kind]
+        mine, keep = self.mine[kind], set(self.row_index[kind])
+        n = self.n_inputs(kind)
+        sums = self._sums[kind].cpu() if self._sums[kind] is not None else torch.zeros(len(mine), dtype=torch.float64)
+        rows = torch.cat([r.cpu() for r in self._rows[kind]], dim=1) if self._rows[kind] else \
+            torch.zeros(sum(k in keep for k in mine), n, dtype=torch.float64)
+        local = {"jobs": mine, "sums": sums, "rows": rows, "row_jobs": [k for k in mine if k in keep]}
+        mean = {}
+        per_example = {}
+        for part in all_gather_objects(local):
+            mean.update({k: float(v) / max(n, 1) for k, v in zip(part["jobs"], part["sums"].tolist())})
+            per_example.update(zip(part["row_jobs"], part["rows"]))
+        means = torch.tensor([mean[k] for k in self.job_index[kind]], dtype=torch.float64)
+        rows_all = torch.stack([per_example[k] for k in self.row_index[kind]]) if self.row_index[kind] else \
+            torch.zeros(0, n, dtype=torch.float64)
+        self._gathered[kind] = (means, rows_all)
+        return self._gathered[kind]
+
+    def mean_deltas(self, kind: str) -> torch.Tensor:
+        """Mean ``y(x) − y_ablated(x)`` over the inputs of ``kind``, per job of ``job_index[kind]``: ``[J]``."""
+        return self._gather(kind)[0]
 
     def deltas(self, kind: str) -> torch.Tensor:
-        """``y(x) − y_ablated(x)`` per job of ``kind`` (order of ``job_index[kind]``) and example: ``[J, n]``."""
-        clean = torch.cat(self.y_clean[kind]).double()
-        abl = torch.cat(self.y_ablated[kind], dim=1).double()
-        return clean.unsqueeze(0) - abl
+        """``y(x) − y_ablated(x)`` per row job of ``kind`` (order of ``row_index[kind]``) and example: ``[R, n]``."""
+        return self._gather(kind)[1]
 
 
 def bootstrap_ci(diffs: torch.Tensor, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
@@ -312,6 +378,11 @@ class AblationPlan:
     @property
     def control_jobs(self) -> list[int]:
         return [k for k, j in enumerate(self.jobs) if j.kind in TESTED + ("joint",)]
+
+    @property
+    def row_jobs(self) -> list[int]:
+        """Jobs whose per-example Δ is kept: those with a reported CI (tested, joint, audit)."""
+        return [k for k, j in enumerate(self.jobs) if j.kind in TESTED + ("joint", "audit")]
 
     @property
     def tested(self) -> list[int]:
@@ -449,7 +520,7 @@ def make_runner(plan: AblationPlan, result: Any, adapter: ModelAdapter, scanner:
     return AblationRunner(adapter, scanner.sites, plan.jobs, method=plan.method,
                           mean_values=result.scores.mean_activation, offsets=scanner.offsets, head=scanner.head,
                           replicas=replicas, resample_source=resample_source, control_jobs=plan.control_jobs,
-                          reuse=reuse)
+                          reuse=reuse, row_jobs=plan.row_jobs)
 
 
 def ablation_inputs(adapter: ModelAdapter, scanner: Any, held_out: Concept, batch_size: int = 16, seed: int = 0
@@ -503,8 +574,8 @@ def run_ablation(result: Any, adapter: ModelAdapter, scanner: Any, held_out: Con
     """
     plan = plan_ablation(result, scanner, method, null_samples, neurons, audit_samples, seed, alpha=alpha,
                          suppressors=suppressors)
-    if scanner.head is None:
-        scanner.fit_head()  # models without a head: y is the probe head's (not fitted when importance was off)
+    if scanner.head is None:  # models without a head: y is the probe head's (not fitted when importance was off)
+        scanner.fit_head(gather=gather_cat)  # on every rank's features under a distributed launch
     chunks = ablation_inputs(adapter, scanner, held_out, batch_size, seed)
     runner = None
     if plan.candidates:
@@ -559,7 +630,7 @@ def _grow_null_and_summarize(result: Any, plan: AblationPlan, runner: AblationRu
                              scanner: Any, chunks: Sequence[tuple[str, list[Any]]], min_effect: float, alpha: float,
                              n_boot: int, seed: int, split: str, n_concept: int, n_control: int, replicas: int,
                              reuse: bool, progress: bool) -> None:
-    delta = runner.deltas("concept").mean(1).numpy()
+    delta = runner.mean_deltas("concept").numpy()
     while True:
         new = plan.more_null(delta)
         if not new:
@@ -567,10 +638,10 @@ def _grow_null_and_summarize(result: Any, plan: AblationPlan, runner: AblationRu
         extra = AblationRunner(adapter, scanner.sites, new, method=plan.method,
                                mean_values=runner.mean_values, offsets=runner.offsets, head=runner.head,
                                replicas=replicas, resample_source=runner.resample_source, control_jobs=[],
-                               reuse=reuse)
+                               reuse=reuse, row_jobs=[])
         run_chunks(extra, adapter, scanner, chunks, seed, kinds=("concept",), progress=progress,
                    desc=f"null [{len(new)} more random neurons]")
-        delta = np.concatenate([delta, extra.deltas("concept").mean(1).numpy()])
+        delta = np.concatenate([delta, extra.mean_deltas("concept").numpy()])
     summarize_ablation(result, runner, plan, delta, min_effect=min_effect, alpha=alpha, n_boot=n_boot, seed=seed,
                        split=split, n_concept=n_concept, n_control=n_control, y=y_description(scanner))
 
@@ -610,18 +681,19 @@ def summarize_ablation(result: Any, runner: AblationRunner, plan: AblationPlan, 
     n_first = len(runner.jobs)
     d_con = runner.deltas("concept")
     d_ctl = runner.deltas("control")
-    ctl_pos = {k: n for n, k in enumerate(runner.job_index["control"])}
+    con_pos = {k: n for n, k in enumerate(runner.row_index["concept"])}
+    ctl_pos = {k: n for n, k in enumerate(runner.row_index["control"])}
     tested = plan.tested
     joint = [k for k, j in enumerate(jobs[:n_first]) if j.kind == "joint"]
     audit = [k for k, j in enumerate(jobs[:n_first]) if j.kind == "audit"]
     ci_rows = tested + joint + audit  # CIs only where they are reported
-    lo, hi = bootstrap_ci(d_con[ci_rows], n_boot=n_boot, seed=seed)
+    lo, hi = bootstrap_ci(d_con[[con_pos[k] for k in ci_rows]], n_boot=n_boot, seed=seed)
     ci = {k: (float(lo[n]), float(hi[n])) for n, k in enumerate(ci_rows)}
     spec_rows = [k for k in tested + joint if k in ctl_pos]
     spec: dict[int, tuple[float, float]] = {}
     delta_ctl: dict[int, float] = {}
     if spec_rows and d_ctl.shape[1]:
-        slo, shi = bootstrap_ci(d_con[spec_rows], n_boot=n_boot, seed=seed + 1,
+        slo, shi = bootstrap_ci(d_con[[con_pos[k] for k in spec_rows]], n_boot=n_boot, seed=seed + 1,
                                 minus=d_ctl[[ctl_pos[k] for k in spec_rows]])
         spec = {k: (float(slo[n]), float(shi[n])) for n, k in enumerate(spec_rows)}
         delta_ctl = {k: float(d_ctl[ctl_pos[k]].mean()) for k in spec_rows}

@@ -17,6 +17,7 @@ import torch
 
 from neurolens_lightning.adapters import ModelAdapter, auto_device
 from neurolens_lightning.concepts import Concept, load_concept
+from neurolens_lightning.distributed import dist_context, gather_cat
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.registry import load_model, preserved_rng
 from neurolens_lightning.results import ScanResult
@@ -170,13 +171,21 @@ def scan(
             rank_concept, held_out = concept_obj.split(holdout, seed=seed)
         t0 = time.perf_counter()
         t_load = t0 - t_start  # loading the probe and the model (and checking the arguments)
+        # inside a distributed launch (torchrun, a Lightning DDP process) every rank scores its share of the
+        # examples and the metrics sync; the ablation shares its jobs the same way
+        rank, world = dist_context()
         scanner = ConceptScanner(adapter, rank_concept, layers=layers, batch_size=batch_size, importance=importance,
                                  baseline=baseline, top_examples=top_examples, progress=progress, fdr_q=fdr_q,
-                                 min_d=min_selectivity)
-        scanner.run_activation_pass()
-        t1 = time.perf_counter()
-        if importance:
-            scanner.run_importance_pass()
+                                 min_d=min_selectivity, rank=rank, world_size=world)
+        fused = scanner.can_fuse()
+        if fused:  # activations and importance of the positives from one forward + backward
+            scanner.run_fused_pass()
+            t1 = time.perf_counter()
+        else:
+            scanner.run_activation_pass()
+            t1 = time.perf_counter()
+            if importance:
+                scanner.run_importance_pass(gather=gather_cat)
         t2 = time.perf_counter()
         scores = scanner.compute()
         t_stats = time.perf_counter() - t2
@@ -197,7 +206,8 @@ def scan(
                                 if held_out is not None else
                                 f"all {len(rank_concept.positive)} concept and {len(rank_concept.negative)} control "
                                 "examples" + (" (ranked and ablated on the same examples: holdout=0)" if ablate else ""))},
-            timings={"load_model": t_load, "activation_pass": t1 - t0, "importance_pass": t2 - t1,
+            timings={"load_model": t_load, **({"scoring_pass": t1 - t0} if fused else
+                                               {"activation_pass": t1 - t0, "importance_pass": t2 - t1}),
                      "statistics": t_stats},
             warnings=[scanner.pooling_warning] if scanner.pooling_warning else [],
         )

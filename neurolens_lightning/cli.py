@@ -99,6 +99,25 @@ def _flags_to_dotlist(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def _join_distributed_launch() -> str | None:
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) join its process group (NCCL on CUDA, else gloo)
+    so that ``scan`` shares its work across the ranks; returns this rank's device, or None outside a launch."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
+    if not dist.is_initialized():
+        if device != "cpu":
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if device != "cpu" else "gloo")
+    return device
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
     from neurolens_lightning.config import ScanConfig, load_config
 
@@ -106,15 +125,23 @@ def cmd_scan(args: argparse.Namespace) -> int:
     neurons = [parse_neuron(n) for n in cfg.neurons] or None
     from neurolens_lightning.api import scan
 
+    device = None if cfg.device == "auto" else cfg.device
+    launched = _join_distributed_launch()
+    if launched is not None and device is None:
+        device = launched
     result = scan(
         model=cfg.model, concept=cfg.concept, layers=cfg.layers, top_k=cfg.top_k, ablate=cfg.ablate or bool(neurons),
-        tokenizer=cfg.tokenizer, weights=cfg.weights, arch=cfg.arch, device=None if cfg.device == "auto" else cfg.device,
+        tokenizer=cfg.tokenizer, weights=cfg.weights, arch=cfg.arch, device=device,
         download=cfg.download, importance=cfg.importance, baseline=cfg.baseline, pooling=cfg.pooling,
         batch_size=cfg.batch_size, max_neurons=cfg.max_neurons, fdr_q=cfg.fdr_q, ablation=cfg.ablation,
         null_samples=cfg.null_samples, neurons=neurons, holdout=cfg.holdout, seed=cfg.seed, progress=True,
         image_size=cfg.image_size, min_selectivity=cfg.min_selectivity, alpha=cfg.alpha, min_effect=cfg.min_effect,
         cross_concept=cfg.cross_concept, also=list(cfg.also),
     )
+    from neurolens_lightning.distributed import dist_context
+
+    if dist_context()[0] != 0:  # every rank holds the result; rank 0 alone writes and reports it
+        return 0
     out = Path(cfg.out) if cfg.out else default_out_dir(cfg.model, cfg.concept)
     result.save(out, report=cfg.report)
     _print_summary(result, out)

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from neurolens_lightning.ablation import ablation_inputs, encode_chunk, finish_ablation, make_runner, plan_ablation
 from neurolens_lightning.adapters import ModelAdapter
 from neurolens_lightning.concepts import Concept, load_concept
+from neurolens_lightning.distributed import gather_cat
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.registry import load_model
 from neurolens_lightning.results import ScanResult
@@ -57,6 +58,21 @@ class ShardSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return len(range(self.rank, len(self.dataset), self.num_replicas))
+
+
+class EveryRankSampler(DistributedSampler):
+    """Every index on every rank, in order: for loops that shard their *work* rather than their inputs (the
+    ablation loop gives each rank a share of the ablation jobs over all inputs). Being a DistributedSampler,
+    Lightning keeps it instead of inserting its own (which would split and pad the inputs)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        super().__init__(dataset, num_replicas=1, rank=0, shuffle=False, drop_last=False)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(len(self.dataset)))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
 
 
 def _sampler(ds: Dataset) -> Any:
@@ -181,7 +197,12 @@ class ProbeModule(pl.LightningModule):
 
 
 class AblationModule(pl.LightningModule):
-    """The ablation validation loop: ``trainer.validate(AblationModule(...))`` fills ``result.ablation``."""
+    """The ablation validation loop: ``trainer.validate(AblationModule(...))`` fills ``result.ablation``.
+
+    Under DDP the ranks share the ablation jobs (each rank runs every held-out input through its share,
+    see :class:`~neurolens_lightning.ablation.AblationRunner`) and gather them before the statistics, so
+    every rank ends with the single-process result; only rank 0 logs.
+    """
 
     def __init__(self, result: ScanResult, adapter: ModelAdapter, scanner: ConceptScanner, held_out: Concept,
                  method: str = "zero", null_samples: int = 50, neurons: Sequence[tuple[int, int]] | None = None,
@@ -206,13 +227,17 @@ class AblationModule(pl.LightningModule):
             batch, src = encode_chunk(self.adapter, self.scanner, kind, chunk, gen)
             return {"kind": kind, "batch": batch, "src": src}
 
-        # nothing to test: an empty loop (the summary then says so)
-        return DataLoader(self._chunks if self.plan.candidates else [], batch_size=1, collate_fn=collate)
+        # nothing to test: an empty loop (the summary then says so). Under DDP every rank sees every input
+        # chunk and ablates its share of the jobs (AblationRunner), so Lightning must not split the inputs
+        chunks = self._chunks if self.plan.candidates else []
+        return DataLoader(chunks, batch_size=1, collate_fn=collate, sampler=EveryRankSampler(chunks))
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         return {"kind": batch["kind"], "batch": batch["batch"].to(device), "src": batch["src"]}
 
     def on_validation_epoch_start(self) -> None:
+        if self.scanner.head is None:  # a model without a head whose scoring skipped importance: y needs the probe
+            self.scanner.fit_head(gather=gather_cat)
         if self.plan.candidates:
             self.runner = make_runner(self.plan, self.result, self.adapter, self.scanner, replicas=self.replicas)
 

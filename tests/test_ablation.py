@@ -450,6 +450,7 @@ def _summarize(cand_rows, null_values, n: int = 8, min_effect: float = 0.01, alp
     d_ctl = torch.from_numpy(np.stack(ctl))
     runner = SimpleNamespace(deltas=lambda kind: d_con if kind == "concept" else d_ctl, replicas=8, jobs=jobs,
                              job_index={"concept": list(range(len(jobs))), "control": list(range(nc + 1))},
+                             row_index={"concept": list(range(len(jobs))), "control": list(range(nc + 1))},
                              offsets=[0, nc + nn_])
     units = nc + nn_
     role = torch.zeros(units, dtype=torch.long)

@@ -512,6 +512,21 @@ class _RecordingLogger(Logger):
             f.write(json.dumps({"step": step, "keys": sorted(metrics)}) + "\n")
 
 
+DDP_CONCEPT = "ddp_royal_words"
+
+
+def _ddp_probe() -> dict:
+    """Royal vs common words in the same sentences (the words of ``_Sequences``): enough examples (24 + 24, 12 + 12
+    after the ablation split) for FDR-significant candidates, so the callback's ablation has jobs to share."""
+    templates = ["the {w} sat on his chair", "a {w} spoke to the people", "the old {w} saw the throne",
+                 "at night the {w} sat", "the people saw a {w}", "his {w} spoke at night", "a {w} on the old chair",
+                 "the {w} saw his people"]
+    royal, common = ["king", "queen", "prince"], ["farmer", "baker", "doctor"]
+    return {"name": DDP_CONCEPT, "modality": "text",
+            "groups": {w: [t.format(w=f"[[{w}]]") for t in templates] for w in royal},
+            "negative": [t.format(w=f"[[{w}]]") for w in common for t in templates]}
+
+
 def _ddp_fit(out: Path, devices: int) -> None:
     """One fit (1 or 2 processes) for the DDP comparison; every rank dumps its history and final scores."""
     from neurolens_lightning.results import ScanResult
@@ -533,13 +548,23 @@ def _ddp_fit(out: Path, devices: int) -> None:
         scored.extend(example_ids.tolist())
         return step(self, batch, is_positive, groups, example_ids)
 
+    from neurolens_lightning.ablation import AblationRunner
+
+    runner_step = AblationRunner.step
+    shares: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
+
+    def spy_runner(self, kind, batch, example_index=None):  # which ablation jobs this rank ran
+        shares.append((kind, tuple(self.mine[kind]), tuple(self.job_index[kind])))
+        return runner_step(self, kind, batch, example_index)
+
     ScanResult.save, ConceptScanner.activation_step = spy_save, spy_step
+    AblationRunner.step = spy_runner
     try:
         tokenizer = make_word_tokenizer("gpt2")
         data = _Sequences(tokenizer)
         pl.seed_everything(0, verbose=False)
         module = _make_module(tokenizer, dropout=0.0, optimizer="sgd", lr=0.05)
-        cb = _callback(report_dir=str(out / "reports"), ablate_top_k=2)
+        cb = _callback(concepts=_ddp_probe(), report_dir=str(out / "reports"), ablate_top_k=2)
         # every rank trains on the same batches as the single process: DDP's average of identical gradients is
         # exact, so the weights stay bit-identical to the single-process fit and any score difference can only
         # come from the callback's sharded scoring and metric sync (not from float noise of DDP training)
@@ -551,11 +576,13 @@ def _ddp_fit(out: Path, devices: int) -> None:
         trainer.fit(module, loader)
     finally:
         ScanResult.save, ConceptScanner.activation_step = save, step
-    res = cb.last_results[CONCEPT]
+        AblationRunner.step = runner_step
+    res = cb.last_results[DDP_CONCEPT]
     torch.save({"history": cb.history, "score_log": cb.score_log, "selectivity": res.scores.selectivity.clone(),
                 "score": res.scores.score.clone(), "order": res.scores.order.clone(),
                 "world_size": trainer.world_size, "rank": trainer.global_rank, "seen": module.seen,
-                "scored": scored,
+                "scored": scored, "shares": shares,
+                "ablation": json.dumps({f"{l}:{i}": r for (l, i), r in res.ablation.items()}, sort_keys=True),
                 "weights": {k: v.clone() for k, v in module.state_dict().items()}},
                out / f"rank{trainer.global_rank}_of{trainer.world_size}.pt")
 
@@ -629,6 +656,20 @@ def test_ddp_two_processes_match_single_process(ddp_runs):
             assert a["n_significant_per_layer"] == b["n_significant_per_layer"]
             assert a["ablation"]["n_validated"] == b["ablation"]["n_validated"]
     assert ranks[0]["history"] == ranks[1]["history"]  # synced: both ranks hold the same history
+    # the callback's ablation: the ranks split every step's ablation jobs (disjoint shares that cover them) and
+    # gather, so both hold the single-process records of the last probe
+    assert len(ranks[0]["shares"]) == len(ranks[1]["shares"]) > 0
+    for (k0, mine0, all0), (k1, mine1, all1) in zip(ranks[0]["shares"], ranks[1]["shares"]):
+        assert k0 == k1 and all0 == all1 and not set(mine0) & set(mine1) and sorted(mine0 + mine1) == sorted(all0)
+    assert all(len(m) for _, m, a in ranks[1]["shares"] if len(a) > 1)
+    ab1 = json.loads(single["ablation"])
+    assert ab1 and ranks[0]["ablation"] == ranks[1]["ablation"]
+    for r in ranks:
+        ab = json.loads(r["ablation"])
+        assert ab.keys() == ab1.keys()
+        for key in ab1:
+            assert ab[key]["delta"] == pytest.approx(ab1[key]["delta"], abs=1e-6)
+            assert ab[key]["p_value"] == ab1[key]["p_value"] and ab[key]["verdict"] == ab1[key]["verdict"]
     # ... and the same score log (every neuron at every point), which matches the single process
     for r in ranks:
         assert [e["step"] for e in r["score_log"]] == [e["step"] for e in single["score_log"]] == [0, 2, 4]
@@ -642,10 +683,10 @@ def test_ddp_two_processes_match_single_process(ddp_runs):
 def test_ddp_only_rank_zero_writes_and_logs(ddp_runs):
     _, out2, seconds = ddp_runs
     saves = (out2 / "saves.log").read_text().splitlines()
-    assert saves == [f"0 {out2 / 'reports' / CONCEPT}"]                 # one report, written once, by rank 0
+    assert saves == [f"0 {out2 / 'reports' / DDP_CONCEPT}"]             # one report, written once, by rank 0
     files = sorted(str(p.relative_to(out2 / "reports")) for p in (out2 / "reports").rglob("*"))
-    assert files == [CONCEPT, f"{CONCEPT}/report.html", f"{CONCEPT}/results.json"]  # no temp/rank-1 leftovers
-    data = json.loads((out2 / "reports" / CONCEPT / "results.json").read_text())
+    assert files == [DDP_CONCEPT, f"{DDP_CONCEPT}/report.html", f"{DDP_CONCEPT}/results.json"]  # no leftovers
+    data = json.loads((out2 / "reports" / DDP_CONCEPT / "results.json").read_text())
     assert [p["step"] for p in data["emergence"]] == [0, 2, 4]
 
     def neurolens_steps(rank: int) -> list[int]:

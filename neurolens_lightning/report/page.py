@@ -454,10 +454,10 @@ def _cards(data: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------- timings
 #: names of the timed stages (``timings_s`` keys), in the order they run
-_STAGES = {"load_model": "loading the model", "activation_pass": "activation pass",
-           "importance_pass": "importance pass (backward)", "statistics": "statistics and ranking",
+_STAGES = {"load_model": "loading the model", "scoring_pass": "scoring pass (activations and importance, fused)",
+           "activation_pass": "activation pass", "importance_pass": "importance pass (backward)", "statistics": "statistics and ranking",
            "ablation": "ablation (causal test)", "cross_concept": "cross-concept specificity"}
-_STAGE_SHORT = {"load_model": "load", "activation_pass": "activations", "importance_pass": "importance",
+_STAGE_SHORT = {"load_model": "load", "scoring_pass": "scoring", "activation_pass": "activations", "importance_pass": "importance",
                 "statistics": "statistics", "ablation": "ablation", "cross_concept": "cross-concept"}
 
 
