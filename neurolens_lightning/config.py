@@ -174,7 +174,15 @@ class TrainerConfig:
 
 @dataclass
 class EvalConfig:
-    """``neurolens eval``: score one concept as ``Trainer.validate(ProbeModule, ...)``."""
+    """``neurolens eval``: score one concept as ``Trainer.validate(ProbeModule, ...)``.
+
+    With ``ablate`` (or any ``neurons``) the probe is split like ``neurolens scan --ablate``
+    (``holdout``, ``seed``): the neurons are ranked on the ranking split, then
+    ``Trainer.validate(AblationModule, ...)`` ablates the top-k candidates, the top suppressors
+    and the named ``neurons`` (``"LAYER:INDEX"`` strings) on the held-out split (``ablation``
+    method, ``null_samples`` random neurons per layer, family-wise ``alpha``, ``min_effect``
+    None = the default of y's units). ``holdout=0`` ranks and ablates on the same examples.
+    """
 
     model: str = "minilm"
     concept: str = "royalty"
@@ -186,6 +194,14 @@ class EvalConfig:
     top_k: int = 10
     batch_size: int = 16
     fdr_q: float = 0.05
+    ablate: bool = False
+    ablation: Literal["zero", "mean", "resample"] = "zero"
+    null_samples: int = 50
+    neurons: List[str] = field(default_factory=list)
+    alpha: float = 0.05
+    min_effect: Optional[float] = None
+    holdout: float = 0.5
+    seed: int = 0
     out: Optional[str] = None
     report: bool = True
     logger: LoggerConfig = field(default_factory=LoggerConfig)

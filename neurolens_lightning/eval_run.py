@@ -2,6 +2,7 @@
 
     neurolens eval --config configs/eval_minilm.yaml [key=value ...]
     neurolens eval --config configs/eval_minilm.yaml layers=[5] logger.kind=wandb
+    neurolens eval --config configs/eval_minilm.yaml layers=[4,5] ablate=true null_samples=100
 
 The run builds a :class:`~neurolens_lightning.modules.ProbeModule`, validates it with
 ``lightning.Trainer(inference_mode=False, logger=..., ...)`` on ``module.datamodule()``
@@ -9,6 +10,22 @@ The run builds a :class:`~neurolens_lightning.modules.ProbeModule`, validates it
 (``neurolens/n_significant_fdr``, ``neurolens/top_selectivity`` ...) to the configured
 Lightning logger and saves ``module.result`` to the output folder (``results.json`` +
 ``report.html``).
+
+Causal validation (``ablate=true``, or any ``neurons``): the probe is split like
+``neurolens scan --ablate`` (``concept.split(holdout, seed=seed)``); the scoring validate runs on
+the ranking split, then a second ``trainer.validate`` of an
+:class:`~neurolens_lightning.modules.AblationModule` ablates the top-k candidates, the top
+suppressors and the named ``neurons`` on the held-out split and logs ``ablation/delta/L:I``,
+``ablation/p/L:I``, ``ablation/validated/L:I``, ``ablation/joint_delta``,
+``ablation/n_validated`` and ``ablation/n_suppressors_validated`` to the same logger;
+results.json then holds ``ablation_summary`` and each tested neuron's ``ablation`` record, and
+``timings_s`` an ``ablation`` entry. Keys: ``ablation`` (zero | mean | resample),
+``null_samples`` (>= 2, random neurons per layer in the first round of the null), ``neurons``
+(``["L:I", ...]``, always tested; quote them: YAML reads an unquoted ``5:17`` as the base-60
+number 317), ``alpha`` (family-wise error rate), ``min_effect`` (None =
+the default of y's units), ``holdout`` (in [0, 1); 0 ranks and ablates on the same examples)
+and ``seed`` (the split, the null's draw and random weights). Bad values fail before any
+folder is created. Several devices (``trainer.devices=2``) run both validates under DDP.
 
 Loggers (``logger.kind``): ``csv`` (default; ``CSVLogger`` writing
 ``<save_dir>/<name>/version_N/metrics.csv``, ``save_dir`` default ``<out>/logs``) or
@@ -20,6 +37,8 @@ Example:
     >>> from neurolens_lightning.config import EvalConfig, load_config
     >>> cfg = load_config(EvalConfig, overrides=["layers=[5]", "out=reports/eval"])   # doctest: +SKIP
     >>> run_eval(cfg)                                                                   # doctest: +SKIP
+    >>> cfg = load_config(EvalConfig, overrides=["ablate=true", 'neurons=["5:17"]'])  # doctest: +SKIP
+    >>> run_eval(cfg)["result"].ablation_summary["n_validated"]                         # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -84,22 +103,86 @@ def make_logger(cfg: Any, out: str | Path) -> Any:
     raise NeuroLensError(f"logger.kind must be csv or wandb, got {lc.kind!r}")  # pragma: no cover (schema)
 
 
+def _ablation_args(cfg: Any) -> tuple[bool, list[tuple[int, int]] | None]:
+    """Whether the run ablates, and the named neurons; checks what needs no model (before any work)."""
+    from neurolens_lightning.ablation import METHODS
+    from neurolens_lightning.cli import parse_neuron
+
+    neurons: Any = []
+    for spec in cfg.neurons:
+        try:
+            neurons.append(parse_neuron(spec))
+        except NeuroLensError as e:
+            if str(spec).strip().isdigit():  # YAML 1.1 reads an unquoted 5:17 as the base-60 integer 317
+                raise NeuroLensError(f"{e}; write neurons as quoted strings, e.g. neurons=[\"5:17\"] (YAML reads "
+                                     "an unquoted 5:17 as the base-60 number 317)") from None
+            raise
+    neurons = neurons or None
+    ablate = bool(cfg.ablate or neurons)  # naming neurons asks for their ablation, as in `neurolens scan`
+    if not ablate:
+        return False, None
+    if cfg.ablation not in METHODS:
+        raise NeuroLensError(f"unknown ablation method {cfg.ablation!r}; use one of {', '.join(METHODS)}")
+    if cfg.null_samples < 2:
+        raise NeuroLensError(f"null_samples must be >= 2 to estimate a null spread, got {cfg.null_samples}")
+    if not 0 <= cfg.holdout < 1:
+        raise NeuroLensError(f"holdout must be in [0, 1) (the held-out fraction of the probe; 0 = rank and ablate "
+                             f"on the same examples), got {cfg.holdout}")
+    if not 0 < cfg.alpha < 1:
+        raise NeuroLensError(f"alpha must be in (0, 1), got {cfg.alpha}")
+    if cfg.min_effect is not None and cfg.min_effect < 0:
+        raise NeuroLensError(f"min_effect must be >= 0 (a size of |Δ| in y's units), got {cfg.min_effect}")
+    return True, neurons
+
+
+def _split_text(rank_concept: Any, held_out: Any, ablate: bool) -> str:
+    """``settings["split"]``: which examples ranked the neurons (the sentence of ``neurolens scan``)."""
+    if held_out is not None:
+        return (f"ranked on the ranking split ({len(rank_concept.positive)} concept and "
+                f"{len(rank_concept.negative)} control examples); the disjoint held-out split is kept for ablation")
+    return (f"all {len(rank_concept.positive)} concept and {len(rank_concept.negative)} control examples"
+            + (" (ranked and ablated on the same examples: holdout=0)" if ablate else ""))
+
+
 def run_eval(cfg: Any) -> dict[str, Any]:
-    """Run one eval (see the module docstring); returns ``{"out", "result", "logger", "metrics"}``."""
+    """Run one eval (see the module docstring).
+
+    Returns ``{"out", "result", "logger", "metrics", "ablation_metrics", "global_zero"}``: ``metrics``
+    are the scoring run's logged scalars, ``ablation_metrics`` the ablation run's (empty without
+    ``ablate``); ``global_zero`` is False on the other ranks of a DDP run (only rank 0 saves).
+    """
+    import functools
+    import time
+
     import lightning.pytorch as pl
 
-    from neurolens_lightning.modules import ProbeModule
+    from neurolens_lightning.concepts import load_concept
+    from neurolens_lightning.modules import AblationModule, ProbeModule, gather_rows
+    from neurolens_lightning.registry import load_model
 
+    t_start = time.perf_counter()
     if cfg.top_k < 1:
         raise NeuroLensError(f"top_k must be >= 1, got {cfg.top_k}")
+    ablate, neurons = _ablation_args(cfg)
     out = Path(cfg.out) if cfg.out else _default_out(cfg)
     if out.exists() and not out.is_dir():
         raise NeuroLensError(f"output {str(out)!r} exists and is not a folder")
     # everything that can fail on user input happens before the logger creates a folder
-    module = ProbeModule(cfg.model, cfg.concept, layers=cfg.layers, tokenizer=cfg.tokenizer,
-                         importance=cfg.importance, baseline=cfg.baseline, top_k=cfg.top_k,
-                         batch_size=cfg.batch_size, fdr_q=cfg.fdr_q, weights=cfg.weights)
+    concept = load_concept(cfg.concept)
+    rank_concept, held_out = concept, None
+    if ablate and cfg.holdout > 0:
+        rank_concept, held_out = concept.split(cfg.holdout, seed=cfg.seed)
+    # the adapter is loaded here (as `neurolens scan` does) so random weights are drawn from `seed`
+    adapter = load_model(cfg.model, tokenizer=cfg.tokenizer, weights=cfg.weights, device="cpu", seed=cfg.seed)
+    module = ProbeModule(adapter, rank_concept, layers=cfg.layers, importance=cfg.importance,
+                         baseline=cfg.baseline, top_k=cfg.top_k, batch_size=cfg.batch_size, fdr_q=cfg.fdr_q,
+                         weights=cfg.weights)
+    if ablate:
+        from neurolens_lightning.ablation import check_ablation_args
+
+        check_ablation_args(module.adapter, cfg.layers, cfg.ablation, cfg.null_samples, neurons)
     datamodule = module.datamodule()
+    t_loaded = time.perf_counter()
     logger = make_logger(cfg, out)
     tc = cfg.trainer
     trainer_kwargs: dict[str, Any] = {"inference_mode": False, "logger": logger, "accelerator": tc.accelerator,
@@ -109,15 +192,37 @@ def run_eval(cfg: Any) -> dict[str, Any]:
     if tc.precision:
         trainer_kwargs["precision"] = tc.precision
     trainer = pl.Trainer(**trainer_kwargs)
+    t0 = time.perf_counter()
     metrics = trainer.validate(module, datamodule=datamodule, verbose=False)
+    t_scored = time.perf_counter()
     result = module.result
     if result is None:  # pragma: no cover - validate always runs the epoch end
         raise NeuroLensError("the validation run produced no result")
+    result.timings.update({"load_model": t_loaded - t_start, "scoring": t_scored - t0})
+    ablation_metrics: list[dict[str, Any]] = []
+    if ablate:
+        sc = module.scanner
+        if sc.head is None:
+            # a model without an output head: y is the probe head's (fitted only by the importance pass)
+            sc.fit_head(gather=None if trainer.world_size == 1 else functools.partial(gather_rows, module))
+        abl = AblationModule(result, module.adapter, sc, held_out if held_out is not None else concept,
+                             method=cfg.ablation, null_samples=cfg.null_samples, neurons=neurons, seed=cfg.seed,
+                             batch_size=cfg.batch_size, min_effect=cfg.min_effect, alpha=cfg.alpha)
+        t3 = time.perf_counter()
+        ablation_metrics = trainer.validate(abl, verbose=False)
+        result.timings["ablation"] = time.perf_counter() - t3
+        if held_out is None and result.ablation_summary is not None:
+            result.ablation_summary["split"] = ("the same examples that ranked the neurons (no held-out split: "
+                                                "holdout=0)")
+    result.timings["total"] = time.perf_counter() - t_start
     if trainer.is_global_zero:
         result.model = {**result.model, "weights": cfg.weights}
         result.settings.update({"batch_size": cfg.batch_size, "pooling": module.adapter.pooling,
                                 "runner": "lightning Trainer.validate (neurolens eval)",
-                                "logger": cfg.logger.kind})
+                                "logger": cfg.logger.kind, "world_size": trainer.world_size, "ablate": ablate,
+                                "split": _split_text(rank_concept, held_out, ablate)})
+        if ablate:
+            result.settings.update({"holdout": cfg.holdout, "seed": cfg.seed})
         result.save(out, report=cfg.report)
         try:
             from lightning.pytorch.loggers import WandbLogger
@@ -131,7 +236,31 @@ def run_eval(cfg: Any) -> dict[str, Any]:
             report = out / "report.html"
             log_scan_to_wandb(data, report_path=report if report.exists() else None, run=logger,
                               step=trainer.global_step)
-    return {"out": out, "result": result, "logger": logger, "metrics": metrics[0] if metrics else {}}
+    return {"out": out, "result": result, "logger": logger, "metrics": metrics[0] if metrics else {},
+            "ablation_metrics": ablation_metrics[0] if ablation_metrics else {},
+            "global_zero": trainer.is_global_zero}
+
+
+def _print_ablation(result: Any, n_show: int = 10) -> None:
+    """The ablation verdicts: how many validated, and Δ / p / verdict of the first tested neurons."""
+    summ = result.ablation_summary
+    if summ is None:
+        return
+    print(f"\nablation ({summ['method']}) on {summ.get('split')}: validated {summ['n_validated']} of "
+          f"{summ['n_candidates']} candidates and {summ['n_suppressors_validated']} of {summ['n_suppressors']} "
+          f"suppressors ({summ['n_tested']} neurons tested{', ' + str(summ['n_named']) + ' named' if summ.get('n_named') else ''}); "
+          f"y = {summ['y']}, minimum effect {summ['min_effect']:g}")
+    if summ.get("joint_delta") is not None:
+        print(f"  joint Δ = {summ['joint_delta']:.4g} [{summ['joint_ci_low']:.4g}, {summ['joint_ci_high']:.4g}] "
+              f"({summ.get('joint_size', 0)} neurons ablated together)")
+    items = list(result.ablation.items())
+    for (l, i), ab in items[:n_show]:
+        dc = "-" if ab["delta_control"] is None else f"{ab['delta_control']:.3g}"
+        print(f"  {str(l) + ':' + str(i):>10} {ab['tested_as']:<10} Δ={ab['delta']:.4g} "
+              f"[{ab['ci_low']:.3g},{ab['ci_high']:.3g}] control Δ={dc} p={ab['p_value']:.3g} "
+              f"(Holm {ab['p_holm']:.3g}) {ab['verdict'].upper()}")
+    if len(items) > n_show:
+        print(f"  ... and {len(items) - n_show} more tested neurons (results.json)")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -140,14 +269,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     updates = {"out": args.out} if args.out else None
     cfg = load_config(EvalConfig, args.config, list(args.overrides or []), updates)
     info = run_eval(cfg)
+    if not info.get("global_zero", True):
+        return 0  # DDP: rank 0 saved the result and prints it
     result, logger, out = info["result"], info["logger"], info["out"]
     print(f"\n{result.model.get('name')} · concept '{result.concept.name}' · layers {result.layers} · "
           f"{result.n_significant_fdr} neurons selective at FDR q<={result.fdr_q}")
+    print(f"examples: {result.settings.get('split')}")
     for c in result.candidates(min(5, result.top_k)):
         print(f"  #{c['rank']:<3} {c['layer']}:{c['index']:<6} d={c['selectivity']:.3f} "
               f"consistency={c['consistency']:.3f} score={c['score']:.3f}")
-    for k, v in sorted(info["metrics"].items()):
-        print(f"  {k} = {v:.4g}")
+    # the headline scalars (the per-neuron ablation/... metrics are in the log and in results.json)
+    scalars = {**info["metrics"], **info.get("ablation_metrics", {})}
+    for k, v in sorted(scalars.items()):
+        if ":" not in k:
+            print(f"  {k} = {v:.4g}")
+    _print_ablation(result)
+    t = {k: v for k, v in result.timings.items() if isinstance(v, (int, float)) and k != "total"}
+    if t:
+        print("time: " + ", ".join(f"{k.replace('_', ' ')} {v:.3g} s" for k, v in t.items())
+              + (f", total {result.timings['total']:.3g} s" if "total" in result.timings else ""))
     log_dir = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None)
     print(f"\nwrote {out / 'results.json'}" + (f" and {out / 'report.html'}" if (out / "report.html").exists() else "")
           + f"; {type(logger).__name__} logs in {log_dir}")
@@ -168,7 +308,8 @@ def register_cli(subparsers: Any) -> None:
         "eval", help="score a concept as a Lightning Trainer.validate run, logging to CSV or W&B",
         description="Score a concept with ProbeModule under lightning.Trainer(inference_mode=False).validate, log "
                     "the headline metrics to the configured logger (csv or wandb) and save results.json + "
-                    "report.html.")
+                    "report.html. With ablate=true the neurons are ranked on one split of the probe and a "
+                    "second validate (AblationModule) ablates the top-k on the held-out split.")
     p.add_argument("--config", action="append", default=[], help="YAML config file(s) (EvalConfig), merged in order")
     p.add_argument("--out", help="output folder (default reports/eval-<model>-<concept>-<timestamp>/)")
     p.add_argument("overrides", nargs="*", help="config overrides as key=value (e.g. layers=[5] logger.kind=wandb)")
