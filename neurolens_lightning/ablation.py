@@ -137,21 +137,23 @@ class AblationRunner:
                       ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         """Per touched site: mask ``[R, U]`` and value ``[U]`` or ``[B, U]`` (resample)."""
         dev = self.adapter.device
-        out: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        masks: dict[int, torch.Tensor] = {}  # built on the host, moved once (no per-unit device writes)
         for r, job in enumerate(group):
             for s, u in job.units:
-                units = self.sites[s].units
-                if s not in out:
-                    mask = torch.zeros(len(group), units, device=dev)
-                    if self.method == "zero":
-                        val = torch.zeros(units, device=dev)
-                    elif self.method == "mean":
-                        lo = self.offsets[s]
-                        val = self.mean_values[lo:lo + units].to(dev, torch.float32)
-                    else:
-                        val = self.resample_source(s).to(dev, torch.float32)[example_index.to(dev)]
-                    out[s] = (mask, val)
-                out[s][0][r, u] = 1.0
+                if s not in masks:
+                    masks[s] = torch.zeros(len(group), self.sites[s].units)
+                masks[s][r, u] = 1.0
+        out: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for s, mask in masks.items():
+            units = self.sites[s].units
+            if self.method == "zero":
+                val = torch.zeros(units, device=dev)
+            elif self.method == "mean":
+                lo = self.offsets[s]
+                val = self.mean_values[lo:lo + units].to(dev, torch.float32)
+            else:
+                val = self.resample_source(s).to(dev, torch.float32)[example_index.to(dev)]
+            out[s] = (mask.to(dev, non_blocking=True), val)
         return out
 
     def _clean(self, batch: Batch) -> tuple[torch.Tensor, dict[int, tuple[tuple, dict]], Batch]:

@@ -117,7 +117,8 @@ class _RNGState:
 
     def __enter__(self) -> "_RNGState":
         self.torch = torch.get_rng_state()
-        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        # only when CUDA is initialized: asking for its state would initialize it in a CPU-only run
+        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
         self.np = np.random.get_state()
         self.py = random.getstate()
         return self
@@ -381,12 +382,16 @@ class NeuroLensCallback(Callback):
         t0 = time.perf_counter()
         scanner = ConceptScanner(adapter, rank_concept, self.layers, batch_size=self.batch_size,
                                  importance=self.importance, rank=rank, world_size=world, fdr_q=self.fdr_q)
-        scanner.run_activation_pass()
-        timings = {"activation_pass": time.perf_counter() - t0}
-        if self.importance:
-            t1 = time.perf_counter()
-            scanner.run_importance_pass(gather=(lambda t: gather_rows(pl_module, t)) if world > 1 else None)
-            timings["importance_pass"] = time.perf_counter() - t1
+        if scanner.can_fuse():  # activations and importance of the positives from one forward + backward
+            scanner.run_fused_pass()
+            timings = {"scoring_pass": time.perf_counter() - t0}
+        else:
+            scanner.run_activation_pass()
+            timings = {"activation_pass": time.perf_counter() - t0}
+            if self.importance:
+                t1 = time.perf_counter()
+                scanner.run_importance_pass(gather=(lambda t: gather_rows(pl_module, t)) if world > 1 else None)
+                timings["importance_pass"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         scores = scanner.compute()
         timings["statistics"] = time.perf_counter() - t2

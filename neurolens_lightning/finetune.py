@@ -193,14 +193,18 @@ class CausalLM(_Base):
         """A random-init GPT-2 sized to ``tokenizer``'s vocabulary (``dropout`` for resid/embd/attn)."""
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        if seed is not None:
-            torch.manual_seed(seed)
+        from contextlib import nullcontext
+
+        from neurolens_lightning.registry import seeded_rng
+
         eos = tokenizer.eos_token_id
         cfg = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
                          n_head=n_head, bos_token_id=eos, eos_token_id=eos,
                          pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
                          resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout)
-        return cls(GPT2LMHeadModel(cfg), tokenizer, **kwargs)
+        with seeded_rng(seed) if seed is not None else nullcontext():  # the weights from seed; global RNGs kept
+            net = GPT2LMHeadModel(cfg)
+        return cls(net, tokenizer, **kwargs)
 
     def collate(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokenize a list of strings (right padding) into ``input_ids`` / ``attention_mask``."""

@@ -158,6 +158,7 @@ class ConceptScanner:
         self.head: ProbeHead | None = None
         self._features: list[torch.Tensor] = []
         self._feature_labels: list[torch.Tensor] = []
+        self._feature_ids: list[torch.Tensor] = []  # example ids: the head sees its rows in example order
         self._fuse_checked: bool | None = None  # can_fuse()'s encoding check (fixed for this scanner)
         self.last_run_fused: bool | None = None  # whether run_passes() used the fused pass
         self.fused_batches = self.split_batches = 0  # run_fused_pass(): positive batches fused / scored in two
@@ -227,6 +228,7 @@ class ConceptScanner:
         if not self.adapter.has_output_head:  # the probe head's features (importance and ablation need y)
             self._features.append(self.adapter.features(batch, outputs).detach().float())
             self._feature_labels.append(is_positive.float())
+            self._feature_ids.append(example_ids.detach())
 
     @torch.no_grad()
     def activation_step(self, batch: Batch, is_positive: torch.Tensor, groups: torch.Tensor,
@@ -256,10 +258,15 @@ class ConceptScanner:
             return self.head
         feats = torch.cat(self._features)
         labels = torch.cat(self._feature_labels)
+        ids = torch.cat(self._feature_ids) if len(self._feature_ids) == len(self._features) else None
         if gather is not None:
             feats, labels = gather(feats), gather(labels.unsqueeze(1)).squeeze(1)
+            ids = None if ids is None else gather(ids.unsqueeze(1)).squeeze(1)
+        if ids is not None:  # example order, whatever the sharding: the head's held-out split depends on it
+            order = torch.argsort(ids)
+            feats, labels = feats[order], labels[order]
         self.head = fit_probe_head(feats, labels)
-        self._features, self._feature_labels = [], []
+        self._features, self._feature_labels, self._feature_ids = [], [], []
         return self.head
 
     # ----------------------------------------------------------------- importance pass
@@ -481,7 +488,7 @@ class ConceptScanner:
         for m in self.metrics():
             m.reset()
         self.head = None
-        self._features, self._feature_labels = [], []
+        self._features, self._feature_labels, self._feature_ids = [], [], []
 
     def compute(self) -> NeuronScores:
         """Compute (and, under DDP, sync) every score and rank the neurons."""

@@ -73,7 +73,7 @@ def _scan_run(out: Path, devices: int) -> None:
     """scan(ablate=True) on a model without an LM head (y = a probe head), inside a torchrun-style launch."""
     import torch.distributed as dist
 
-    from helpers import make_word_tokenizer, small_probe_dict, tiny_bert_encoder
+    from helpers import make_word_tokenizer, planted_probe, tiny_bert_encoder
     from neurolens_lightning import scan
 
     torch.set_num_threads(1)
@@ -81,7 +81,9 @@ def _scan_run(out: Path, devices: int) -> None:
         dist.init_process_group("gloo")
     try:
         tok = make_word_tokenizer("bert")
-        result = scan(tiny_bert_encoder(tok), small_probe_dict(), tokenizer=tok, top_k=3, ablate=True,
+        # 16 + 16 examples: the ranking split (8 + 8) is large enough for the probe head to hold out a part, so the
+        # head depends on the order of its rows: they must be gathered in example order, not rank order
+        result = scan(tiny_bert_encoder(tok), planted_probe("bert"), tokenizer=tok, top_k=3, ablate=True,
                       neurons=[(0, 3), (1, 5), (1, 17)],
                       null_samples=8, batch_size=4, device="cpu")
         rank, world = (dist.get_rank(), dist.get_world_size()) if devices > 1 else (0, 1)
