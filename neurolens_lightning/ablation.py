@@ -450,17 +450,22 @@ def check_ablation_args(adapter: ModelAdapter, layers: Sequence[int] | None, met
 
 def plan_ablation(result: Any, scanner: Any, method: str = "zero", null_samples: int = 50,
                   neurons: Sequence[tuple[int, int]] | None = None, audit_samples: int = 20,
-                  seed: int = 0, alpha: float = 0.05, h: int = 10, suppressors: int | None = None) -> AblationPlan:
+                  seed: int = 0, alpha: float = 0.05, h: int = 10, suppressors: int | None = None,
+                  test_top_k: bool = True) -> AblationPlan:
     """Tested neurons (top-k candidates, top suppressors, explicit ``neurons``), their joint set,
     the first round of the per-layer random null and the audit sample.
 
     ``suppressors``: how many of the top suppressors to test (default: ``result.top_k``).
+    ``test_top_k=False``: test the named ``neurons`` only (no top-k candidates or suppressors, and
+    no audit of the ranking, which those tests would not use).
     """
     check_ablation_args(scanner.adapter, scanner.layers, method, null_samples, neurons)
     scores = result.scores
     site_pos = {s.layer: i for i, s in enumerate(scanner.sites)}
-    tested: list[tuple[tuple[int, int], str, int]] = [(n, "candidate", 1) for n in result.top_neurons()]
-    tested += [(n, "suppressor", -1) for n in result.top_suppressors(suppressors)]
+    tested: list[tuple[tuple[int, int], str, int]] = []
+    if test_top_k:
+        tested += [(n, "candidate", 1) for n in result.top_neurons()]
+        tested += [(n, "suppressor", -1) for n in result.top_suppressors(suppressors)]
     seen = {n for n, _, _ in tested}
     imp = scores.importance
     for l, i in neurons or []:
@@ -483,7 +488,7 @@ def plan_ablation(result: Any, scanner: Any, method: str = "zero", null_samples:
         first = min(null_samples, len(pool))
         null_jobs += [AblationJob([(site_pos[l], u)], "null", l) for u in pool[:first]]
     audit_jobs: list[AblationJob] = []
-    if imp is not None and audit_samples > 0:
+    if imp is not None and audit_samples > 0 and test_top_k:
         in_layers = torch.tensor([int(l) in layers for l in scores.layer.tolist()])
         med = imp[in_layers].median() if bool(in_layers.any()) else imp.new_tensor(0.0)
         low = [(int(scores.layer[j]), int(scores.index[j])) for j in
@@ -567,7 +572,7 @@ def run_ablation(result: Any, adapter: ModelAdapter, scanner: Any, held_out: Con
                  null_samples: int = 50, neurons: Sequence[tuple[int, int]] | None = None, seed: int = 0,
                  batch_size: int = 16, replicas: int = 8, audit_samples: int = 20, min_effect: float | None = None,
                  alpha: float = 0.05, n_boot: int = 1000, progress: bool = False, reuse: bool = True,
-                 split: str | None = None, suppressors: int | None = None) -> Any:
+                 split: str | None = None, suppressors: int | None = None, test_top_k: bool = True) -> Any:
     """Ablate ``result``'s candidates, suppressors and explicit ``neurons`` on ``held_out``; fill ``result.ablation``.
 
     This is the plain-loop form of :class:`neurolens_lightning.modules.AblationModule`'s
@@ -575,7 +580,7 @@ def run_ablation(result: Any, adapter: ModelAdapter, scanner: Any, held_out: Con
     words (default: the held-out split).
     """
     plan = plan_ablation(result, scanner, method, null_samples, neurons, audit_samples, seed, alpha=alpha,
-                         suppressors=suppressors)
+                         suppressors=suppressors, test_top_k=test_top_k)
     if scanner.head is None:  # models without a head: y is the probe head's (not fitted when importance was off)
         scanner.fit_head(gather=gather_cat)  # on every rank's features under a distributed launch
     chunks = ablation_inputs(adapter, scanner, held_out, batch_size, seed)

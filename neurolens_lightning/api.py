@@ -92,6 +92,7 @@ def scan(
     ablation: str = "zero",
     null_samples: int = 50,
     neurons: Sequence[tuple[int, int]] | None = None,
+    test_top_k: bool = True,
     min_effect: float | None = None,
     alpha: float = 0.05,
     cross_concept: bool = False,
@@ -117,6 +118,8 @@ def scan(
         min_selectivity: the smallest layer-scaled d (Cohen's d with a variance floor at the
             layer's median variance) a candidate needs: near-silent units never qualify.
         neurons: ``(layer, index)`` pairs ablated and tested whatever their rank.
+        test_top_k: with ``ablate``, also test the top-k candidates and suppressors (False: only
+            ``neurons``, e.g. to check a few named neurons without paying for the ranking's).
         min_effect: the smallest |Δ| that validates, in y's units (default: 0.01 nats for
             log-probabilities, 0.04 for a probe head's log-odds).
         alpha: family-wise error rate of the causal test over the tested neurons.
@@ -216,8 +219,8 @@ def scan(
 
             t3 = time.perf_counter()
             run_ablation(result, adapter, scanner, held_out or concept_obj, method=ablation,
-                         null_samples=null_samples, neurons=neurons, seed=seed, batch_size=batch_size,
-                         progress=progress, min_effect=min_effect, alpha=alpha,
+                         null_samples=null_samples, neurons=neurons, test_top_k=test_top_k, seed=seed,
+                         batch_size=batch_size, progress=progress, min_effect=min_effect, alpha=alpha,
                          split=None if held_out is not None else
                          "the same examples that ranked the neurons (no held-out split: holdout=0)")
             result.timings["ablation"] = time.perf_counter() - t3

@@ -71,7 +71,8 @@ def _add_scan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ablate", action="store_true", default=None, help="validate candidates by ablation")
     p.add_argument("--ablation", choices=["zero", "mean", "resample"], help="ablation method (default zero)")
     p.add_argument("--null-samples", type=int, dest="null_samples", help="random neurons per layer for the null")
-    p.add_argument("--neurons", nargs="+", help="explicit neurons to ablate, as LAYER:INDEX")
+    p.add_argument("--neurons", nargs="+", help="explicit neurons to ablate, as LAYER:INDEX (alone: only these are "
+                   "tested; with --ablate: the top-k too)")
     p.add_argument("--out", help="output folder (default reports/<model>-<concept>-<timestamp>/)")
     p.add_argument("--weights", choices=["pretrained", "random"], help="pretrained (default) or random init")
     p.add_argument("--arch", help="architecture of a .pt/.pth state dict (resnet18|resnet50)")
@@ -131,6 +132,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         device = launched
     result = scan(
         model=cfg.model, concept=cfg.concept, layers=cfg.layers, top_k=cfg.top_k, ablate=cfg.ablate or bool(neurons),
+        test_top_k=cfg.ablate or not neurons,  # --neurons alone tests just those; with --ablate the top-k too
         tokenizer=cfg.tokenizer, weights=cfg.weights, arch=cfg.arch, device=device,
         download=cfg.download, importance=cfg.importance, baseline=cfg.baseline, pooling=cfg.pooling,
         batch_size=cfg.batch_size, max_neurons=cfg.max_neurons, fdr_q=cfg.fdr_q, ablation=cfg.ablation,

@@ -208,12 +208,12 @@ class AblationModule(pl.LightningModule):
                  method: str = "zero", null_samples: int = 50, neurons: Sequence[tuple[int, int]] | None = None,
                  replicas: int = 8, batch_size: int = 16, seed: int = 0, audit_samples: int = 20,
                  min_effect: float | None = None, alpha: float = 0.05, n_boot: int = 1000,
-                 suppressors: int | None = None) -> None:
+                 suppressors: int | None = None, test_top_k: bool = True) -> None:
         super().__init__()
         self.result, self.adapter, self.scanner, self.held_out = result, adapter, scanner, held_out
         self.model = adapter.model
         self.plan = plan_ablation(result, scanner, method, null_samples, neurons, audit_samples, seed, alpha=alpha,
-                                  suppressors=suppressors)
+                                  suppressors=suppressors, test_top_k=test_top_k)
         self.replicas, self.batch_size, self.seed = replicas, batch_size, seed
         self.min_effect, self.alpha, self.n_boot = min_effect, alpha, n_boot
         self.runner = None

@@ -564,3 +564,17 @@ def test_bad_ablation_input(kwargs, match, toks):
     tok = toks["bert"]
     with pytest.raises(NeuroLensError, match=match):
         ablation_scan("bert", tok, **kwargs)
+
+
+def test_named_neurons_only_tests_just_them(toks, zero_scans):
+    """``test_top_k=False``: only the named neurons are tested (no top-k, no audit); their records equal the ones of
+    the scan that also tests the top-k (same inputs, same null order), and the causal one is still validated."""
+    only = ablation_scan("gpt2", toks["gpt2"], test_top_k=False)
+    both = zero_scans["gpt2"]
+    assert set(only.ablation) == {(0, CAUSAL), (0, MUTE)}
+    assert all(r["tested_as"] == "named" for r in only.ablation.values())
+    assert only.ablation_summary["n_candidates"] == 0 and only.ablation_summary["audit"]["n_checked"] == 0
+    assert only.ablation[(0, CAUSAL)]["validated"] and not only.ablation[(0, MUTE)]["validated"]
+    # the same Δ for the named neurons as when the top-k are tested too (a job's Δ never depends on its company)
+    for key in only.ablation:
+        assert only.ablation[key]["delta"] == pytest.approx(both.ablation[key]["delta"], abs=1e-6)
