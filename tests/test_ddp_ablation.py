@@ -67,6 +67,18 @@ def _module_run(out: Path, devices: int) -> None:
     finally:
         AblationRunner.step = step
     _dump(out, trainer2.global_rank, trainer2.world_size, probe.result, shares)
+    # a model without an output head: the probe head is fitted from every rank's features (in example order)
+    from helpers import tiny_bert_encoder
+
+    btok = make_word_tokenizer("bert")
+    rank_b, held_b = load_concept(planted_probe("bert")).split(0.5, seed=0)
+    probe_b = ProbeModule(tiny_bert_encoder(btok), rank_b, tokenizer=btok, top_k=3, batch_size=4)
+    pl.Trainer(logger=False, **kwargs).validate(probe_b, datamodule=probe_b.datamodule(), verbose=False)
+    module_b = AblationModule(probe_b.result, probe_b.adapter, probe_b.scanner, held_b, null_samples=8, batch_size=4,
+                              neurons=[(0, 3), (1, 5)])
+    trainer3 = pl.Trainer(logger=False, **kwargs)
+    trainer3.validate(module_b, verbose=False)
+    _dump(out, trainer3.global_rank, trainer3.world_size, probe_b.result, [], tag="_encoder")
 
 
 def _scan_run(out: Path, devices: int) -> None:
@@ -93,12 +105,12 @@ def _scan_run(out: Path, devices: int) -> None:
             dist.destroy_process_group()
 
 
-def _dump(out: Path, rank: int, world: int, result, shares) -> None:
+def _dump(out: Path, rank: int, world: int, result, shares, tag: str = "") -> None:
     records = {f"{l}:{i}": r for (l, i), r in result.ablation.items()}
     torch.save({"rank": rank, "world": world, "records": json.dumps(records, sort_keys=True),
                 "summary": json.dumps(result.ablation_summary, sort_keys=True, default=str),
                 "selectivity": result.scores.selectivity.clone(), "shares": shares},
-               out / f"rank{rank}_of{world}.pt")
+               out / f"rank{rank}_of{world}{tag}.pt")
 
 
 # ------------------------------------------------------------------------------------------ the launcher
@@ -138,8 +150,8 @@ def _launch(out: Path, mode: str, devices: int) -> None:
     assert not bad, bad
 
 
-def _load(out: Path, world: int) -> list[dict]:
-    return [torch.load(out / f"rank{r}_of{world}.pt", weights_only=False) for r in range(world)]
+def _load(out: Path, world: int, tag: str = "") -> list[dict]:
+    return [torch.load(out / f"rank{r}_of{world}{tag}.pt", weights_only=False) for r in range(world)]
 
 
 def _assert_same_ablation(single: dict, other: dict) -> None:
@@ -165,11 +177,11 @@ def module_runs(tmp_path_factory):
     one, two = tmp_path_factory.mktemp("abl1"), tmp_path_factory.mktemp("abl2")
     _launch(two, "module", 2)
     _launch(one, "module", 1)
-    return _load(one, 1)[0], _load(two, 2), two
+    return _load(one, 1)[0], _load(two, 2), two, one
 
 
 def test_ablation_module_ddp_equals_single_process(module_runs):
-    single, ranks, _ = module_runs
+    single, ranks, _, _ = module_runs
     assert [r["world"] for r in ranks] == [2, 2]
     assert any(json.loads(single["records"])[k]["validated"] for k in json.loads(single["records"]))  # planted
     for r in ranks:
@@ -178,8 +190,17 @@ def test_ablation_module_ddp_equals_single_process(module_runs):
     assert ranks[0]["records"] == ranks[1]["records"]  # every rank holds the same (gathered) result
 
 
+def test_probe_and_ablation_modules_ddp_exact_without_output_head(module_runs):
+    """MiniLM-style encoder (y = a probe head fitted on the gathered features): the same scores, head and ablation."""
+    _, _, two, one = module_runs
+    single = _load(one, 1, "_encoder")[0]
+    for r in _load(two, 2, "_encoder"):
+        torch.testing.assert_close(r["selectivity"], single["selectivity"], rtol=0, atol=1e-6)
+        _assert_same_ablation(single, r)
+
+
 def test_ablation_module_ddp_shards_the_jobs(module_runs):
-    _, ranks, _ = module_runs
+    _, ranks, _, _ = module_runs
     # every step of the validation loop and of the null rounds: the ranks' job shares are disjoint and
     # together cover every job of the step (rank 1 did real work, and nothing ran twice)
     assert len(ranks[0]["shares"]) == len(ranks[1]["shares"]) > 0
@@ -191,7 +212,7 @@ def test_ablation_module_ddp_shards_the_jobs(module_runs):
 
 
 def test_ablation_module_ddp_rank_zero_logs(module_runs):
-    _, _, two = module_runs
+    _, _, two, _ = module_runs
     metrics = list((two / "logs").rglob("metrics.csv"))
     assert len(metrics) == 1  # one logger folder, written by rank 0
     header = metrics[0].read_text().splitlines()[0]
