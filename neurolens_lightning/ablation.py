@@ -105,7 +105,8 @@ class AblationRunner:
                  head: Any = None, replicas: int = 8, resample_source: Callable[[int], torch.Tensor] | None = None,
                  control_jobs: Sequence[int] | None = None, reuse: bool = True,
                  row_jobs: Sequence[int] | None = None, rank: int | None = None,
-                 world_size: int | None = None) -> None:
+                 world_size: int | None = None, clean_cache: dict[Any, Any] | None = None,
+                 cache_budget_bytes: int = 1 << 30) -> None:
         if method not in METHODS:
             raise NeuroLensError(f"unknown ablation method {method!r}; use one of {', '.join(METHODS)}")
         if method == "mean" and mean_values is None:
@@ -131,6 +132,11 @@ class AblationRunner:
         self._sums: dict[str, torch.Tensor | None] = {"concept": None, "control": None}
         self._rows: dict[str, list[torch.Tensor]] = {"concept": [], "control": []}
         self._gathered: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        # the clean forward of each input chunk (y, block inputs, fixed batch), keyed by the caller's chunk key and
+        # shared with the runners of later null rounds (``clean_cache=runner.clean_cache``), so the rounds pay only
+        # for their ablated forwards; chunks beyond ``cache_budget_bytes`` are recomputed instead
+        self.clean_cache: dict[Any, Any] = {} if clean_cache is None else clean_cache
+        self.cache_budget_bytes = cache_budget_bytes
 
     # -------------------------------------------------------------- one chunk
     def _site_tensors(self, group: Sequence[AblationJob], example_index: torch.Tensor | None
@@ -232,12 +238,27 @@ class AblationRunner:
         return [ks[i:i + self.replicas] for start in sorted(by_start, reverse=True)
                 for ks in [by_start[start]] for i in range(0, len(ks), self.replicas)]
 
-    def step(self, kind: str, batch: Batch, example_index: torch.Tensor | None = None) -> None:
-        """Clean and ablated y for one chunk of ``kind`` (``concept`` or ``control``) inputs."""
+    def _clean_cached(self, batch: Batch, key: Any) -> tuple[torch.Tensor, dict[int, tuple[tuple, dict]], Batch]:
+        if key is not None and key in self.clean_cache:
+            return self.clean_cache[key]
+        got = self._clean(batch.to(self.adapter.device))
+        if key is not None:
+            size = _nbytes(got)
+            used = self.clean_cache.setdefault("__bytes__", 0)
+            if used + size <= self.cache_budget_bytes:
+                self.clean_cache[key] = got
+                self.clean_cache["__bytes__"] = used + size
+        return got
+
+    def step(self, kind: str, batch: Batch, example_index: torch.Tensor | None = None, key: Any = None) -> None:
+        """Clean and ablated y for one chunk of ``kind`` (``concept`` or ``control``) inputs.
+
+        ``key`` names the chunk (the same inputs must always get the same key): its clean forward is
+        then computed once and reused by every runner sharing :attr:`clean_cache`.
+        """
         if self._gathered:
             raise NeuroLensError("this ablation run was already summarised; start a new runner for more inputs")
-        batch = batch.to(self.adapter.device)
-        y, cache, batch = self._clean(batch)
+        y, cache, batch = self._clean_cached(batch, None if key is None else (kind, key))
         self.y_clean[kind].append(y.detach())
         mine = self.mine[kind]
         pos = {k: n for n, k in enumerate(mine)}
@@ -282,6 +303,19 @@ class AblationRunner:
     def deltas(self, kind: str) -> torch.Tensor:
         """``y(x) − y_ablated(x)`` per row job of ``kind`` (order of ``row_index[kind]``) and example: ``[R, n]``."""
         return self._gather(kind)[1]
+
+
+def _nbytes(obj: Any) -> int:
+    """Bytes held by the tensors in ``obj`` (nested tuples, lists, dicts, batches)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, (tuple, list)):
+        return sum(_nbytes(o) for o in obj)
+    if isinstance(obj, dict):
+        return sum(_nbytes(o) for o in obj.values())
+    if isinstance(obj, Batch):
+        return _nbytes(obj.inputs) + _nbytes(obj.target) + _nbytes([obj.position_mask, obj.span_mask])
+    return 0
 
 
 def bootstrap_ci(diffs: torch.Tensor, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
@@ -603,10 +637,10 @@ def run_chunks(runner: AblationRunner, adapter: ModelAdapter, scanner: Any, chun
         from tqdm.auto import tqdm
 
         it = tqdm(chunks, desc=desc, leave=False, unit="batch")
-    for kind, items in it:
+    for i, (kind, items) in enumerate(it):
         batch, src = encode_chunk(adapter, scanner, kind, items, gen)
         if kind in kinds:
-            runner.step(kind, batch, src)
+            runner.step(kind, batch, src, key=i)
 
 
 def held_out_split_text(n_concept: int, n_control: int) -> str:
@@ -645,10 +679,11 @@ def _grow_null_and_summarize(result: Any, plan: AblationPlan, runner: AblationRu
         extra = AblationRunner(adapter, scanner.sites, new, method=plan.method,
                                mean_values=runner.mean_values, offsets=runner.offsets, head=runner.head,
                                replicas=replicas, resample_source=runner.resample_source, control_jobs=[],
-                               reuse=reuse, row_jobs=[])
+                               reuse=reuse, row_jobs=[], clean_cache=runner.clean_cache)
         run_chunks(extra, adapter, scanner, chunks, seed, kinds=("concept",), progress=progress,
                    desc=f"null [{len(new)} more random neurons]")
         delta = np.concatenate([delta, extra.mean_deltas("concept").numpy()])
+    runner.clean_cache.clear()  # the clean forwards were only needed for the rounds
     summarize_ablation(result, runner, plan, delta, min_effect=min_effect, alpha=alpha, n_boot=n_boot, seed=seed,
                        split=split, n_concept=n_concept, n_control=n_control, y=y_description(scanner))
 

@@ -242,7 +242,9 @@ class AblationModule(pl.LightningModule):
             self.runner = make_runner(self.plan, self.result, self.adapter, self.scanner, replicas=self.replicas)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self.runner.step(batch["kind"], batch["batch"], batch["src"])
+        # batch_idx is the chunk's index (every rank iterates every chunk in order): the null rounds of
+        # finish_ablation reuse this clean forward under the same key
+        self.runner.step(batch["kind"], batch["batch"], batch["src"], key=batch_idx)
 
     def on_validation_epoch_end(self) -> None:
         # the first pass ran as this loop; the null grows (plain loop over the same inputs) only
