@@ -16,7 +16,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from neurolens_lightning.adapters import ModelAdapter, auto_device
-from neurolens_lightning.concepts import Concept, load_concept
+from neurolens_lightning.concepts import Concept, load_concept, split_text
 from neurolens_lightning.distributed import dist_context, gather_cat
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.registry import load_model, preserved_rng
@@ -203,12 +203,7 @@ def scan(
             top_k=top_k, max_neurons=max_neurons, fdr_q=fdr_q, min_selectivity=min_selectivity, head=head,
             settings={"importance": importance, "baseline": baseline, "pooling": scanner.pooling,
                       "batch_size": batch_size, "device": str(adapter.device), "ablate": ablate,
-                      "split": (f"ranked on the ranking split ({len(rank_concept.positive)} concept and "
-                                f"{len(rank_concept.negative)} control examples); the disjoint held-out split "
-                                "is kept for ablation"
-                                if held_out is not None else
-                                f"all {len(rank_concept.positive)} concept and {len(rank_concept.negative)} control "
-                                "examples" + (" (ranked and ablated on the same examples: holdout=0)" if ablate else ""))},
+                      "split": split_text(rank_concept, held_out, ablate)},
             timings={"load_model": t_load, **({"scoring_pass": t1 - t0} if fused else
                                                {"activation_pass": t1 - t0, "importance_pass": t2 - t1}),
                      "statistics": t_stats},

@@ -53,7 +53,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from neurolens_lightning.adapters import ModelAdapter, adapter_for, family_of
-from neurolens_lightning.concepts import Concept, load_concept
+from neurolens_lightning.concepts import Concept, load_concept, split_text
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.modules import gather_rows
 from neurolens_lightning.ranking import ROLE_NAMES
@@ -417,11 +417,7 @@ class NeuroLensCallback(Callback):
     @staticmethod
     def _split_text(rank_concept: Concept, held_out: Concept | None) -> str:
         """Which examples ranked the neurons (and which were held out for ablation), with their sizes."""
-        ranked = f"{len(rank_concept.positive)} concept and {len(rank_concept.negative)} control examples"
-        if held_out is None:
-            return f"all {ranked}"
-        return (f"ranked on the ranking split ({ranked}); the disjoint held-out split ({len(held_out.positive)} "
-                f"concept and {len(held_out.negative)} control examples) is kept for ablation")
+        return split_text(rank_concept, held_out)
 
     def _score_entry(self, result: ScanResult, step: int) -> dict[str, Any]:
         """Every neuron's scores at this point, compactly (see ``store_scores``): plain tensors, rank-independent."""

@@ -180,6 +180,21 @@ class Concept:
 # ----------------------------------------------------------------------------- parsing
 
 
+def split_text(rank_concept: Concept, held_out: Concept | None, ablate: bool = False) -> str:
+    """How ``results.json["settings"]["split"]`` names the examples that ranked the neurons (and those held out).
+
+    Example:
+        >>> c = Concept("c", "text", [TextExample("a")] * 4, [TextExample("b")] * 4, ["g"] * 4)
+        >>> split_text(*c.split(0.5, seed=0), ablate=True)
+        'ranked on the ranking split (2 concept and 2 control examples); the disjoint held-out split (2 concept and 2 control examples) is kept for ablation'
+    """
+    ranked = f"{len(rank_concept.positive)} concept and {len(rank_concept.negative)} control examples"
+    if held_out is None:
+        return f"all {ranked}" + (" (ranked and ablated on the same examples: holdout=0)" if ablate else "")
+    return (f"ranked on the ranking split ({ranked}); the disjoint held-out split ({len(held_out.positive)} "
+            f"concept and {len(held_out.negative)} control examples) is kept for ablation")
+
+
 def parse_marked_text(raw: str, where: str) -> TextExample:
     """Strip one ``[[span]]`` mark from ``raw`` and return the text with span offsets."""
     matches = list(_SPAN_RE.finditer(raw))

@@ -135,15 +135,6 @@ def _ablation_args(cfg: Any) -> tuple[bool, list[tuple[int, int]] | None]:
     return True, neurons
 
 
-def _split_text(rank_concept: Any, held_out: Any, ablate: bool) -> str:
-    """``settings["split"]``: which examples ranked the neurons (the sentence of ``neurolens scan``)."""
-    if held_out is not None:
-        return (f"ranked on the ranking split ({len(rank_concept.positive)} concept and "
-                f"{len(rank_concept.negative)} control examples); the disjoint held-out split is kept for ablation")
-    return (f"all {len(rank_concept.positive)} concept and {len(rank_concept.negative)} control examples"
-            + (" (ranked and ablated on the same examples: holdout=0)" if ablate else ""))
-
-
 def run_eval(cfg: Any) -> dict[str, Any]:
     """Run one eval (see the module docstring).
 
@@ -156,7 +147,7 @@ def run_eval(cfg: Any) -> dict[str, Any]:
 
     import lightning.pytorch as pl
 
-    from neurolens_lightning.concepts import load_concept
+    from neurolens_lightning.concepts import load_concept, split_text
     from neurolens_lightning.modules import AblationModule, ProbeModule, gather_rows
     from neurolens_lightning.registry import load_model
 
@@ -220,7 +211,7 @@ def run_eval(cfg: Any) -> dict[str, Any]:
         result.settings.update({"batch_size": cfg.batch_size, "pooling": module.adapter.pooling,
                                 "runner": "lightning Trainer.validate (neurolens eval)",
                                 "logger": cfg.logger.kind, "world_size": trainer.world_size, "ablate": ablate,
-                                "split": _split_text(rank_concept, held_out, ablate)})
+                                "split": split_text(rank_concept, held_out, ablate)})
         if ablate:
             result.settings.update({"holdout": cfg.holdout, "seed": cfg.seed})
         result.save(out, report=cfg.report)
