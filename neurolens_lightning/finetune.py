@@ -190,21 +190,21 @@ class CausalLM(_Base):
     @classmethod
     def from_scratch(cls, tokenizer: Any, n_layer: int = 2, n_embd: int = 64, n_head: int = 4,
                      n_positions: int = 64, dropout: float = 0.0, seed: int | None = 0, **kwargs: Any) -> "CausalLM":
-        """A random-init GPT-2 sized to ``tokenizer``'s vocabulary (``dropout`` for resid/embd/attn)."""
+        """A random-init GPT-2 sized to ``tokenizer``'s vocabulary (``dropout`` for resid/embd/attn).
+
+        ``seed`` is applied with ``torch.manual_seed`` (global, as a training script's own seeding would be), so
+        the weights *and* the training that follows are reproducible; ``seed=None`` leaves the RNG alone.
+        """
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        from contextlib import nullcontext
-
-        from neurolens_lightning.registry import seeded_rng
-
+        if seed is not None:
+            torch.manual_seed(seed)
         eos = tokenizer.eos_token_id
         cfg = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
                          n_head=n_head, bos_token_id=eos, eos_token_id=eos,
                          pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
                          resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout)
-        with seeded_rng(seed) if seed is not None else nullcontext():  # the weights from seed; global RNGs kept
-            net = GPT2LMHeadModel(cfg)
-        return cls(net, tokenizer, **kwargs)
+        return cls(GPT2LMHeadModel(cfg), tokenizer, **kwargs)
 
     def collate(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokenize a list of strings (right padding) into ``input_ids`` / ``attention_mask``."""

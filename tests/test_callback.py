@@ -537,7 +537,7 @@ def _ddp_fit(out: Path, devices: int) -> None:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("LOCAL_RANK", 0))
-    save, step = ScanResult.save, ConceptScanner.activation_step
+    save, step = ScanResult.save, ConceptScanner._update_activation_metrics
     scored: list[int] = []
 
     def spy_save(self, out_dir, report=True):  # who writes report folders, and how often
@@ -545,20 +545,20 @@ def _ddp_fit(out: Path, devices: int) -> None:
             f.write(f"{rank} {out_dir}\n")
         return save(self, out_dir, report)
 
-    def spy_step(self, batch, is_positive, groups, example_ids):  # which probe examples this rank scored
-        scored.extend(example_ids.tolist())
-        return step(self, batch, is_positive, groups, example_ids)
+    def spy_step(self, batch, outputs, stats, is_positive, groups, example_ids):  # which examples this rank scored
+        scored.extend(example_ids.tolist())  # (the activation metrics' update, in the fused and two-pass scans)
+        return step(self, batch, outputs, stats, is_positive, groups, example_ids)
 
     from neurolens_lightning.ablation import AblationRunner
 
     runner_step = AblationRunner.step
     shares: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
 
-    def spy_runner(self, kind, batch, example_index=None):  # which ablation jobs this rank ran
+    def spy_runner(self, kind, batch, example_index=None, key=None):  # which ablation jobs this rank ran
         shares.append((kind, tuple(self.mine[kind]), tuple(self.job_index[kind])))
-        return runner_step(self, kind, batch, example_index)
+        return runner_step(self, kind, batch, example_index, key)
 
-    ScanResult.save, ConceptScanner.activation_step = spy_save, spy_step
+    ScanResult.save, ConceptScanner._update_activation_metrics = spy_save, spy_step
     AblationRunner.step = spy_runner
     try:
         tokenizer = make_word_tokenizer("gpt2")
@@ -576,7 +576,7 @@ def _ddp_fit(out: Path, devices: int) -> None:
                              use_distributed_sampler=False)
         trainer.fit(module, loader)
     finally:
-        ScanResult.save, ConceptScanner.activation_step = save, step
+        ScanResult.save, ConceptScanner._update_activation_metrics = save, step
         AblationRunner.step = runner_step
     res = cb.last_results[DDP_CONCEPT]
     torch.save({"history": cb.history, "score_log": cb.score_log, "selectivity": res.scores.selectivity.clone(),

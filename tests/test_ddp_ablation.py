@@ -55,9 +55,9 @@ def _module_run(out: Path, devices: int) -> None:
     shares: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
     step = AblationRunner.step
 
-    def spy(self, kind, batch, example_index=None):  # which jobs this rank ablated
+    def spy(self, kind, batch, example_index=None, key=None):  # which jobs this rank ablated
         shares.append((kind, tuple(self.mine[kind]), tuple(self.job_index[kind])))
-        return step(self, kind, batch, example_index)
+        return step(self, kind, batch, example_index, key)
 
     AblationRunner.step = spy
     try:
