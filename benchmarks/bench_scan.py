@@ -15,7 +15,7 @@ and checks that the fused and the two-pass scan give the same scores (to 1e-6; i
 Targets: activation pass <= 1.3 (issue 3), full scan <= 3.5 (issue 3), fused full scan <= 1.6 (issue 11),
 memory ratio <= 1.2.
 
-    python benchmarks/bench_scan.py [--repeats 3] [--batch-size 16] [--no-memory]
+    python benchmarks/bench_scan.py [--repeats 3] [--batch-size 16] [--no-memory] [--threads N]
 
 Not a test: run it by hand.
 """
@@ -118,7 +118,11 @@ def main() -> None:
     ap.add_argument("--memory-child", type=int, default=0)
     ap.add_argument("--importance", action="store_true")
     ap.add_argument("--no-memory", action="store_true", help="skip the 1x vs 10x peak-memory subprocesses")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch intra-op threads on CPU (default: torch's own); 1 is steadier on a busy machine")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.memory_child:
         memory_child(args.memory_child, args.importance)
         return

@@ -108,6 +108,10 @@ def resolve_pooling(pooling: str, concept: Concept) -> tuple[str, str | None]:
                    "and negatives) to pool by the span instead")
 
 
+class _StopForward(Exception):
+    """Raised by a hook once every scanned site is pooled, to skip the rest of a forward whose outputs are not used."""
+
+
 def _chunks(n: int, size: int) -> Iterator[slice]:
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
@@ -204,11 +208,28 @@ class ConceptScanner:
         return on_output, stats
 
     @torch.no_grad()
-    def _activation_forward(self, batch: Batch) -> tuple[Any, dict[str, dict[int, torch.Tensor]]]:
-        """No-grad forward of one batch with every site pooled in its hook: ``(outputs, stats)``."""
+    def _activation_forward(self, batch: Batch, stop_early: bool = False
+                            ) -> tuple[Any, dict[str, dict[int, torch.Tensor]]]:
+        """No-grad forward of one batch with every site pooled in its hook: ``(outputs, stats)``.
+
+        ``stop_early``: abandon the forward as soon as every scanned site has been pooled (the
+        layers above the deepest site and the output head are not run; ``outputs`` is then
+        None). Only for callers that need the activations alone.
+        """
         on_output, stats = self._pooler(batch)
-        with eval_mode(self.adapter.model), capture(self.modules, on_output=on_output):
-            outputs = self.adapter.forward(batch)
+        pooled, n_sites = stats["pooled"], len(self.sites)
+
+        def hook(key: Any, act: torch.Tensor) -> None:
+            on_output(key, act)
+            if stop_early and len(pooled) == n_sites:
+                raise _StopForward
+
+        outputs = None
+        with eval_mode(self.adapter.model), capture(self.modules, on_output=hook):
+            try:
+                outputs = self.adapter.forward(batch)
+            except _StopForward:
+                pass
         return outputs, stats
 
     @torch.no_grad()
@@ -424,15 +445,19 @@ class ConceptScanner:
         importance-pass batch (the confidence inputs are the positives, sharded the same way),
         so it gets one :meth:`fused_step` on its confidence encoding; should that encoding
         differ from the activation one after all (:meth:`same_encoding`, checked on every batch
-        on the host), it is scored by :meth:`activation_step` + :meth:`importance_step`, so the
+        on the host), it is scored by a no-grad forward + :meth:`importance_step`, so the
         scores never rest on :meth:`can_fuse`'s first-batch check. The batch where the positives
         end and the negatives begin (only when this rank's positive count is not a multiple of
-        ``batch_size``) gets the no-grad :meth:`activation_step` plus an :meth:`importance_step`
-        over its positives (the importance pass's last batch); batches of negatives get the
-        :meth:`activation_step`. Every metric thus sees exactly the two passes' batches (same
-        padding, same update order, so even exact ties among top activations resolve the same
-        way) with one forward + backward per positive batch and one forward per negative batch.
-        ``fused_batches`` / ``split_batches`` count the positive batches scored fused / in two.
+        ``batch_size``) gets the no-grad forward of :meth:`activation_step` plus an
+        :meth:`importance_step` over its positives (the importance pass's last batch); batches of
+        negatives get the no-grad forward. Every metric thus sees exactly the two passes'
+        batches (same padding, same update order, so even exact ties among top activations
+        resolve the same way) with one forward + backward per positive batch and one forward per
+        negative batch. The no-grad forwards stop once the deepest scanned site is pooled: with
+        y from the model's own head their outputs are not needed (no probe-head features), so
+        the layers above it and the output head (for GPT-2 small the LM head is about a third
+        of a forward) are skipped. ``fused_batches`` / ``split_batches`` count the positive
+        batches scored fused / in two.
         """
         if not self.fusable_setup():
             raise NeuroLensError("the fused pass needs importance on, a model with its own output head and no "
@@ -453,7 +478,10 @@ class ConceptScanner:
                 self.fused_step(conf.to(device), self.is_positive[ids], self.groups[ids], ids)
                 self.fused_batches += 1
                 continue
-            self.activation_step(batch.to(device), self.is_positive[ids], self.groups[ids], ids)
+            # y comes from the model's own head (fusable_setup): no features needed, stop at the deepest site
+            batch = batch.to(device)
+            outputs, stats = self._activation_forward(batch, stop_early=True)
+            self._update_activation_metrics(batch, outputs, stats, self.is_positive[ids], self.groups[ids], ids)
             if conf is not None:  # the positives of a mixed batch, or a batch whose encodings differ
                 self.importance_step(conf.to(device))
                 if len(positives) == len(items):

@@ -44,9 +44,14 @@ class _ForwardLog:
         adapter.forward = self
 
     def __call__(self, batch):
-        self.calls.append({"grad": torch.is_grad_enabled(), "training": self.adapter.model.training,
-                           "size": batch.size})
-        return self._orig(batch)
+        call = {"grad": torch.is_grad_enabled(), "training": self.adapter.model.training, "size": batch.size,
+                "stopped": False}
+        self.calls.append(call)
+        try:
+            return self._orig(batch)
+        except Exception as e:  # the fused pass's no-grad forwards stop after the deepest scanned site
+            call["stopped"] = type(e).__name__ == "_StopForward"
+            raise
 
     def restore(self):
         del self.adapter.forward
@@ -110,10 +115,31 @@ def test_fused_gpt2_matches_two_pass(gpt2_tokenizer, gpt2_model, concept_name, b
     assert sum(c["size"] for c in log.calls) == n_pos + n_neg + tail
     assert sum(c["size"] for c in log2.calls) == 2 * n_pos + n_neg  # the two passes see every positive twice
     assert not any(c["training"] for c in log.calls)
+    # the no-grad forwards (negatives, mixed batch) skip the LM head; the two passes run every forward to the end
+    assert all(c["stopped"] != c["grad"] for c in log.calls) and not any(c["stopped"] for c in log2.calls)
     _assert_same_scores(two, fused)
     assert fused.importance is not None and fused.n_pos == n_pos and fused.n_neg == n_neg
     # the top examples name global example indices (negatives are indices >= n_pos)
     assert fused.top_example_ids.max() < n_pos + n_neg and (fused.top_example_ids >= n_pos).any()
+
+
+def test_fused_on_a_lower_layer_only(gpt2_tokenizer, gpt2_model):
+    """Scanning layer 0 of 2: the negatives' forwards stop after block 0; importance still reads y at the head."""
+    concept = _small()
+    adapter = adapter_for(gpt2_model, gpt2_tokenizer)
+    seen = []
+    handle = gpt2_model.transformer.h[1].register_forward_hook(lambda m, i, o: seen.append(torch.is_grad_enabled()))
+    try:
+        two, _, _ = _scan(adapter, concept, fused=False, batch_size=3, layers=[0])
+        n_two = len(seen)
+        fused, sc, log = _scan(adapter, concept, fused=True, batch_size=3, layers=[0])
+    finally:
+        handle.remove()
+    assert sc.last_run_fused and sc.fused_batches == 3
+    assert seen[n_two:] == [True] * 3  # block 1 ran only in the fused forward + backward of the positives
+    assert [c["stopped"] for c in log.calls] == [False] * 3 + [True] * 2
+    _assert_same_scores(two, fused)
+    assert count_hooks(gpt2_model) == 0
 
 
 def test_fewer_positives_than_a_batch_is_not_fused(gpt2_tokenizer, gpt2_model):
