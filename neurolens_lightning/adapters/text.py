@@ -195,9 +195,11 @@ class GPT2Adapter(TextAdapter):
         # no KV cache: probes are single forward passes, and re-entry at a block must not append to a cache
         inputs = dict(batch.inputs)
         attn = inputs.get("attention_mask")
-        if attn is not None and "position_ids" not in inputs and bool((attn[:, 0] == 0).any()):
-            # left padding: GPT-2 numbers positions 0, 1, ... regardless of the mask, which would shift
-            # every padded example's real tokens; count positions over real tokens instead
+        if attn is not None and "position_ids" not in inputs:
+            # GPT-2 numbers positions 0, 1, ... regardless of the mask, which under left padding would shift every
+            # padded example's real tokens: count positions over real tokens instead. Real tokens get exactly the
+            # default positions under right padding (only the pads' own, never-read positions change), and no
+            # host sync is needed to tell the padding side apart
             inputs["position_ids"] = (attn.long().cumsum(-1) - 1).clamp_min(0)
         if self.has_output_head:
             return self.model(**inputs, use_cache=False)
