@@ -30,7 +30,8 @@ same batches (batch 16, padded per batch), same device and threads. Five workloa
                   the layer is one more group, which Captum ablates too)
        Ablated y scores the clean model's top-1 token at each position (as NeuroLens does).
   5. the same 10 neurons through the user path
-       NeuroLens  scan(model=<module>, concept=..., tokenizer=..., ablate=True, neurons=[...], null_samples=2,
+       NeuroLens  scan(model=<module>, concept=..., tokenizer=..., ablate=True, neurons=[...], test_top_k=False,
+                  null_samples=2,
                   holdout=0, importance=False, pooling="max"): the whole call and its timings["ablation"];
                   ratio of the ablation stage to workload 4's runner alone (target <= 1.5x) and to F_dyn.
                   The work it does (tested neurons, joint set, the adaptively grown random-neuron null,
@@ -373,7 +374,7 @@ class Bench:
     def nl_scan(self) -> dict[str, Any]:
         t = time.perf_counter()
         result = scan(model=self.model, concept=self.concept, tokenizer=self.tok, ablate=True, neurons=self.neurons,
-                      null_samples=2, holdout=0, importance=self.args.scan_importance, pooling="max",
+                      test_top_k=False, null_samples=2, holdout=0, importance=self.args.scan_importance, pooling="max",
                       batch_size=self.bs, device=str(self.device))
         sync(self.device)
         whole = time.perf_counter() - t
