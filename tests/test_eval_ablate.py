@@ -263,3 +263,8 @@ def test_eval_ablation_ddp_two_cpu_processes_equals_single(single_run, tiny_dir,
     for k in ("n_validated", "n_suppressors_validated", "n_tested", "n_concept_inputs", "n_control_inputs"):
         assert data["ablation_summary"][k] == ref["ablation_summary"][k], k
     assert _close(data["ablation_summary"]["joint_delta"], ref["ablation_summary"]["joint_delta"])
+    # rank 0 alone writes and reports: one results.json + page, one logger folder, one summary on stdout
+    names = {p.name for p in out.iterdir()}
+    assert {"logs", "results.json"} <= names <= {"logs", "results.json", "report.html"}, names
+    assert len(list(out.rglob("metrics.csv"))) == 1
+    assert done.stdout.count("wrote ") == 1, done.stdout[-3000:]
