@@ -193,7 +193,7 @@ class ProbeModule(pl.LightningModule):
             "neurolens/top_selectivity": float(scores.selectivity[top].mean()),
             "neurolens/top_consistency": float(scores.consistency[top].mean()),
             "neurolens/top_score": float(scores.score[top[0]]),
-        }, rank_zero_only=True)
+        }, rank_zero_only=True, sync_dist=True)  # identical on every rank: marked synced, no collective runs
 
 
 class AblationModule(pl.LightningModule):
@@ -262,4 +262,4 @@ class AblationModule(pl.LightningModule):
             logs["ablation/joint_delta"] = summary["joint_delta"]
         logs["ablation/n_validated"] = float(summary["n_validated"])
         logs["ablation/n_suppressors_validated"] = float(summary["n_suppressors_validated"])
-        self.log_dict(logs, rank_zero_only=True)
+        self.log_dict(logs, rank_zero_only=True, sync_dist=True)  # gathered: identical on every rank, no collective
