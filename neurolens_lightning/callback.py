@@ -399,7 +399,7 @@ class NeuroLensCallback(Callback):
                             units=[s.units for s in scanner.sites], scores=scores,
                             top_k=max(self.top_k, self.ablate_top_k), fdr_q=self.fdr_q,
                             settings={"importance": self.importance, "device": str(adapter.device),
-                                      "pooling": scanner.pooling, "split": self._split_text(rank_concept, held_out)},
+                                      "pooling": scanner.pooling, "split": split_text(rank_concept, held_out)},
                             timings=timings,
                             warnings=[scanner.pooling_warning] if scanner.pooling_warning else [])
         if self.ablate_top_k > 0 and held_out is not None:
@@ -413,11 +413,6 @@ class NeuroLensCallback(Callback):
             timings["ablation"] = time.perf_counter() - t3
         timings["total"] = time.perf_counter() - t0
         return result
-
-    @staticmethod
-    def _split_text(rank_concept: Concept, held_out: Concept | None) -> str:
-        """Which examples ranked the neurons (and which were held out for ablation), with their sizes."""
-        return split_text(rank_concept, held_out)
 
     def _score_entry(self, result: ScanResult, step: int) -> dict[str, Any]:
         """Every neuron's scores at this point, compactly (see ``store_scores``): plain tensors, rank-independent."""

@@ -142,13 +142,12 @@ def run_eval(cfg: Any) -> dict[str, Any]:
     are the scoring run's logged scalars, ``ablation_metrics`` the ablation run's (empty without
     ``ablate``); ``global_zero`` is False on the other ranks of a DDP run (only rank 0 saves).
     """
-    import functools
     import time
 
     import lightning.pytorch as pl
 
     from neurolens_lightning.concepts import load_concept, split_text
-    from neurolens_lightning.modules import AblationModule, ProbeModule, gather_rows
+    from neurolens_lightning.modules import AblationModule, ProbeModule
     from neurolens_lightning.registry import load_model
 
     t_start = time.perf_counter()
@@ -192,10 +191,7 @@ def run_eval(cfg: Any) -> dict[str, Any]:
     result.timings.update({"load_model": t_loaded - t_start, "scoring": t_scored - t0})
     ablation_metrics: list[dict[str, Any]] = []
     if ablate:
-        sc = module.scanner
-        if sc.head is None:
-            # a model without an output head: y is the probe head's (fitted only by the importance pass)
-            sc.fit_head(gather=None if trainer.world_size == 1 else functools.partial(gather_rows, module))
+        sc = module.scanner  # (a model without an output head gets its probe head fitted by AblationModule)
         abl = AblationModule(result, module.adapter, sc, held_out if held_out is not None else concept,
                              method=cfg.ablation, null_samples=cfg.null_samples, neurons=neurons, seed=cfg.seed,
                              batch_size=cfg.batch_size, min_effect=cfg.min_effect, alpha=cfg.alpha)
