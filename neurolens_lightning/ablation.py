@@ -1,42 +1,54 @@
-"""Causal validation: ablate candidate neurons and compare with a random-neuron null (DESIGN §3).
+"""Causal validation: intervene on neurons and compare with a random-neuron null (DESIGN §3).
 
-For each job (one neuron, or a set ablated jointly) the neuron is set at every position to
-0 (``zero``), to its mean activation over the ranking split (``mean``), or to its pooled
-activation on a random example of the ranking split (``resample``), and the change in the
-model's confidence ``Δ = mean_x [y(x) − y_ablated(x)]`` is measured on held-out concept
-inputs (with a bootstrap 95% CI) and on held-out control (negative) inputs.
+**Two questions, four interventions.** Every intervention draws its replacement from concept-absent
+inputs only (the ranking split's negatives), never from concept examples:
 
-Who is tested: the top-k candidates (predicted to *lower* y when ablated, Δ > 0), the top-k
-suppressors (predicted to *raise* it, Δ < 0) and any neuron the user names; each is tested
-in its predicted direction.
+* ``interchange`` (default) — *does the model use the neuron's concept-dependent activity?* On each
+  input the neuron is shifted at every position so that its pooled activation (the scan's pooling:
+  span mean or max over real tokens, spatial mean for images) equals its pooled activation on a
+  random negative of the ranking split; its token-to-token pattern is kept. A neuron that fires alike
+  on concept and control inputs is moved by nothing on average, so its Δ is ~0 *by construction*,
+  however much leverage it has on y (causal mediation at the neuron level, Vig et al. 2020;
+  interchange interventions, Geiger et al. 2021).
+* ``zero`` (the user's text), ``mean`` (the mean over the negatives' real tokens) and ``resample``
+  (each position gets the activation of a random negative token) — *is the neuron necessary for y?*
+  A neuron that matters for every input passes these, concept or not.
 
-The null and the p-value (:func:`sequential_p`): the same Δ for random neurons of the same
-layer, drawn without replacement in a fixed random order. A random neuron of the layer is
-exchangeable with them, so the empirical p-value is exact whatever the null's shape (the
-nulls measured on MiniLM are heavy-tailed, excess kurtosis up to 53, which a normal z gets
-badly wrong). The null is sampled adaptively (Besag & Clifford 1991): a layer's sample grows
-(``null_samples``, then doubling) only while one of its tested neurons has fewer than ``h``
-null neurons at least as extreme and the sample is below ``n_max = ceil(m / alpha)`` (m =
-neurons tested), the size at which the smallest possible p, ``1 / (n_max + 1)``, passes the
-strictest Holm threshold ``alpha / m``. A neuron stopped at its h-th exceedance after L null
-neurons gets ``p = h / L``; otherwise ``p = (g + 1) / (L + 1)`` with g exceedances among all L.
-Holm's correction then controls the family-wise error within each family: the neurons tested
-for a drop (candidates) and those tested for a rise (suppressors) are two separate claims.
+``Δ = mean_x [y(x) − y_intervened(x)]`` on held-out concept inputs (bootstrap 95% CI), and the same on
+held-out control inputs with **the same y**: with tasks, control inputs are the negative sentences
+followed by a task target (targets cycled), so both sides are Δ log p(target).
 
-**Validated** (in the predicted direction s = +1 for a candidate, −1 for a suppressor): Holm
-p <= alpha, ``s·Δ`` CI above 0, specificity ``s·(Δ_concept − Δ_control)`` CI above 0 (the
-effect is on the concept, not on every input), ``s·Δ >= min_effect`` (in y's units, see
-:func:`default_min_effect`), and the neuron is a candidate or suppressor of the ranking
-(FDR-significant and positively selective). A neuron drawn at random from a layer is
-validated with probability <= alpha (``benchmarks/bench_calibration.py`` measures it).
+**Who is tested, in which direction, against which null.** The top-k candidates (a drop, Δ > 0), the
+top-k suppressors (a rise) and any neuron the user names. A named neuron's direction is the sign of
+its ranking-split importance (which predicts Δ's sign), so each null neuron is signed by *its own*
+importance — the named neuron and its null undergo the same choice and stay exchangeable — or the
+user states it (``direction="drop" | "rise"``). The null: the same Δ for random neurons of the same
+layer under the same intervention, drawn without replacement in a fixed random order, sampled
+adaptively (Besag & Clifford 1991): a layer's sample grows (``null_samples``, then doubling) while a
+tested neuron has fewer than ``h`` null neurons at least as extreme, up to ``n_max = ceil(m / alpha)``
+(m = all tested neurons). ``p = h / L`` at the h-th exceedance after L draws, else ``(g + 1) / (L + 1)``.
+**Holm runs once over every tested neuron** (drops and rises together): P(any false "beyond the null")
+<= alpha over the scan.
 
-Batching: ``replicas`` ablations share one forward pass — the batch is replicated and each
+**Specificity**: the one-sided bootstrap p of ``s·(Δ_concept − Δ_control) <= 0``, Holm over the tested
+neurons. **Causal** (``causal``): Holm p <= alpha, the ``s·Δ`` CI above 0, specific, ``s·Δ >=
+min_effect``. **Validated**: causal *and* a candidate / suppressor of the ranking. Three outcomes, one
+vocabulary (:func:`verdict_word`): validated, causal but not a candidate, not causal.
+
+**The joint set** (the tested drop neurons together) is compared with random sets of the same size and
+per-layer counts, drawn among the same layers' neurons of the same importance sign (sequential, up to
+99 sets): ``joint_p_null``, ``joint_beyond_null``. **The audit**: neurons the ranking calls unimportant
+(bottom half of |importance|), each tested two-sided; ``expected_by_chance`` is what random neurons of
+the same layers reach under the same rule. ``benchmarks/bench_calibration.py`` measures all of this
+through :func:`neurolens_lightning.scan`.
+
+Batching: ``replicas`` interventions share one forward pass — the batch is replicated and each
 replica gets its own mask — so cost grows with jobs / replicas instead of jobs. Every
 hook is removed on exit (also on exceptions) and the model's modes are restored.
 
 Example:
     >>> result = scan("minilm", "royalty", ablate=True, top_k=5)     # doctest: +SKIP
-    >>> result.ablation_summary["joint_delta"]                        # doctest: +SKIP
+    >>> result.ablation_summary["joint_beyond_null"]                  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -44,6 +56,7 @@ from __future__ import annotations
 import functools
 import math
 import random
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -51,13 +64,25 @@ import numpy as np
 import torch
 
 from neurolens_lightning.adapters import Batch, ModelAdapter
-from neurolens_lightning.concepts import Concept
+from neurolens_lightning.adapters.base import pool_activations
+from neurolens_lightning.concepts import Concept, ImageTask, TextExample, TextTask
 from neurolens_lightning.distributed import all_gather_objects, dist_context, gather_cat
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.hooks import capture, eval_mode, intervene
 from neurolens_lightning.ranking import holm_adjust
 
-METHODS = ("zero", "mean", "resample")
+METHODS = ("interchange", "zero", "mean", "resample")
+DEFAULT_METHOD = "interchange"
+#: method -> what it asks, in words (results.json ``ablation_summary["question"]``, the page)
+QUESTIONS = {
+    "interchange": ("does the model use the neuron's concept-dependent activity? (interchange: on each input the "
+                    "neuron is shifted at every position so that its pooled activation equals its pooled activation "
+                    "on a random concept-absent example; its token-to-token pattern is kept)"),
+    "zero": "is the neuron necessary for y? (zero ablation: set to 0 at every position)",
+    "mean": "is the neuron necessary for y? (mean ablation: set to its mean activation over concept-absent tokens)",
+    "resample": ("is the neuron necessary for y? (resample ablation: each position gets the activation of a random "
+                 "concept-absent token)"),
+}
 
 
 @dataclass
@@ -106,16 +131,23 @@ class AblationRunner:
                  control_jobs: Sequence[int] | None = None, reuse: bool = True,
                  row_jobs: Sequence[int] | None = None, rank: int | None = None,
                  world_size: int | None = None, clean_cache: dict[Any, Any] | None = None,
-                 cache_budget_bytes: int = 1 << 30) -> None:
+                 cache_budget_bytes: int = 1 << 30, control_source: Callable[[int], dict[str, torch.Tensor]] | None = None,
+                 pooling: str | None = None, seed: int = 0) -> None:
         if method not in METHODS:
             raise NeuroLensError(f"unknown ablation method {method!r}; use one of {', '.join(METHODS)}")
-        if method == "mean" and mean_values is None:
+        if method == "mean" and mean_values is None and control_source is None:
             raise NeuroLensError("mean ablation needs the neurons' mean activations")
+        if method in ("interchange", "resample") and control_source is None and resample_source is None:
+            raise NeuroLensError(f"{method} ablation needs the concept-absent (control) activations (control_source)")
         if replicas < 1:
             raise NeuroLensError(f"replicas must be >= 1, got {replicas}")
         self.adapter, self.sites, self.jobs, self.method = adapter, list(sites), list(jobs), method
         self.mean_values, self.offsets, self.head, self.replicas = mean_values, offsets, head, replicas
         self.resample_source = resample_source
+        # concept-absent activations per site (ranking-split negatives): pooled per example, token mean, token pool
+        self.control_source, self.pooling, self.seed = control_source, pooling or adapter.pooling, seed
+        self._draws: dict[Any, torch.Tensor] = {}  # resample: per (chunk, site) token draws shared by every job
+        self._anon = 0  # chunk counter for steps without a key
         self.reuse = reuse and adapter.blocks is not None and len(adapter.blocks) == len(adapter.sites)
         self.site_ids = [adapter.sites.index(s) if s in adapter.sites else None for s in self.sites]
         all_idx = list(range(len(self.jobs)))
@@ -130,6 +162,7 @@ class AblationRunner:
         # this rank's measurements, on the model's device until gathered: per kind, the running sum of Δ
         # of each of its jobs and, for its row jobs, the per-chunk Δ rows
         self._sums: dict[str, torch.Tensor | None] = {"concept": None, "control": None}
+        self._sq: dict[str, torch.Tensor | None] = {"concept": None, "control": None}  # running sums of Δ²
         self._rows: dict[str, list[torch.Tensor]] = {"concept": [], "control": []}
         self._gathered: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         # the clean forward of each input chunk (y, block inputs, fixed batch), keyed by the caller's chunk key and
@@ -139,9 +172,10 @@ class AblationRunner:
         self.cache_budget_bytes = cache_budget_bytes
 
     # -------------------------------------------------------------- one chunk
-    def _site_tensors(self, group: Sequence[AblationJob], example_index: torch.Tensor | None
-                      ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-        """Per touched site: mask ``[R, U]`` and value ``[U]`` or ``[B, U]`` (resample)."""
+    def _site_tensors(self, group: Sequence[AblationJob], example_index: torch.Tensor | None, chunk: Any = None,
+                      batch: Batch | None = None) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Per touched site: mask ``[R, U]`` and value: ``[U]`` (zero, mean), ``[B, U]`` (interchange: the
+        target pooled level; legacy resample) or ``[B, P, U]`` (resample per position)."""
         dev = self.adapter.device
         masks: dict[int, torch.Tensor] = {}  # built on the host, moved once (no per-unit device writes)
         for r, job in enumerate(group):
@@ -155,12 +189,30 @@ class AblationRunner:
             if self.method == "zero":
                 val = torch.zeros(units, device=dev)
             elif self.method == "mean":
-                lo = self.offsets[s]
-                val = self.mean_values[lo:lo + units].to(dev, torch.float32)
-            else:
+                if self.control_source is not None:
+                    val = self.control_source(s)["token_mean"].to(dev, torch.float32)
+                else:
+                    lo = self.offsets[s]
+                    val = self.mean_values[lo:lo + units].to(dev, torch.float32)
+            elif self.method == "interchange":
+                val = self.control_source(s)["pooled"].to(dev, torch.float32)[example_index.to(dev)]
+            elif self.control_source is None:  # legacy resample source: pooled activations broadcast
                 val = self.resample_source(s).to(dev, torch.float32)[example_index.to(dev)]
+            else:  # the pool of concept-absent token activations; positions are drawn in edit (_token_draws)
+                val = self.control_source(s)["tokens"]
             out[s] = (mask.to(dev, non_blocking=True), val)
         return out
+
+    def _token_draws(self, s: int, chunk: Any, B: int, P: int, tokens: torch.Tensor) -> torch.Tensor:
+        """Resample: per example and position, the activation of a random concept-absent token ``[B, P, U]``,
+        drawn once per (chunk, site) from a stream seeded by (seed, chunk, site), so every job (and every
+        later null round, and every rank) sees the same replacement."""
+        key = (chunk, s, B, P)
+        if key not in self._draws:
+            g = torch.Generator().manual_seed(zlib.crc32(repr((self.seed, chunk, s)).encode()))
+            idx = torch.randint(0, tokens.shape[0], (B, P), generator=g)
+            self._draws[key] = tokens[idx].to(self.adapter.device, torch.float32)
+        return self._draws[key]
 
     def _clean(self, batch: Batch) -> tuple[torch.Tensor, dict[int, tuple[tuple, dict]], Batch]:
         """Clean y, (when reusing) every block's inputs, and the batch with own-prediction targets fixed
@@ -183,10 +235,11 @@ class AblationRunner:
         return y, cache, batch
 
     def _ablated(self, batch: Batch, group: Sequence[AblationJob], cache: dict[int, tuple[tuple, dict]],
-                 example_index: torch.Tensor | None) -> torch.Tensor:
+                 example_index: torch.Tensor | None, chunk: Any = None) -> torch.Tensor:
         R, B = len(group), batch.size
-        tensors = self._site_tensors(group, example_index)
+        tensors = self._site_tensors(group, example_index, chunk, batch)
         modules = {s: self.sites[s].module for s in tensors}
+        rep = batch.repeat(R)
 
         def edit(key: Any, out: torch.Tensor) -> torch.Tensor:
             mask, val = tensors[key]
@@ -195,11 +248,17 @@ class AblationRunner:
             v4 = view.reshape(R, B, P, U)
             m = mask.to(view.dtype)[:, None, None, :]
             v = val.to(view.dtype)
-            v = v[None, None, None, :] if v.dim() == 1 else v[None, :, None, :]
+            if self.method == "interchange":  # shift every position: the pooled activation becomes the target's
+                pooled = pool_activations(view, rep.position_mask, rep.span_mask, self.pooling)[0].reshape(R, B, U)
+                new = v4 + m * (v[None, :, :] - pooled)[:, :, None, :]
+                return self.adapter.unview(new.reshape(R * B, P, U), out)
+            if self.method == "resample" and self.control_source is not None:  # per position
+                v = self._token_draws(key, chunk, B, P, val).to(view.dtype)[None]
+            else:
+                v = v[None, None, None, :] if v.dim() == 1 else v[None, :, None, :]
             new = v4 * (1 - m) + m * v
             return self.adapter.unview(new.reshape(R * B, P, U), out)
 
-        rep = batch.repeat(R)
         with torch.no_grad(), eval_mode(self.adapter.model), intervene(modules, edit):
             if self.reuse and cache:
                 start = min(self.site_ids[s] for s in tensors)
@@ -260,14 +319,20 @@ class AblationRunner:
             raise NeuroLensError("this ablation run was already summarised; start a new runner for more inputs")
         y, cache, batch = self._clean_cached(batch, None if key is None else (kind, key))
         self.y_clean[kind].append(y.detach())
+        self._draws.clear()  # resample draws belong to one chunk
+        if key is None:
+            self._anon += 1
+        chunk = (kind, key if key is not None else f"anon{self._anon}")
         mine = self.mine[kind]
         pos = {k: n for n, k in enumerate(mine)}
         d = torch.zeros(len(mine), batch.size, dtype=torch.float64, device=y.device)
         for part in self.groups(kind):
-            ya = self._ablated(batch, [self.jobs[k] for k in part], cache, example_index)
+            ya = self._ablated(batch, [self.jobs[k] for k in part], cache, example_index, chunk)
             d[[pos[k] for k in part]] = y.double().unsqueeze(0) - ya.double()
         sums = d.sum(1)
         self._sums[kind] = sums if self._sums[kind] is None else self._sums[kind] + sums
+        sq = (d * d).sum(1)
+        self._sq[kind] = sq if self._sq[kind] is None else self._sq[kind] + sq
         keep = set(self.row_index[kind])
         rows = [n for n, k in enumerate(mine) if k in keep]
         self._rows[kind].append(d[rows])
@@ -275,34 +340,64 @@ class AblationRunner:
     def n_inputs(self, kind: str) -> int:
         return sum(len(y) for y in self.y_clean[kind])
 
-    def _gather(self, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean Δ of every job of ``kind`` [J], per-example Δ of its row jobs [R, n]); a collective under DDP."""
+    def _gather(self, kind: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mean Δ of every job of ``kind`` [J], per-example Δ of its row jobs [R, n], SD of Δ over the examples
+        [J]); a collective under DDP."""
         if kind in self._gathered:
             return self._gathered[kind]
         mine, keep = self.mine[kind], set(self.row_index[kind])
         n = self.n_inputs(kind)
-        sums = self._sums[kind].cpu() if self._sums[kind] is not None else torch.zeros(len(mine), dtype=torch.float64)
+        zeros = torch.zeros(len(mine), dtype=torch.float64)
+        sums = self._sums[kind].cpu() if self._sums[kind] is not None else zeros
+        sq = self._sq[kind].cpu() if self._sq[kind] is not None else zeros
         rows = torch.cat([r.cpu() for r in self._rows[kind]], dim=1) if self._rows[kind] else \
             torch.zeros(sum(k in keep for k in mine), n, dtype=torch.float64)
-        local = {"jobs": mine, "sums": sums, "rows": rows, "row_jobs": [k for k in mine if k in keep]}
-        mean = {}
+        local = {"jobs": mine, "sums": sums, "sq": sq, "rows": rows, "row_jobs": [k for k in mine if k in keep]}
+        mean, sd = {}, {}
         per_example = {}
         for part in all_gather_objects(local):
-            mean.update({k: float(v) / max(n, 1) for k, v in zip(part["jobs"], part["sums"].tolist())})
+            for k, v, q in zip(part["jobs"], part["sums"].tolist(), part["sq"].tolist()):
+                m = v / max(n, 1)
+                mean[k] = m
+                sd[k] = math.sqrt(max(q - n * m * m, 0.0) / (n - 1)) if n > 1 else math.nan
             per_example.update(zip(part["row_jobs"], part["rows"]))
         means = torch.tensor([mean[k] for k in self.job_index[kind]], dtype=torch.float64)
+        sds = torch.tensor([sd[k] for k in self.job_index[kind]], dtype=torch.float64)
         rows_all = torch.stack([per_example[k] for k in self.row_index[kind]]) if self.row_index[kind] else \
             torch.zeros(0, n, dtype=torch.float64)
-        self._gathered[kind] = (means, rows_all)
+        self._gathered[kind] = (means, rows_all, sds)
         return self._gathered[kind]
 
     def mean_deltas(self, kind: str) -> torch.Tensor:
         """Mean ``y(x) − y_ablated(x)`` over the inputs of ``kind``, per job of ``job_index[kind]``: ``[J]``."""
         return self._gather(kind)[0]
 
+    def t_stats(self, kind: str = "concept") -> torch.Tensor:
+        """Studentized mean Δ per job, ``mean / (sd / sqrt(n))`` over the inputs of ``kind``: ``[J]``
+        (0 where Δ is identically 0; ±inf where Δ is a non-zero constant)."""
+        means, _, sds = self._gather(kind)
+        return studentize(means, sds, self.n_inputs(kind))
+
     def deltas(self, kind: str) -> torch.Tensor:
         """``y(x) − y_ablated(x)`` per row job of ``kind`` (order of ``row_index[kind]``) and example: ``[R, n]``."""
         return self._gather(kind)[1]
+
+
+def studentize(means: torch.Tensor, sds: torch.Tensor, n: int) -> torch.Tensor:
+    """``mean / (sd / sqrt(n))`` elementwise: 0 where the mean is 0, ±inf where the SD is 0 but the mean is not.
+
+    Reported beside Δ (``t``): how consistent the effect is over the inputs. (Not the statistic of the test: a
+    tiny but perfectly consistent effect gets a huge t, which would beat a large, variable causal effect.)
+
+    Example:
+        >>> studentize(torch.tensor([1.0, 0.0, 2.0]), torch.tensor([2.0, 0.0, 0.0]), 4).tolist()
+        [1.0, 0.0, inf]
+    """
+    se = sds / math.sqrt(max(n, 1))
+    t = torch.where(se > 0, means / torch.where(se > 0, se, torch.ones_like(se)),
+                    torch.sign(means) * math.inf)
+    return torch.nan_to_num(torch.where(means == 0, torch.zeros_like(means), t), nan=0.0, posinf=math.inf,
+                            neginf=-math.inf)
 
 
 def _nbytes(obj: Any) -> int:
@@ -366,31 +461,66 @@ def null_size_needed(n_tested: int, alpha: float) -> int:
     return max(1, math.ceil(max(n_tested, 1) / alpha))
 
 
-def decide(delta: float, direction: int, ci: tuple[float, float], spec_ci: tuple[float, float] | None,
-           p_holm: float, alpha: float, min_effect: float, selective: bool) -> tuple[bool, list[str]]:
-    """The verdict of one tested neuron and, when not validated, every reason why.
+def decide(delta: float, direction: int, ci: tuple[float, float], spec_p_holm: float | None,
+           p_holm: float, alpha: float, min_effect: float, selective: bool) -> tuple[bool, bool, list[str]]:
+    """The verdict of one tested neuron: ``(causal, validated, reasons)``.
+
+    ``causal``: the causal criteria alone — Holm p <= alpha against random neurons of the layer, the 95% CI
+    of Δ wholly in the tested direction, specific (the concept-minus-control test, Holm-corrected, <= alpha)
+    and ``s·Δ >= min_effect``. ``validated``: causal **and** a candidate (or suppressor) of the ranking.
+    ``reasons``: every criterion that failed (the candidate gate included).
 
     Example:
-        >>> decide(0.5, 1, (0.3, 0.7), (0.2, 0.6), 0.01, 0.05, 0.01, True)
-        (True, [])
-        >>> decide(0.5, 1, (0.3, 0.7), (-0.1, 0.6), 0.01, 0.05, 0.01, True)[1]
-        ['not specific: its effect on control inputs is as large (specificity CI reaches 0)']
+        >>> decide(0.5, 1, (0.3, 0.7), 0.01, 0.01, 0.05, 0.01, True)
+        (True, True, [])
+        >>> decide(0.5, 1, (0.3, 0.7), 0.01, 0.01, 0.05, 0.01, False)[:2]
+        (True, False)
+        >>> decide(0.5, 1, (0.3, 0.7), 0.2, 0.01, 0.05, 0.01, True)[2]
+        ['not specific: its effect on concept inputs is not beyond its effect on control inputs (Holm p = 0.2 > 0.05)']
     """
     s = 1 if direction >= 0 else -1
     word = "drop" if s > 0 else "rise"
-    reasons = []
-    if not selective:
-        reasons.append("not a candidate of the ranking (not FDR-significant and positively selective)")
+    causal_reasons = []
     if not p_holm <= alpha:
-        reasons.append(f"its {word} is not beyond random neurons of its layer (Holm p = {p_holm:.3g} > {alpha:g})")
+        causal_reasons.append(f"its {word} is not beyond random neurons of its layer (Holm p = {p_holm:.3g} > "
+                              f"{alpha:g})")
     lo, hi = ci
     if not (s * lo > 0 and s * hi > 0):
-        reasons.append(f"the 95% CI of Δ includes 0 or the other direction (no clear {word})")
-    if spec_ci is None or not (s * spec_ci[0] > 0 and s * spec_ci[1] > 0):
-        reasons.append("not specific: its effect on control inputs is as large (specificity CI reaches 0)")
+        causal_reasons.append(f"the 95% CI of Δ includes 0 or the other direction (no clear {word})")
+    if spec_p_holm is None:
+        causal_reasons.append("not specific: no control inputs to compare with")
+    elif not spec_p_holm <= alpha:
+        causal_reasons.append(f"not specific: its effect on concept inputs is not beyond its effect on control "
+                              f"inputs (Holm p = {spec_p_holm:.3g} > {alpha:g})")
     if not s * delta >= min_effect:
-        reasons.append(f"|Δ| = {abs(delta):.3g} is below the minimum effect {min_effect:g}")
-    return not reasons, reasons
+        causal_reasons.append(f"|Δ| = {abs(delta):.3g} is below the minimum effect {min_effect:g}"
+                              if s * delta >= 0 else f"Δ = {delta:.3g} is in the other direction")
+    causal = not causal_reasons
+    reasons = ([] if selective else ["not a candidate of the ranking (not FDR-significant and positively "
+                                     "selective)"]) + causal_reasons
+    return causal, causal and selective, reasons
+
+
+def verdict_word(causal: bool, validated: bool, direction: int) -> str:
+    """The one vocabulary of the three outcomes (console, results.json, page).
+
+    Example:
+        >>> [verdict_word(*a) for a in [(True, True, 1), (True, True, -1), (True, False, 1), (False, False, 1)]]
+        ['validated', 'validated suppressor', 'causal, not a candidate', 'not causal']
+    """
+    if validated:
+        return "validated suppressor" if direction < 0 else "validated"
+    return "causal, not a candidate" if causal else "not causal"
+
+
+#: the rules that choose a tested neuron's direction, and how its null neurons are signed accordingly
+DIRECTION_RULES = {
+    "role": "its role in the ranking (candidate: a drop, suppressor: a rise); null neurons in the same direction",
+    "importance": ("the sign of its ranking-split importance (>= 0: a drop); each null neuron in the direction of "
+                   "its own importance sign, so the named neuron and its null undergo the same choice"),
+    "drop": "a drop, as stated by the user; null neurons the same",
+    "rise": "a rise, as stated by the user; null neurons the same",
+}
 
 
 @dataclass
@@ -399,6 +529,9 @@ class AblationPlan:
 
     ``null_order[l]`` is the random order in which layer l's non-tested neurons enter the
     null; the first ``null_taken[l]`` of them have jobs so far (:meth:`more_null`).
+    ``null_sign[l][u]``: the sign of neuron u's ranking-split importance (the direction rule "importance").
+    ``joint_null_sets``: random sets with the joint set's per-layer counts, in sampling order; the first
+    ``joint_null_taken`` have jobs so far.
     """
 
     jobs: list[AblationJob]
@@ -410,6 +543,10 @@ class AblationPlan:
     n_max: int = 0
     h: int = 10
     site_pos: dict[int, int] = field(default_factory=dict)
+    null_sign: dict[int, dict[int, int]] = field(default_factory=dict)
+    joint_null_sets: list[list[tuple[int, int]]] = field(default_factory=list)
+    joint_null_taken: int = 0
+    rules: dict[int, str] = field(default_factory=dict)  # tested job -> direction rule
 
     @property
     def control_jobs(self) -> list[int]:
@@ -424,44 +561,77 @@ class AblationPlan:
     def tested(self) -> list[int]:
         return [k for k, j in enumerate(self.jobs) if j.kind in TESTED]
 
-    def families(self) -> tuple[list[int], list[int]]:
-        """The two Holm families: neurons tested for a drop (candidates) and for a rise (suppressors)."""
-        return ([k for k in self.tested if self.jobs[k].direction > 0],
-                [k for k in self.tested if self.jobs[k].direction < 0])
+    @property
+    def joint(self) -> int | None:
+        return next((k for k, j in enumerate(self.jobs) if j.kind == "joint"), None)
 
-    def null_deltas(self, delta: np.ndarray) -> dict[int, list[float]]:
-        """Null Δ per layer, in sampling order."""
+    def families(self) -> tuple[list[int]]:
+        """The Holm family: every tested neuron, whatever its direction (one family: FWER <= alpha over all)."""
+        return (self.tested,)
+
+    def null_deltas(self, stat: np.ndarray) -> dict[int, list[float]]:
+        """The statistic of each single-neuron null job, per layer, in sampling order."""
         out: dict[int, list[float]] = {l: [] for l in self.null_order}
         for k, j in enumerate(self.jobs):
             if j.kind == "null":
-                out[j.layer].append(float(delta[k]))
+                out[j.layer].append(float(stat[k]))
         return out
 
-    def more_null(self, delta: np.ndarray) -> list[AblationJob]:
+    def null_units(self) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {l: [] for l in self.null_order}
+        for j in self.jobs:
+            if j.kind == "null":
+                out[j.layer].append(j.units[0][1])
+        return out
+
+    def null_sequence(self, k: int, stat: np.ndarray, null: dict[int, list[float]] | None = None,
+                      units: dict[int, list[int]] | None = None) -> list[float]:
+        """The null sequence job ``k`` is compared with, signed by its direction rule."""
+        j = self.jobs[k]
+        null = self.null_deltas(stat) if null is None else null
+        if j.kind == "joint":
+            return [j.direction * float(stat[q]) for q, jj in enumerate(self.jobs) if jj.kind == "joint_null"]
+        if j.kind == "audit":  # two-sided: |statistic|
+            return [abs(x) for x in null[j.layer]]
+        if self.rules.get(k) == "importance":
+            units = self.null_units() if units is None else units
+            sign = self.null_sign.get(j.layer, {})
+            return [sign.get(u, 1) * x for u, x in zip(units[j.layer], null[j.layer])]
+        return [j.direction * x for x in null[j.layer]]
+
+    def test(self, k: int, stat: np.ndarray, null: dict[int, list[float]] | None = None,
+             units: dict[int, list[int]] | None = None) -> tuple[float, int, int]:
+        """``(p, exceedances, null draws used)`` of job ``k`` (tested, audit or joint)."""
+        j = self.jobs[k]
+        value = abs(float(stat[k])) if j.kind == "audit" else j.direction * float(stat[k])
+        return sequential_p(value, self.null_sequence(k, stat, null, units), self.h)
+
+    def more_null(self, stat: np.ndarray) -> list[AblationJob]:
         """The next round of null jobs (empty when every tested neuron's p is settled).
 
         A layer's sample grows (doubling) while a tested neuron of the layer has fewer than
-        ``h`` null neurons at least as extreme, up to ``n_max`` or the layer's size.
+        ``h`` null neurons at least as extreme, up to ``n_max`` or the layer's size; the joint
+        set's random sets grow the same way up to ``len(joint_null_sets)``.
         """
-        null = self.null_deltas(delta)
+        null, units = self.null_deltas(stat), self.null_units()
         new: list[AblationJob] = []
         for l, order in self.null_order.items():
             have = self.null_taken[l]
             cap = min(self.n_max, len(order))
             if have >= cap:
                 continue
-            open_ = False
-            for k in self.tested:
-                j = self.jobs[k]
-                if j.layer != l:
-                    continue
-                _, g, _ = sequential_p(j.direction * float(delta[k]), [j.direction * x for x in null[l]], self.h)
-                open_ = open_ or g < self.h
-            if not open_:
+            if not any(self.test(k, stat, null, units)[1] < self.h for k in self.tested if self.jobs[k].layer == l):
                 continue
             take = min(cap, max(2 * have, have + 1))
             new += [AblationJob([(self.site_pos[l], u)], "null", l) for u in order[have:take]]
             self.null_taken[l] = take
+        jk = self.joint
+        have = self.joint_null_taken
+        if jk is not None and have < len(self.joint_null_sets) and self.test(jk, stat)[1] < self.h:
+            take = min(len(self.joint_null_sets), 2 * have + 1)
+            new += [AblationJob([(self.site_pos[l], u) for l, u in units_], "joint_null")
+                    for units_ in self.joint_null_sets[have:take]]
+            self.joint_null_taken = take
         self.jobs += new
         return new
 
@@ -482,60 +652,100 @@ def check_ablation_args(adapter: ModelAdapter, layers: Sequence[int] | None, met
                                  f"(0..{sites[l].units - 1})")
 
 
-def plan_ablation(result: Any, scanner: Any, method: str = "zero", null_samples: int = 50,
+JOINT_NULL_FIRST, JOINT_NULL_MAX = 19, 99
+
+
+def plan_ablation(result: Any, scanner: Any, method: str = DEFAULT_METHOD, null_samples: int = 50,
                   neurons: Sequence[tuple[int, int]] | None = None, audit_samples: int = 20,
                   seed: int = 0, alpha: float = 0.05, h: int = 10, suppressors: int | None = None,
-                  test_top_k: bool = True) -> AblationPlan:
+                  test_top_k: bool = True, direction: str = "importance") -> AblationPlan:
     """Tested neurons (top-k candidates, top suppressors, explicit ``neurons``), their joint set,
-    the first round of the per-layer random null and the audit sample.
+    the first round of the per-layer random null, the joint set's random sets and the audit sample.
 
     ``suppressors``: how many of the top suppressors to test (default: ``result.top_k``).
     ``test_top_k=False``: test the named ``neurons`` only (no top-k candidates or suppressors, and
     no audit of the ranking, which those tests would not use).
+    ``direction``: how a named neuron's direction is chosen (:data:`DIRECTION_RULES`): ``importance``
+    (default; its null neurons are signed by their own importance), or ``drop`` / ``rise`` as the user states.
     """
     check_ablation_args(scanner.adapter, scanner.layers, method, null_samples, neurons)
+    if direction not in ("importance", "drop", "rise"):
+        raise NeuroLensError(f"direction must be importance, drop or rise, got {direction!r}")
     scores = result.scores
     site_pos = {s.layer: i for i, s in enumerate(scanner.sites)}
-    tested: list[tuple[tuple[int, int], str, int]] = []
+    tested: list[tuple[tuple[int, int], str, int, str]] = []
     if test_top_k:
-        tested += [(n, "candidate", 1) for n in result.top_neurons()]
-        tested += [(n, "suppressor", -1) for n in result.top_suppressors(suppressors)]
-    seen = {n for n, _, _ in tested}
+        tested += [(n, "candidate", 1, "role") for n in result.top_neurons()]
+        tested += [(n, "suppressor", -1, "role") for n in result.top_suppressors(suppressors)]
+    seen = {n for n, _, _, _ in tested}
     imp = scores.importance
+    rule = direction if (direction != "importance" or imp is not None) else "drop"
     for l, i in neurons or []:
         if (l, i) in seen:
             continue
         seen.add((l, i))
-        flat = scores.flat_index(l, i)
-        role = int(scores.role[flat])
-        direction = (-1 if role == 2 else 1) if role else (-1 if imp is not None and float(imp[flat]) < 0 else 1)
-        tested.append(((l, i), "named", direction))
+        if rule == "importance":
+            d = -1 if float(imp[scores.flat_index(l, i)]) < 0 else 1
+        else:
+            d = 1 if rule == "drop" else -1
+        tested.append(((l, i), "named", d, rule))
     rng = random.Random(seed)
-    layers = sorted({l for (l, _), _, _ in tested})
-    n_max = null_size_needed(max(sum(d > 0 for _, _, d in tested), sum(d < 0 for _, _, d in tested)), alpha)
+    layers = sorted({l for (l, _), _, _, _ in tested})
+    n_max = null_size_needed(len(tested), alpha)
     null_order: dict[int, list[int]] = {}
+    null_sign: dict[int, dict[int, int]] = {}
     null_jobs: list[AblationJob] = []
     for l in layers:
         pool = [u for u in range(scanner.sites[site_pos[l]].units) if (l, u) not in seen]
         rng.shuffle(pool)
         null_order[l] = pool
+        if imp is not None:
+            lo = scanner.offsets[site_pos[l]]
+            null_sign[l] = {u: (-1 if float(imp[lo + u]) < 0 else 1) for u in pool}
         first = min(null_samples, len(pool))
         null_jobs += [AblationJob([(site_pos[l], u)], "null", l) for u in pool[:first]]
     audit_jobs: list[AblationJob] = []
     if imp is not None and audit_samples > 0 and test_top_k:
+        # the audit: neurons the ranking calls unimportant (|importance| in the bottom half of the tested layers),
+        # each tested two-sided (any effect, drop or rise, beyond random neurons)
         in_layers = torch.tensor([int(l) in layers for l in scores.layer.tolist()])
-        med = imp[in_layers].median() if bool(in_layers.any()) else imp.new_tensor(0.0)
+        mag = imp.abs()
+        med = mag[in_layers].median() if bool(in_layers.any()) else mag.new_tensor(0.0)
         low = [(int(scores.layer[j]), int(scores.index[j])) for j in
-               (in_layers & (imp <= med)).nonzero().flatten().tolist()]
+               (in_layers & (mag <= med)).nonzero().flatten().tolist()]
         low = [n for n in low if n not in seen]
         for l, u in rng.sample(low, min(audit_samples, len(low))):
             audit_jobs.append(AblationJob([(site_pos[l], u)], "audit", l))
-    tested_jobs = [AblationJob([(site_pos[l], i)], kind, l, direction) for (l, i), kind, direction in tested]
-    joint = AblationJob([(site_pos[l], i) for (l, i), _, direction in tested if direction > 0]
-                        or [(site_pos[l], i) for (l, i), _, _ in tested], "joint")
-    jobs = tested_jobs + ([joint] if tested else []) + null_jobs + audit_jobs
-    return AblationPlan(jobs, [n for n, _, _ in tested], method, seed, null_order,
-                        {l: min(null_samples, len(o)) for l, o in null_order.items()}, n_max, h, site_pos)
+    tested_jobs = [AblationJob([(site_pos[l], i)], kind, l, d) for (l, i), kind, d, _ in tested]
+    rules = {k: r for k, (_, _, _, r) in enumerate(tested)}
+    drops = [(l, i) for (l, i), _, d, _ in tested if d > 0]
+    members = drops or [n for n, _, _, _ in tested]
+    joint_dir = 1 if drops else -1
+    joint_jobs: list[AblationJob] = []
+    joint_sets: list[list[tuple[int, int]]] = []
+    if tested:
+        joint_jobs = [AblationJob([(site_pos[l], i) for l, i in members], "joint", None, joint_dir)]
+        counts: dict[int, int] = {}
+        for l, _ in members:
+            counts[l] = counts.get(l, 0) + 1
+        jrng = random.Random(seed + 1)
+        # random sets with the joint set's per-layer counts, from the same layers' untested neurons whose
+        # importance has the joint set's sign (members are chosen by that sign: candidates have importance >= 0,
+        # named neurons are tested in their importance's direction), so the set and its null undergo the same choice
+        same_sign = bool(null_sign)
+        for _ in range(JOINT_NULL_MAX):
+            one: list[tuple[int, int]] = []
+            for l, c in counts.items():
+                pool = [u for u in null_order[l] if not same_sign or null_sign[l].get(u, 1) == joint_dir] \
+                    or null_order[l]
+                one += [(l, u) for u in jrng.sample(pool, min(c, len(pool)))]
+            joint_sets.append(one)
+    first_sets = joint_sets[:JOINT_NULL_FIRST]
+    joint_null_jobs = [AblationJob([(site_pos[l], u) for l, u in one], "joint_null") for one in first_sets]
+    jobs = tested_jobs + joint_jobs + null_jobs + audit_jobs + joint_null_jobs
+    return AblationPlan(jobs, [n for n, _, _, _ in tested], method, seed, null_order,
+                        {l: min(null_samples, len(o)) for l, o in null_order.items()}, n_max, h, site_pos,
+                        null_sign, joint_sets, len(first_sets), rules)
 
 
 def pooled_site_activations(adapter: ModelAdapter, scanner: Any, s: int) -> torch.Tensor:
@@ -550,26 +760,66 @@ def pooled_site_activations(adapter: ModelAdapter, scanner: Any, s: int) -> torc
     return torch.cat(rows)
 
 
+def control_activations(adapter: ModelAdapter, scanner: Any, max_tokens: int = 8192, seed: int = 0
+                        ) -> dict[int, dict[str, torch.Tensor]]:
+    """Concept-absent activations of every scanned site, from the ranking split's negatives (one pass).
+
+    Per site: ``pooled [n_neg, U]`` (each negative's pooled activation, the scan's pooling), ``token_mean [U]``
+    (the mean over every real token of the negatives) and ``tokens [n, U]`` (the real tokens' activations,
+    a seeded random subset of at most ``max_tokens``). Every intervention draws its replacement from these,
+    never from concept examples.
+    """
+    negatives = [e for e, pos in zip(scanner.examples, scanner.is_positive.tolist()) if not pos]
+    if not negatives:
+        raise NeuroLensError("this intervention needs concept-absent (negative) examples in the ranking split")
+    pooled: dict[int, list[torch.Tensor]] = {k: [] for k in range(len(scanner.sites))}
+    toks: dict[int, list[torch.Tensor]] = {k: [] for k in range(len(scanner.sites))}
+    for _, batch in scanner.batches(negatives):
+        def on_output(k: Any, a: torch.Tensor, b: Batch = batch) -> None:
+            pooled[k].append(adapter.pool(a, b, scanner.pooling)[0].float().cpu())
+            view = adapter.site_view(a)
+            pm = b.position_mask
+            flat = view[pm] if pm is not None else view.reshape(-1, view.shape[-1])
+            toks[k].append(flat.float().cpu())
+
+        with torch.no_grad(), eval_mode(adapter.model), capture(scanner.modules, on_output=on_output):
+            adapter.forward(batch)
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for k in pooled:
+        t = torch.cat(toks[k])
+        mean = t.mean(0)
+        if t.shape[0] > max_tokens:
+            t = t[torch.randperm(t.shape[0], generator=g)[:max_tokens]]
+        out[k] = {"pooled": torch.cat(pooled[k]), "token_mean": mean, "tokens": t}
+    return out
+
+
 def make_runner(plan: AblationPlan, result: Any, adapter: ModelAdapter, scanner: Any, replicas: int = 8,
                 reuse: bool = True) -> AblationRunner:
-    """The runner for ``plan`` (resample ablation reads the ranking split's pooled activations lazily)."""
-    resample_source = None
-    if plan.method == "resample":
-        resample_source = functools.lru_cache(maxsize=None)(functools.partial(pooled_site_activations, adapter,
-                                                                              scanner))
-
+    """The runner for ``plan``; every replacement comes from the ranking split's negatives (concept-absent)."""
+    control = None
+    if plan.method != "zero":
+        acts = control_activations(adapter, scanner, seed=plan.seed)
+        control = acts.__getitem__
     return AblationRunner(adapter, scanner.sites, plan.jobs, method=plan.method,
                           mean_values=result.scores.mean_activation, offsets=scanner.offsets, head=scanner.head,
-                          replicas=replicas, resample_source=resample_source, control_jobs=plan.control_jobs,
-                          reuse=reuse, row_jobs=plan.row_jobs)
+                          replicas=replicas, control_source=control, control_jobs=plan.control_jobs,
+                          reuse=reuse, row_jobs=plan.row_jobs, pooling=scanner.pooling, seed=plan.seed)
 
 
 def ablation_inputs(adapter: ModelAdapter, scanner: Any, held_out: Concept, batch_size: int = 16, seed: int = 0
                     ) -> list[tuple[str, list[Any]]]:
     """Chunks ``(kind, items)`` of held-out concept inputs (tasks or positives) and control inputs (negatives)."""
     concept_items = list(held_out.tasks) if scanner.uses_tasks else list(held_out.positive)
+    control_items: list[Any] = list(held_out.negative)
+    if scanner.uses_tasks and held_out.tasks and all(isinstance(e, TextExample) for e in control_items):
+        # like with like: y on a control input is the same quantity as on a concept input, log p of a task
+        # target, here after a concept-absent sentence (targets cycled over the held-out tasks)
+        targets = [t.target for t in held_out.tasks]
+        control_items = [TextTask(e.text, targets[i % len(targets)]) for i, e in enumerate(control_items)]
     chunks = []
-    for kind, items in (("concept", concept_items), ("control", list(held_out.negative))):
+    for kind, items in (("concept", concept_items), ("control", control_items)):
         for start in range(0, len(items), batch_size):
             chunks.append((kind, items[start:start + batch_size]))
     return chunks
@@ -577,10 +827,17 @@ def ablation_inputs(adapter: ModelAdapter, scanner: Any, held_out: Concept, batc
 
 def encode_chunk(adapter: ModelAdapter, scanner: Any, kind: str, items: Sequence[Any], generator: torch.Generator
                  ) -> tuple[Batch, torch.Tensor]:
-    """Encode one chunk; also draw, per example, the ranking-split example a resample ablation copies."""
-    batch = scanner.encode_confidence(items, tasks=kind == "concept" and scanner.uses_tasks)
-    src = torch.randint(0, len(scanner.examples), (batch.size,), generator=generator)
+    """Encode one chunk; also draw, per example, the concept-absent (negative) ranking-split example whose pooled
+    activation an interchange intervention moves the neuron to."""
+    batch = scanner.encode_confidence(items, tasks=is_task_chunk(scanner, items))
+    n_neg = max(int((~scanner.is_positive).sum()), 1)
+    src = torch.randint(0, n_neg, (batch.size,), generator=generator)
     return batch, src
+
+
+def is_task_chunk(scanner: Any, items: Sequence[Any]) -> bool:
+    """Whether ``items`` are scored as tasks (concept tasks, or control sentences paired with task targets)."""
+    return bool(scanner.uses_tasks and items and isinstance(items[0], (TextTask, ImageTask)))
 
 
 def default_min_effect(scanner: Any) -> float:
@@ -602,11 +859,12 @@ def y_description(scanner: Any) -> str:
     return "log p of the model's own prediction on the concept examples (nats)"
 
 
-def run_ablation(result: Any, adapter: ModelAdapter, scanner: Any, held_out: Concept, method: str = "zero",
+def run_ablation(result: Any, adapter: ModelAdapter, scanner: Any, held_out: Concept, method: str = DEFAULT_METHOD,
                  null_samples: int = 50, neurons: Sequence[tuple[int, int]] | None = None, seed: int = 0,
                  batch_size: int = 16, replicas: int = 8, audit_samples: int = 20, min_effect: float | None = None,
                  alpha: float = 0.05, n_boot: int = 1000, progress: bool = False, reuse: bool = True,
-                 split: str | None = None, suppressors: int | None = None, test_top_k: bool = True) -> Any:
+                 split: str | None = None, suppressors: int | None = None, test_top_k: bool = True,
+                 direction: str = "importance") -> Any:
     """Ablate ``result``'s candidates, suppressors and explicit ``neurons`` on ``held_out``; fill ``result.ablation``.
 
     This is the plain-loop form of :class:`neurolens_lightning.modules.AblationModule`'s
@@ -614,7 +872,7 @@ def run_ablation(result: Any, adapter: ModelAdapter, scanner: Any, held_out: Con
     words (default: the held-out split).
     """
     plan = plan_ablation(result, scanner, method, null_samples, neurons, audit_samples, seed, alpha=alpha,
-                         suppressors=suppressors, test_top_k=test_top_k)
+                         suppressors=suppressors, test_top_k=test_top_k, direction=direction)
     if scanner.head is None:  # models without a head: y is the probe head's (not fitted when importance was off)
         scanner.fit_head(gather=gather_cat)  # on every rank's features under a distributed launch
     chunks = ablation_inputs(adapter, scanner, held_out, batch_size, seed)
@@ -630,7 +888,7 @@ def run_ablation(result: Any, adapter: ModelAdapter, scanner: Any, held_out: Con
 
 def run_chunks(runner: AblationRunner, adapter: ModelAdapter, scanner: Any, chunks: Sequence[tuple[str, list[Any]]],
                seed: int, kinds: Sequence[str] = ("concept", "control"), progress: bool = False, desc: str = "") -> None:
-    """Feed every chunk of ``kinds`` to ``runner`` (resample sources drawn from the same seeded stream each time)."""
+    """Feed every chunk of ``kinds`` to ``runner`` (interchange sources drawn from the same seeded stream each time)."""
     gen = torch.Generator().manual_seed(seed)
     it: Any = chunks
     if progress:
@@ -672,29 +930,37 @@ def _grow_null_and_summarize(result: Any, plan: AblationPlan, runner: AblationRu
                              n_boot: int, seed: int, split: str, n_concept: int, n_control: int, replicas: int,
                              reuse: bool, progress: bool) -> None:
     delta = runner.mean_deltas("concept").numpy()
+    rounds = 0
     while True:
         new = plan.more_null(delta)
         if not new:
             break
+        rounds += 1
         extra = AblationRunner(adapter, scanner.sites, new, method=plan.method,
                                mean_values=runner.mean_values, offsets=runner.offsets, head=runner.head,
                                replicas=replicas, resample_source=runner.resample_source, control_jobs=[],
-                               reuse=reuse, row_jobs=[], clean_cache=runner.clean_cache)
+                               reuse=reuse, row_jobs=[], clean_cache=runner.clean_cache,
+                               control_source=runner.control_source, pooling=runner.pooling, seed=runner.seed)
         run_chunks(extra, adapter, scanner, chunks, seed, kinds=("concept",), progress=progress,
-                   desc=f"null [{len(new)} more random neurons]")
+                   desc=f"null round {rounds + 1} [{len(new)} more random neurons/sets: a p-value is not settled]")
         delta = np.concatenate([delta, extra.mean_deltas("concept").numpy()])
+
     runner.clean_cache.clear()  # the clean forwards were only needed for the rounds
     summarize_ablation(result, runner, plan, delta, min_effect=min_effect, alpha=alpha, n_boot=n_boot, seed=seed,
-                       split=split, n_concept=n_concept, n_control=n_control, y=y_description(scanner))
+                       split=split, n_concept=n_concept, n_control=n_control, y=y_description(scanner),
+                       null_rounds=rounds + 1)
 
 
 def _empty_summary(plan: AblationPlan, min_effect: float, alpha: float, split: str, n_concept: int, n_control: int,
                    scanner: Any) -> dict[str, Any]:
-    return {"method": plan.method, "split": split, "n_concept_inputs": n_concept, "n_control_inputs": n_control,
+    return {"method": plan.method, "question": QUESTIONS[plan.method], "split": split,
+            "n_concept_inputs": n_concept, "n_control_inputs": n_control,
             "min_effect": min_effect, "alpha": alpha, "y": y_description(scanner), "n_tested": 0,
             "n_candidates": 0, "n_suppressors": 0, "n_named": 0, "n_validated": 0, "n_suppressors_validated": 0,
+            "n_causal": 0, "n_causal_not_candidate": 0, "n_not_causal": 0,
             "null": [], "joint_delta": None, "joint_ci_low": None, "joint_ci_high": None,
-            "joint_delta_control": None, "joint_specificity_ci": None, "importance_delta_spearman": None,
+            "joint_delta_control": None, "joint_specificity_ci": None, "joint_p_null": None,
+            "joint_beyond_null": None, "importance_delta_spearman": None,
             "audit": None, "warnings": ["nothing to ablate: the ranking has no candidates or suppressors and no "
                                         "neuron was named, so nothing was tested and nothing is validated"]}
 
@@ -711,80 +977,106 @@ def _null_row(layer: int, vals: np.ndarray, n_layer: int) -> dict[str, Any]:
             "excess_kurtosis": _opt(kurtosis(vals)) if len(vals) > 3 else None}
 
 
+def specificity_p(d_con: torch.Tensor, d_ctl: torch.Tensor, direction: Sequence[int], n_boot: int, seed: int
+                  ) -> np.ndarray:
+    """One-sided bootstrap p of ``s·(mean Δ_concept − mean Δ_control) <= 0`` per row: the share of bootstrap
+    differences at or beyond 0 against the direction, ``(1 + count) / (n_boot + 1)``.
+
+    Example:
+        >>> p = specificity_p(torch.ones(1, 20) + torch.linspace(0, .1, 20), torch.zeros(1, 20) + torch.linspace(0, .1, 20), [1], 999, 0)
+        >>> float(p[0])
+        0.001
+    """
+    a, b = d_con.numpy(), d_ctl.numpy()
+    rng = np.random.default_rng(seed)
+    i1 = rng.integers(0, a.shape[1], size=(n_boot, a.shape[1]))
+    i2 = rng.integers(0, b.shape[1], size=(n_boot, b.shape[1]))
+    s = np.asarray(direction, dtype=np.float64)[:, None]
+    diff = s * (a[:, i1].mean(axis=2) - b[:, i2].mean(axis=2))  # [J, n_boot]
+    return (1 + (diff <= 0).sum(axis=1)) / (n_boot + 1)
+
+
 def summarize_ablation(result: Any, runner: AblationRunner, plan: AblationPlan, delta: np.ndarray,
                        min_effect: float, alpha: float, n_boot: int, seed: int, split: str, n_concept: int,
-                       n_control: int, y: str = "") -> None:
+                       n_control: int, y: str = "", null_rounds: int = 1) -> None:
     """Statistics of a finished run: CIs, sequential p per tested neuron, Holm, verdicts, joint, audit.
 
-    ``delta`` holds the mean Δ of every job of ``plan.jobs`` on the concept inputs (the
-    runner's jobs first, then the null jobs of later rounds).
+    ``delta`` holds the mean Δ of every job of ``plan.jobs`` on the concept inputs (the runner's jobs first,
+    then the null jobs of later rounds): the statistic the p-values compare.
     """
     jobs = plan.jobs
+    stat = delta
+    tvals = runner.t_stats("concept").numpy()  # descriptive: Δ over its standard error, per first-round job
     n_first = len(runner.jobs)
     d_con = runner.deltas("concept")
     d_ctl = runner.deltas("control")
     con_pos = {k: n for n, k in enumerate(runner.row_index["concept"])}
     ctl_pos = {k: n for n, k in enumerate(runner.row_index["control"])}
     tested = plan.tested
-    joint = [k for k, j in enumerate(jobs[:n_first]) if j.kind == "joint"]
+    jk = plan.joint
     audit = [k for k, j in enumerate(jobs[:n_first]) if j.kind == "audit"]
-    ci_rows = tested + joint + audit  # CIs only where they are reported
+    ci_rows = tested + ([jk] if jk is not None else []) + audit  # CIs only where they are reported
     lo, hi = bootstrap_ci(d_con[[con_pos[k] for k in ci_rows]], n_boot=n_boot, seed=seed)
     ci = {k: (float(lo[n]), float(hi[n])) for n, k in enumerate(ci_rows)}
-    spec_rows = [k for k in tested + joint if k in ctl_pos]
+    spec_rows = [k for k in tested + ([jk] if jk is not None else []) if k in ctl_pos]
     spec: dict[int, tuple[float, float]] = {}
+    spec_p: dict[int, float] = {}
     delta_ctl: dict[int, float] = {}
     if spec_rows and d_ctl.shape[1]:
-        slo, shi = bootstrap_ci(d_con[[con_pos[k] for k in spec_rows]], n_boot=n_boot, seed=seed + 1,
-                                minus=d_ctl[[ctl_pos[k] for k in spec_rows]])
+        rows_con = d_con[[con_pos[k] for k in spec_rows]]
+        rows_ctl = d_ctl[[ctl_pos[k] for k in spec_rows]]
+        slo, shi = bootstrap_ci(rows_con, n_boot=n_boot, seed=seed + 1, minus=rows_ctl)
         spec = {k: (float(slo[n]), float(shi[n])) for n, k in enumerate(spec_rows)}
         delta_ctl = {k: float(d_ctl[ctl_pos[k]].mean()) for k in spec_rows}
-    null = plan.null_deltas(delta)
+        # enough resamples that the smallest p passes Holm's strictest threshold alpha / m
+        n_sp = max(n_boot, math.ceil(2 * max(len(tested), 1) / alpha))
+        ps = specificity_p(rows_con, rows_ctl, [jobs[k].direction for k in spec_rows], n_sp, seed + 2)
+        spec_p = {k: float(ps[n]) for n, k in enumerate(spec_rows)}
+    null = plan.null_deltas(stat)
+    units = plan.null_units()
+    null_delta = plan.null_deltas(delta)
     layer_units = {l: len(o) for l, o in plan.null_order.items()}
-
-    def test(k: int) -> tuple[float, int, int]:
-        j = jobs[k]
-        return sequential_p(j.direction * float(delta[k]), [j.direction * x for x in null[j.layer]], plan.h)
-
-    pv = {k: test(k) for k in tested + audit}
-    holm_of: dict[int, float] = {}
-    for family in plan.families():  # activators and suppressors: each family-wise at alpha
-        adj = holm_adjust(torch.tensor([pv[k][0] for k in family], dtype=torch.float64)).tolist()
-        holm_of.update(zip(family, adj))
-    holm = [holm_of[k] for k in tested]
+    pv = {k: plan.test(k, stat, null, units) for k in tested + audit + ([jk] if jk is not None else [])}
+    holm = dict(zip(tested, holm_adjust(torch.tensor([pv[k][0] for k in tested], dtype=torch.float64)).tolist())) \
+        if tested else {}
+    spec_tested = [k for k in tested if k in spec_p]
+    spec_holm = dict(zip(spec_tested, holm_adjust(torch.tensor([spec_p[k] for k in spec_tested],
+                                                               dtype=torch.float64)).tolist())) if spec_tested else {}
     roles = {(int(l), int(i)): r for l, i, r in zip(result.scores.layer.tolist(), result.scores.index.tolist(),
                                                      result.scores.role.tolist())}
     records: dict[tuple[int, int], dict[str, Any]] = {}
-    for k, ph in zip(tested, holm):
+    for k in tested:
         j = jobs[k]
         s_, u = j.units[0]
         key = (j.layer, u)
         p, g, n_used = pv[k]
         selective = roles.get(key, 0) != 0 and (roles[key] == 1) == (j.direction > 0)
-        ok, reasons = decide(float(delta[k]), j.direction, ci[k], spec.get(k), ph, alpha, min_effect, selective)
+        causal, ok, reasons = decide(float(delta[k]), j.direction, ci[k], spec_holm.get(k), holm[k], alpha,
+                                     min_effect, selective)
         dc = delta_ctl.get(k)
         records[key] = {
             "method": plan.method, "tested_as": j.kind, "direction": "drop" if j.direction > 0 else "rise",
-            "delta": float(delta[k]), "ci_low": ci[k][0], "ci_high": ci[k][1],
+            "direction_rule": plan.rules.get(k, "role"),
+            "delta": float(delta[k]), "ci_low": ci[k][0], "ci_high": ci[k][1], "t": _opt(float(tvals[k])),
             "delta_control": dc, "specificity": None if dc is None else float(delta[k]) - dc,
             "specificity_ci_low": spec[k][0] if k in spec else None,
             "specificity_ci_high": spec[k][1] if k in spec else None,
-            "p_value": p, "p_holm": float(ph), "null_n": n_used, "null_exceedances": g,
+            "specificity_p": spec_p.get(k), "specificity_p_holm": spec_holm.get(k),
+            "p_value": p, "p_holm": float(holm[k]), "null_n": n_used, "null_exceedances": g,
             "p_floor": 1.0 / (len(null[j.layer]) + 1),
-            "validated": ok,
-            "verdict": ("validated suppressor" if j.direction < 0 else "validated") if ok else "not validated",
+            "causal": causal, "validated": ok,
+            "verdict": verdict_word(causal, ok, j.direction),
             "reasons": reasons,
         }
     result.ablation = records
     warnings = []
     n_tested = len(tested)
-    m_family = max((len(f) for f in plan.families()), default=1)
     for l, vals in null.items():
-        if (len(vals) + 1) * alpha < m_family and any(jobs[k].layer == l for k in tested):
+        if (len(vals) + 1) * alpha < max(n_tested, 1) and any(jobs[k].layer == l for k in tested):
             warnings.append(
                 f"layer {l} has only {len(vals)} other neurons to compare with: the smallest possible p, "
                 f"1/{len(vals) + 1} = {1 / (len(vals) + 1):.3g}, cannot pass the Holm threshold alpha/m = "
-                f"{alpha:g}/{m_family} = {alpha / m_family:.3g}; test fewer neurons (--top-k) to validate any")
+                f"{alpha:g}/{n_tested} = {alpha / max(n_tested, 1):.3g}; test fewer neurons (--top-k) to validate any")
     spearman = None
     if result.scores.importance is not None:
         single = [k for k, j in enumerate(jobs) if j.kind in TESTED + ("null", "audit")]
@@ -796,37 +1088,69 @@ def summarize_ablation(result: Any, runner: AblationRunner, plan: AblationPlan, 
             from scipy.stats import spearmanr
 
             spearman = float(spearmanr(imps, delta[single]).statistic)
+    # the audit: unimportant-ranked neurons, each tested two-sided; what a random neuron of the layer would give
+    # under the same rule (|t| beyond the null at alpha and |Δ| >= min_effect) is the expectation by chance
     audit_recs = []
+    expected = 0.0
     for k in audit:
         p, g, n_used = pv[k]
-        audit_recs.append({"layer": jobs[k].layer, "index": jobs[k].units[0][1], "delta": float(delta[k]),
-                           "ci_low": ci[k][0], "ci_high": ci[k][1], "p_value": p,
-                           "above_null": bool(p <= alpha and delta[k] >= min_effect)})
-    jk = joint[0] if joint else None
+        l = jobs[k].layer
+        audit_recs.append({"layer": l, "index": jobs[k].units[0][1], "delta": float(delta[k]),
+                           "ci_low": ci[k][0], "ci_high": ci[k][1], "p_value": p, "tested": "two-sided",
+                           "above_null": bool(p <= alpha and abs(delta[k]) >= min_effect)})
+        nt, nd = np.abs(np.asarray(null[l])), np.abs(np.asarray(null_delta[l]))
+        if len(nt):
+            thr = np.quantile(nt, 1 - alpha)
+            expected += float(np.mean((nt > thr) & (nd >= min_effect)))
+    jrec: dict[str, Any] = {}
+    if jk is not None:
+        jp, jg, jn = pv[jk]
+        jrec = {"joint_p_null": jp, "joint_null_n": jn, "joint_t": _opt(float(tvals[jk])),
+                "joint_beyond_null": bool(jp <= alpha and jobs[jk].direction * ci[jk][0] > 0
+                                          and jobs[jk].direction * ci[jk][1] > 0),
+                "joint_direction": "drop" if jobs[jk].direction > 0 else "rise"}
     kinds = [jobs[k].kind for k in tested]
+    n_causal = sum(int(r["causal"]) for r in records.values())
+    n_valid = sum(int(r["validated"]) for r in records.values())
+    rules = sorted({plan.rules.get(k, "role") for k in tested})
     result.ablation_summary = {
-        "method": plan.method, "split": split, "n_concept_inputs": n_concept, "n_control_inputs": n_control,
+        "method": plan.method, "question": QUESTIONS[plan.method], "split": split,
+        "n_concept_inputs": n_concept, "n_control_inputs": n_control,
         "y": y, "min_effect": min_effect, "alpha": alpha, "replicas": runner.replicas,
-        "test": (f"one-sided empirical p against random neurons of the same layer, sampled sequentially "
-                 f"(Besag-Clifford, h = {plan.h}, up to {plan.n_max} per layer), Holm-corrected within each "
-                 f"family: {' and '.join(f'{len(f)} tested for a {w}' for f, w in zip(plan.families(), ('drop', 'rise')) if f)}"),
+        "statistic": "mean Δ over the held-out concept inputs (t = Δ / its standard error is reported beside it)",
+        "test": (f"one-sided empirical p of Δ against random neurons of the same layer under the "
+                 f"same intervention, sampled sequentially (Besag-Clifford, h = {plan.h}, up to {plan.n_max} per "
+                 f"layer); Holm over all {n_tested} tested neurons together (drops and rises, one family)"),
+        "holm_family": f"all {n_tested} tested neurons of this scan (one family)",
+        "fwer_bound": (f"P(any tested neuron falsely called beyond the null) <= {alpha:g} over the {n_tested} tested "
+                       "neurons"),
+        "direction_rules": {r: DIRECTION_RULES[r] for r in rules},
+        "specificity_test": ("one-sided bootstrap p of s·(mean Δ on concept inputs − mean Δ on control inputs) <= 0, "
+                             "the same intervention and the same y on both, Holm over the tested neurons"),
         "n_tested": n_tested, "n_candidates": kinds.count("candidate"), "n_suppressors": kinds.count("suppressor"),
-        "n_named": kinds.count("named"), "null_needed": plan.n_max,
-        "null": [_null_row(l, np.array(v), layer_units[l]) for l, v in null.items()],
+        "n_named": kinds.count("named"), "null_needed": plan.n_max, "null_rounds": null_rounds,
+        "null": [_null_row(l, np.array(v), layer_units[l]) for l, v in null_delta.items()],
         "joint_delta": float(delta[jk]) if jk is not None else None,
         "joint_ci_low": ci[jk][0] if jk is not None else None, "joint_ci_high": ci[jk][1] if jk is not None else None,
         "joint_delta_control": delta_ctl.get(jk) if jk is not None else None,
         "joint_specificity_ci": list(spec[jk]) if jk is not None and jk in spec else None,
         "joint_size": len(jobs[jk].units) if jk is not None else 0,
+        "joint_p_null": None, "joint_beyond_null": None, **jrec,
         "importance_delta_spearman": spearman,
         "audit": {"n_checked": len(audit), "n_above_null": sum(r["above_null"] for r in audit_recs),
-                  "expected_by_chance": round(alpha * len(audit), 3), "neurons": audit_recs},
+                  "expected_by_chance": round(expected, 3),
+                  "definition": ("neurons whose |importance| is in the bottom half of the tested layers, each tested "
+                                 "two-sided (|t| against the layer's null); above_null = p <= alpha and |Δ| >= "
+                                 "min_effect; expected_by_chance = the number a random neuron of the same layers "
+                                 "would reach under the same rule, from the layer's null"),
+                  "neurons": audit_recs},
         "n_validated": sum(int(r["validated"]) for r in records.values() if r["direction"] == "drop"),
         "n_suppressors_validated": sum(int(r["validated"]) for r in records.values() if r["direction"] == "rise"),
+        "n_causal": n_causal, "n_causal_not_candidate": n_causal - n_valid, "n_not_causal": n_tested - n_causal,
         "warnings": warnings,
     }
 
 
 def _opt(x: float) -> float | None:
-    """None where a quantity was not measured (NaN)."""
-    return None if x is None or math.isnan(float(x)) else float(x)
+    """None where a quantity was not measured (NaN) or is infinite (not JSON)."""
+    return None if x is None or not math.isfinite(float(x)) else float(x)

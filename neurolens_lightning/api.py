@@ -89,10 +89,11 @@ def scan(
     fdr_q: float = 0.05,
     min_selectivity: float = 0.5,
     top_examples: int = 3,
-    ablation: str = "zero",
+    ablation: str = "interchange",
     null_samples: int = 50,
     neurons: Sequence[tuple[int, int]] | None = None,
     test_top_k: bool = True,
+    direction: str = "importance",
     min_effect: float | None = None,
     alpha: float = 0.05,
     cross_concept: bool = False,
@@ -111,9 +112,13 @@ def scan(
         top_k: number of candidates (and of suppressors) reported, and ablated with
             ``ablate=True``. Only FDR-significant, positively selective neurons qualify, so a
             weak probe may have fewer, or none (the result then says so).
-        ablate: validate the candidates causally (zero/mean/resample ablation vs a calibrated
-            random-neuron null). Candidates are then ranked on one split of the probe data and
-            ablated on the disjoint ``holdout`` split.
+        ablate: validate the candidates causally against a calibrated random-neuron null. Candidates
+            are then ranked on one split of the probe data and tested on the disjoint ``holdout`` split.
+        ablation: the intervention: ``interchange`` (default: does the model use the neuron's
+            concept-dependent activity — its pooled activation moved to a concept-absent example's),
+            or ``zero`` / ``mean`` / ``resample`` (is the neuron necessary for y).
+        direction: how a named neuron's direction is chosen: ``importance`` (the sign of its
+            importance; its null neurons are signed by their own importance) or ``drop`` / ``rise``.
         fdr_q: Benjamini-Hochberg level of the selectivity test.
         min_selectivity: the smallest layer-scaled d (Cohen's d with a variance floor at the
             layer's median variance) a candidate needs: near-silent units never qualify.
@@ -122,7 +127,7 @@ def scan(
             ``neurons``, e.g. to check a few named neurons without paying for the ranking's).
         min_effect: the smallest |Δ| that validates, in y's units (default: 0.01 nats for
             log-probabilities, 0.04 for a probe head's log-odds).
-        alpha: family-wise error rate of the causal test over the tested neurons.
+        alpha: family-wise error rate of the causal test over all tested neurons (one Holm family).
         cross_concept: also score the candidates and suppressors on every other built-in concept
             of the same modality (and the ``also`` probes): ``results.json["cross_concept"]``.
         also: extra probes (names, paths, dicts) for the cross-concept matrix (implies it).
@@ -169,6 +174,8 @@ def scan(
             from neurolens_lightning.ablation import check_ablation_args
 
             check_ablation_args(adapter, layers, ablation, null_samples, neurons)
+            if direction not in ("importance", "drop", "rise"):
+                raise NeuroLensError(f"direction must be importance, drop or rise, got {direction!r}")
         rank_concept, held_out = concept_obj, None
         if ablate and holdout > 0:
             rank_concept, held_out = concept_obj.split(holdout, seed=seed)
@@ -203,6 +210,8 @@ def scan(
             top_k=top_k, max_neurons=max_neurons, fdr_q=fdr_q, min_selectivity=min_selectivity, head=head,
             settings={"importance": importance, "baseline": baseline, "pooling": scanner.pooling,
                       "batch_size": batch_size, "device": str(adapter.device), "ablate": ablate,
+                      "seed": seed, "holdout": holdout if ablate else 0.0,
+                      **({"ablation": ablation, "direction": direction} if ablate else {}),
                       "split": split_text(rank_concept, held_out, ablate)},
             timings={"load_model": t_load, **({"scoring_pass": t1 - t0} if fused else
                                                {"activation_pass": t1 - t0, "importance_pass": t2 - t1}),
@@ -215,6 +224,7 @@ def scan(
             t3 = time.perf_counter()
             run_ablation(result, adapter, scanner, held_out or concept_obj, method=ablation,
                          null_samples=null_samples, neurons=neurons, test_top_k=test_top_k, seed=seed,
+                         direction=direction,
                          batch_size=batch_size, progress=progress, min_effect=min_effect, alpha=alpha,
                          split=None if held_out is not None else
                          "the same examples that ranked the neurons (no held-out split: holdout=0)")

@@ -419,7 +419,7 @@ def compare(
     baseline: str = "zero",
     batch_size: int = 16,
     fdr_q: float = 0.05,
-    ablation: str = "zero",
+    ablation: str = "interchange",
     null_samples: int = 50,
     holdout: float = 0.5,
     seed: int = 0,

@@ -52,9 +52,10 @@ class ScanConfig:
     layers: Optional[List[int]] = None
     top_k: int = 10
     ablate: bool = False
-    ablation: str = "zero"
+    ablation: str = "interchange"
     null_samples: int = 50
     neurons: List[str] = field(default_factory=list)
+    direction: str = "importance"
     weights: str = "pretrained"
     arch: Optional[str] = None
     tokenizer: Optional[str] = None
@@ -92,7 +93,7 @@ class CompareConfig:
     weights: Literal["pretrained", "random"] = "pretrained"
     top_k: int = 10
     ablate: bool = False
-    ablation: Literal["zero", "mean", "resample"] = "zero"
+    ablation: Literal["interchange", "zero", "mean", "resample"] = "interchange"
     null_samples: int = 50
     importance: bool = True
     baseline: Literal["zero", "mean"] = "zero"
@@ -195,7 +196,7 @@ class EvalConfig:
     batch_size: int = 16
     fdr_q: float = 0.05
     ablate: bool = False
-    ablation: Literal["zero", "mean", "resample"] = "zero"
+    ablation: Literal["interchange", "zero", "mean", "resample"] = "interchange"
     null_samples: int = 50
     neurons: List[str] = field(default_factory=list)
     alpha: float = 0.05

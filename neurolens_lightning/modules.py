@@ -205,7 +205,7 @@ class AblationModule(pl.LightningModule):
     """
 
     def __init__(self, result: ScanResult, adapter: ModelAdapter, scanner: ConceptScanner, held_out: Concept,
-                 method: str = "zero", null_samples: int = 50, neurons: Sequence[tuple[int, int]] | None = None,
+                 method: str = "interchange", null_samples: int = 50, neurons: Sequence[tuple[int, int]] | None = None,
                  replicas: int = 8, batch_size: int = 16, seed: int = 0, audit_samples: int = 20,
                  min_effect: float | None = None, alpha: float = 0.05, n_boot: int = 1000,
                  suppressors: int | None = None, test_top_k: bool = True) -> None:
@@ -257,9 +257,14 @@ class AblationModule(pl.LightningModule):
             logs[f"ablation/delta/{l}:{i}"] = ab["delta"]
             logs[f"ablation/p/{l}:{i}"] = ab["p_value"]
             logs[f"ablation/validated/{l}:{i}"] = float(ab["validated"])
+            logs[f"ablation/causal/{l}:{i}"] = float(ab["causal"])
         summary = self.result.ablation_summary
         if summary["joint_delta"] is not None:
             logs["ablation/joint_delta"] = summary["joint_delta"]
+        if summary.get("joint_beyond_null") is not None:
+            logs["ablation/joint_beyond_null"] = float(summary["joint_beyond_null"])
+            logs["ablation/joint_p_null"] = float(summary["joint_p_null"])
+        logs["ablation/n_causal"] = float(summary.get("n_causal", 0))
         logs["ablation/n_validated"] = float(summary["n_validated"])
         logs["ablation/n_suppressors_validated"] = float(summary["n_suppressors_validated"])
         self.log_dict(logs, rank_zero_only=True, sync_dist=True)  # gathered: identical on every rank, no collective

@@ -41,7 +41,8 @@ from neurolens_lightning.hooks import capture, count_hooks, intervene
 CAUSAL, MUTE = PLANTED, 13
 FAMILIES = ("gpt2", "bert")
 RECORD_KEYS = {"method", "delta", "ci_low", "ci_high", "delta_control", "specificity", "specificity_ci_low",
-               "specificity_ci_high", "p_value", "p_holm", "null_n", "p_floor", "validated", "verdict", "reasons"}
+               "specificity_ci_high", "specificity_p", "specificity_p_holm", "p_value", "p_holm", "null_n", "p_floor",
+               "causal", "validated", "verdict", "reasons", "direction_rule"}
 
 
 # ----------------------------------------------------------------------------- fixtures / helpers
@@ -63,7 +64,7 @@ def planted(family: str, tok):
 
 def ablation_scan(family: str, tok, model=None, **kw):
     model = planted(family, tok) if model is None else model
-    args = dict(tokenizer=tok, concept=planted_probe(family), top_k=3, ablate=True,
+    args = dict(tokenizer=tok, concept=planted_probe(family), top_k=2, ablate=True,
                 neurons=[(0, CAUSAL), (0, MUTE)], null_samples=20)
     args.update(kw)
     return nl.scan(model=model, **args)
@@ -72,7 +73,39 @@ def ablation_scan(family: str, tok, model=None, **kw):
 @pytest.fixture(scope="module")
 def zero_scans(toks):
     """One zero-ablation scan per family (shared by the ground-truth and method tests)."""
-    return {f: ablation_scan(f, toks[f]) for f in FAMILIES}
+    return {f: ablation_scan(f, toks[f], ablation="zero") for f in FAMILIES}
+
+
+SMALL = 21  # layer 0: a non-concept unit with a small, real effect on y (see with_small_unit)
+
+
+def with_small_unit(family: str, model, w_out: float = 0.5):
+    """Add SMALL to a planted model: it reads nothing (a positive bias: the same activation on every token of every
+    input, concept or not) and writes ``w_out`` into the dimension the " throne" logit reads. Zeroing it moves y
+    on every input; its activation does not depend on the concept at all."""
+    with torch.no_grad():
+        if family == "gpt2":
+            mlp = model.transformer.h[0].mlp
+            fc, proj = mlp.c_fc, mlp.c_proj
+            fc.weight[:, SMALL] = 0
+            fc.bias[SMALL] = 1.0
+            proj.weight[SMALL, :] = 0
+            proj.weight[SMALL, 2] = w_out
+        else:
+            layer0 = model.bert.encoder.layer[0]
+            fc, proj = layer0.intermediate.dense, layer0.output.dense
+            fc.weight[SMALL] = 0
+            fc.bias[SMALL] = 1.0
+            proj.weight[:, SMALL] = 0
+            proj.weight[2, SMALL] = w_out
+    return model
+
+
+@pytest.fixture(scope="module")
+def default_scans(toks):
+    """One scan per family with the default intervention (interchange), CAUSAL, MUTE and SMALL named."""
+    return {f: ablation_scan(f, toks[f], model=with_small_unit(f, planted(f, toks[f])),
+                             neurons=[(0, CAUSAL), (0, MUTE), (0, SMALL)]) for f in FAMILIES}
 
 
 def held_out_tasks(family: str):
@@ -163,7 +196,8 @@ def test_causal_neuron_validated_mute_neuron_not(family, zero_scans):
     rho = summ["importance_delta_spearman"]
     assert rho is not None and rho > 0.9, rho
     assert summ["audit"]["n_checked"] == 20
-    assert summ["audit"]["n_above_null"] <= 2  # low-importance units of this model have no effect (1 by chance)
+    assert all(a["tested"] == "two-sided" for a in summ["audit"]["neurons"])
+    assert 0 <= summ["audit"]["expected_by_chance"] <= 0.05 * 20 + 1e-9  # a random neuron's rate, at most alpha
 
     data = result.to_dict()
     json.dumps(data, allow_nan=False)  # strict JSON: no NaN / inf anywhere
@@ -176,6 +210,37 @@ def test_causal_neuron_validated_mute_neuron_not(family, zero_scans):
     assert recs[(0, CAUSAL)]["ablation"]["validated"] is True
     assert recs[(0, MUTE)]["ablation"]["validated"] is False
     assert sum(r["ablation"] is not None for r in data["neurons"]) == len(result.ablation)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_default_interchange_tests_the_concept(family, default_scans, toks):
+    """The default intervention asks whether the concept-dependent activity matters: CAUSAL is validated, MUTE is
+    not causal, and SMALL — a non-concept unit whose zeroing does move y on every input — is neither causal nor
+    validated, while zero ablation does see its effect (so the SMALL arm can fail)."""
+    result = default_scans[family]
+    summ = result.ablation_summary
+    assert summ["method"] == "interchange" and "concept-dependent" in summ["question"]
+    causal, mute, small = (result.ablation[(0, u)] for u in (CAUSAL, MUTE, SMALL))
+    assert RECORD_KEYS <= set(causal)
+    assert causal["causal"] is True and causal["validated"] is True and causal["verdict"] == "validated", causal
+    assert causal["delta"] > 2.0 and causal["specificity_p_holm"] <= 0.05, causal
+    assert mute["causal"] is False and mute["verdict"] == "not causal"
+    s = result.scores
+    assert abs(float(s.selectivity[s.flat_index(0, SMALL)])) < 0.5  # not a concept unit
+    assert small["causal"] is False and small["validated"] is False, small
+    assert abs(small["delta"]) < 0.5 * max(summ["min_effect"], abs(causal["delta"]) * 1e-3) + 1e-3, small
+    # the same unit under zero ablation: a real, consistent effect on y (necessity), yet not validated
+    zero = ablation_scan(family, toks[family], model=with_small_unit(family, planted(family, toks[family])),
+                         neurons=[(0, SMALL)], test_top_k=False, ablation="zero")
+    z = zero.ablation[(0, SMALL)]
+    assert abs(z["delta"]) > 1e-3 and z["ci_low"] * z["ci_high"] > 0, z  # zeroing SMALL moves y, consistently
+    # ... and not causal either: its effect on the control inputs (the same y, log p of a task target) is as large
+    assert z["validated"] is False and z["causal"] is False, z
+    assert any(r.startswith("not specific") for r in z["reasons"]), z
+    assert summ["n_causal"] == sum(r["causal"] for r in result.ablation.values())
+    assert summ["n_causal_not_candidate"] == summ["n_causal"] - summ["n_validated"] - summ["n_suppressors_validated"]
+    assert summ["joint_beyond_null"] is True and summ["joint_p_null"] <= 0.05  # the joint set contains CAUSAL
+    assert summ["holm_family"].startswith(f"all {summ['n_tested']} tested")
 
 
 # ----------------------------------------------------------------------------- 2. mean / resample
@@ -191,17 +256,17 @@ def test_mean_ablation_uses_the_mean_activation(family, toks, zero_scans):
     assert rec["delta"] > 0, rec
     assert abs(result.ablation[(0, MUTE)]["delta"]) < 1e-4
 
-    s = result.scores
-    mean_value = float(s.mean_activation[s.flat_index(0, CAUSAL)])
-    # the mean is over the real tokens of the ranking split (recomputed by hand)
+    # the mean is over the real tokens of the ranking split's negatives only (concept-absent; recomputed by hand)
     adapter = adapter_for(model, tok)
     rank = load_concept(planted_probe(family)).split(0.5, seed=0)[0]
-    batch = adapter.encode(rank.positive + rank.negative)
+    batch = adapter.encode(rank.negative)
     with torch.no_grad(), capture({0: adapter.sites[0].module}) as acts:
         adapter.forward(batch)
     a = adapter.site_view(acts[0])[..., CAUSAL]
-    assert mean_value == pytest.approx(float(a[batch.position_mask].mean()), rel=1e-4)
-    assert mean_value > 0.1  # so that mean and zero ablation really differ
+    mean_value = float(a[batch.position_mask].mean())
+    s = result.scores
+    assert abs(mean_value - float(s.mean_activation[s.flat_index(0, CAUSAL)])) > 0.05  # not the all-example mean
+    assert mean_value > 0.01  # so that mean and zero ablation differ (checked below)
 
     # Δ by hand: CAUSAL set to its mean activation at every position of the held-out tasks
     tb = adapter.encode_confidence(None, held_out_tasks(family))
@@ -223,13 +288,9 @@ def test_resample_ablation_runs(family, toks, zero_scans):
     assert rec["delta"] > 0, rec
     assert abs(result.ablation[(0, MUTE)]["delta"]) < 1e-4
     assert rec["delta"] != pytest.approx(zero_scans[family].ablation[(0, CAUSAL)]["delta"], abs=1e-3)
-    if family == "gpt2":
-        # resampling copies CAUSAL's activation from a random ranking example (a concept example half the
-        # time), so on 4 held-out tasks Δ is bimodal: beyond every null neuron, but too wide a CI to
-        # separate it from the control inputs' Δ - the verdict must say exactly that, nothing else
-        assert rec["delta"] > 2.0 and rec["null_exceedances"] == 0, rec
-        assert rec["validated"] or rec["reasons"] == [
-            "not specific: its effect on control inputs is as large (specificity CI reaches 0)"], rec
+    # every position gets a random concept-absent token's activation: the concept is switched off, so CAUSAL is
+    # validated (before, half the replacements came from concept examples and switched the concept on)
+    assert rec["delta"] > 2.0 and rec["validated"] is True, rec
 
 
 # ----------------------------------------------------------------------------- 3. batching invariance
@@ -435,15 +496,19 @@ def test_bootstrap_ci_constant_and_normal():
 
 
 def _summarize(cand_rows, null_values, n: int = 8, min_effect: float = 0.01, alpha: float = 0.05,
-               ctl_rows=None, roles=None):
-    """Run summarize_ablation on a fake runner: candidate per-example Δ rows and constant null Δ's (layer 0)."""
-    nc, nn_ = len(cand_rows), len(null_values)
-    jobs = ([AblationJob([(0, i)], "candidate", 0) for i in range(nc)]
+               ctl_rows=None, roles=None, directions=None, audit_rows=()):
+    """Run summarize_ablation on a fake runner: tested per-example Δ rows (candidates; ``directions`` -1 makes one a
+    suppressor), constant null Δ's (layer 0) and audit rows."""
+    nc, nn_, na = len(cand_rows), len(null_values), len(audit_rows)
+    dirs = directions or [1] * nc
+    jobs = ([AblationJob([(0, i)], "candidate" if d > 0 else "suppressor", 0, d) for i, d in enumerate(dirs)]
             + [AblationJob([(0, i) for i in range(nc)], "joint")]
-            + [AblationJob([(0, nc + k)], "null", 0) for k in range(nn_)])
+            + [AblationJob([(0, nc + k)], "null", 0) for k in range(nn_)]
+            + [AblationJob([(0, nc + nn_ + k)], "audit", 0) for k in range(na)])
     rows = [np.asarray(r, dtype=np.float64) for r in cand_rows]
     rows.append(np.sum(rows, axis=0))
     rows += [np.full(n, v, dtype=np.float64) for v in null_values]
+    rows += [np.asarray(r, dtype=np.float64) for r in audit_rows]
     d_con = torch.from_numpy(np.stack(rows))
     ctl = [np.zeros(4) for _ in range(nc)] if ctl_rows is None else [np.asarray(r, dtype=np.float64) for r in ctl_rows]
     ctl.append(np.sum(ctl, axis=0))
@@ -451,10 +516,10 @@ def _summarize(cand_rows, null_values, n: int = 8, min_effect: float = 0.01, alp
     runner = SimpleNamespace(deltas=lambda kind: d_con if kind == "concept" else d_ctl, replicas=8, jobs=jobs,
                              job_index={"concept": list(range(len(jobs))), "control": list(range(nc + 1))},
                              row_index={"concept": list(range(len(jobs))), "control": list(range(nc + 1))},
-                             offsets=[0, nc + nn_])
-    units = nc + nn_
+                             offsets=[0, nc + nn_ + na], t_stats=lambda kind: torch.zeros(len(jobs)))
+    units = nc + nn_ + na
     role = torch.zeros(units, dtype=torch.long)
-    role[:nc] = torch.as_tensor(roles if roles is not None else [1] * nc)
+    role[:nc] = torch.as_tensor(roles if roles is not None else [1 if d > 0 else 2 for d in dirs])
     scores = SimpleNamespace(importance=None, layer=torch.zeros(units, dtype=torch.long),
                              index=torch.arange(units), role=role)
     result = SimpleNamespace(scores=scores, ablation={}, ablation_summary=None)
@@ -494,7 +559,8 @@ def test_validated_needs_every_criterion():
         assert summ["importance_delta_spearman"] is None and summ["audit"]["n_checked"] == 0
         assert summ["joint_delta"] == pytest.approx(rec["delta"])
         assert rec["validated"] is (not rec["reasons"]) and rec["verdict"] == (
-            "validated" if rec["validated"] else "not validated")
+            "validated" if rec["validated"] else "causal, not a candidate" if rec["causal"] else "not causal")
+        assert rec["causal"] is (not [r for r in rec["reasons"] if not r.startswith("not a candidate")])
 
     a, b, c, d, e, f = (got[k] for k in cases)
     assert a["validated"] is True and a["ci_low"] > 0 and a["p_value"] == pytest.approx(1 / 41)
@@ -504,9 +570,12 @@ def test_validated_needs_every_criterion():
     assert c["validated"] is False and c["reasons"] == [f"|Δ| = {c['delta']:.3g} is below the minimum effect 0.5"]
     assert d["validated"] is False and d["ci_low"] < 0 < d["ci_high"] and len(d["reasons"]) == 2  # CI and specificity
     assert e["validated"] is False and e["specificity_ci_low"] <= 0 and len(e["reasons"]) == 1
-    assert "not specific" in e["reasons"][0]
-    assert f["validated"] is False and f["reasons"] == [
-        "not a candidate of the ranking (not FDR-significant and positively selective)"]
+    assert "not specific" in e["reasons"][0] and e["specificity_p_holm"] > 0.05
+    assert a["specificity_p_holm"] <= 0.05
+    # F passes every causal criterion: causal, but not a candidate (the three outcomes)
+    assert f["validated"] is False and f["causal"] is True and f["verdict"] == "causal, not a candidate"
+    assert f["reasons"] == ["not a candidate of the ranking (not FDR-significant and positively selective)"]
+    assert [got[k]["causal"] for k in cases] == [True, False, False, False, False, True]
 
 
 def test_holm_correction_over_candidates():
@@ -522,6 +591,22 @@ def test_holm_correction_over_candidates():
     (alone,), summ = _summarize([np.full(8, delta)], null)
     assert alone["p_holm"] == pytest.approx(alone["p_value"]) and alone["validated"] is True
     assert summ["warnings"] == []
+
+
+def test_one_holm_family_over_drops_and_rises_and_a_two_sided_audit():
+    """A candidate (drop) and a suppressor (rise), each beyond all 40 null neurons: Holm covers both together
+    (x2: 2/41), not one family per direction (which bounds the FWER by 2 alpha only). The audit counts a rise as
+    well as a drop beyond the null (it used to count drops only)."""
+    null = list(np.random.default_rng(1).normal(0.0, 0.01, 40))
+    big = max(abs(v) for v in null) + 0.5
+    recs, summ = _summarize([np.full(8, big), np.full(8, -big)], null, directions=[1, -1],
+                            audit_rows=[np.full(8, -big), np.full(8, 0.0)])
+    for r in recs:
+        assert r["p_value"] == pytest.approx(1 / 41) and r["p_holm"] == pytest.approx(2 / 41, rel=1e-9), r
+    assert [r["direction"] for r in recs] == ["drop", "rise"]
+    assert summ["holm_family"] == "all 2 tested neurons of this scan (one family)"
+    audit = summ["audit"]["neurons"]
+    assert [a["above_null"] for a in audit] == [True, False] and summ["audit"]["n_above_null"] == 1
 
 
 def test_null_grows_only_while_a_p_value_is_open():
@@ -569,7 +654,7 @@ def test_bad_ablation_input(kwargs, match, toks):
 def test_named_neurons_only_tests_just_them(toks, zero_scans):
     """``test_top_k=False``: only the named neurons are tested (no top-k, no audit); their records equal the ones of
     the scan that also tests the top-k (same inputs, same null order), and the causal one is still validated."""
-    only = ablation_scan("gpt2", toks["gpt2"], test_top_k=False)
+    only = ablation_scan("gpt2", toks["gpt2"], test_top_k=False, ablation="zero")
     both = zero_scans["gpt2"]
     assert set(only.ablation) == {(0, CAUSAL), (0, MUTE)}
     assert all(r["tested_as"] == "named" for r in only.ablation.values())
