@@ -1,29 +1,31 @@
-"""Calibration of the causal verdict: how often are *random* neurons validated, and are planted ones found?
+"""Calibration of the causal claims, measured through the public path (``neurolens_lightning.scan``).
 
-A neuron drawn at random from a layer is exchangeable with that layer's null neurons, so the
-decision rule must validate it with probability <= alpha (family-wise over the candidates).
-This script measures it on real data where the truth is known:
+Every verdict needs a random control, run exactly as a user's would:
 
-1. It ablates a pool of random neurons per layer (exact Δ on the held-out concept inputs and
-   on the control inputs, per example) with NeuroLens' own runner.
-2. It draws many families of ``m`` random "candidates" from the pool; for each it builds the
-   null as the rest of the pool in a random order, and applies the shipped decision rule
-   (:func:`~neurolens_lightning.ablation.sequential_p` with the null capped at
-   ``null_size_needed(m, alpha)``, Holm, then :func:`~neurolens_lightning.ablation.decide`
-   with the bootstrap CIs and ``min_effect`` of a real run, as if every random neuron were a
-   selective candidate - the worst case).
-3. It prints the family-wise error rate (FWER) of the p-value test alone and of the full rule,
-   the per-neuron rates at p <= 0.01 / 0.05, each with its binomial standard error, beside the
-   nominal levels, and the same for the previous rule (normal z against 50 null neurons) for
-   contrast. The binomial error treats families as independent; they share one pool of
-   neurons, so it is a lower bound on the real error.
-4. Power: the planted causal neuron of a tiny hand-built GPT-2 / BERT (tests/helpers.py) is put
-   in each family in place of one random candidate; the script prints how often it is validated.
+1. ``named`` — random *named* MiniLM neurons: families of 10 random neurons of two layers, each family one
+   ``scan(..., neurons=family, test_top_k=False, ablate=True)`` (default intervention, default direction
+   rule: the sign of each neuron's importance, its null signed the same way). A valid test gives p-values
+   with ``P(p <= u) <= u``: the script prints the share with p <= 0.05 and <= 0.01 (binomial SE beside),
+   the median p beside the median of the exact null distribution of the sequential p (simulated), a KS
+   test against that exact null, and the family-wise error rate (any Holm p <= 0.05 in a family) with its
+   SE. The sequential (Besag-Clifford) p is discrete — p = h / L at the h-th exceedance — so its exact null
+   is not the continuous uniform: with h = 10, about 1 in 11 random neurons is beaten by the first 10 null
+   neurons and gets p = 1 exactly, which a KS test against the uniform would flag although P(p <= u) <= u
+   holds for every u. The script prints both KS tests and says which one is the right reference.
+2. ``nonselective`` — for each concept, the highest-|importance| neurons of each layer whose Cohen's d is
+   below 0.3 in magnitude (not selective), named with ``ablate=True``: the share that comes out ``causal``
+   (the causal criteria alone) must stay near the nominal rate, while each concept's own scan still
+   validates some candidates. Printed per neuron and per concept.
+3. ``nullprobe`` — probes with no concept (the planted probe's sentences with shuffled labels, no tasks) on
+   tiny random GPT-2s, gates relaxed so that top-k candidates exist (``fdr_q=1, min_selectivity=0,
+   min_effect=0``): the share of runs that validate any neuron, and the share whose joint set is beyond its
+   random-set null, each with its binomial SE; per intervention.
 
-    python benchmarks/bench_calibration.py                 # MiniLM (royalty) + planted GPT-2 and BERT
-    python benchmarks/bench_calibration.py --skip-minilm   # planted models only (~1 min)
+    python benchmarks/bench_calibration.py                          # everything (MiniLM parts: ~1 h on 2 cores)
+    python benchmarks/bench_calibration.py --parts nullprobe        # tiny models only (~4 min)
+    python benchmarks/bench_calibration.py --parts named --families 40
 
-Figures quoted in the README come from this script.
+Figures quoted in the README come from this script. Binomial SEs treat families / runs as independent.
 """
 
 from __future__ import annotations
@@ -43,159 +45,171 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from neurolens_lightning.ablation import (AblationJob, AblationRunner, ablation_inputs, bootstrap_ci,  # noqa: E402
-                                          decide, default_min_effect, null_size_needed, run_chunks, sequential_p)
-from neurolens_lightning.concepts import load_concept  # noqa: E402
-from neurolens_lightning.ranking import holm_adjust  # noqa: E402
-from neurolens_lightning.scanner import ConceptScanner  # noqa: E402
+import neurolens_lightning as nl  # noqa: E402
+from neurolens_lightning.ablation import sequential_p  # noqa: E402
 
 
-def pool_deltas(adapter, concept, layers, per_layer, seed=0, extra=(), replicas=8):
-    """Per-example Δ on concept and control inputs for ``per_layer`` random neurons of each layer (+ ``extra``)."""
-    rank, held = concept.split(0.5, seed=0)
-    scanner = ConceptScanner(adapter, rank, layers=layers)
-    scanner.run()  # fits the probe head where the model has no output head
-    site_pos = {s.layer: i for i, s in enumerate(scanner.sites)}
-    rng = random.Random(seed)
-    units: list[tuple[int, int]] = []
-    for l in layers:
-        n = scanner.sites[site_pos[l]].units
-        units += [(l, u) for u in rng.sample(range(n), min(per_layer, n)) if (l, u) not in extra]
-    units += list(extra)
-    jobs = [AblationJob([(site_pos[l], u)], "candidate", l) for l, u in units]
-    runner = AblationRunner(adapter, scanner.sites, jobs, replicas=replicas, head=scanner.head,
-                            offsets=scanner.offsets)
-    chunks = ablation_inputs(adapter, scanner, held, batch_size=16)
-    t = time.perf_counter()
-    run_chunks(runner, adapter, scanner, chunks, seed=0)
-    secs = time.perf_counter() - t
-    return units, runner.deltas("concept"), runner.deltas("control"), default_min_effect(scanner), secs
+def se(p: float, n: int) -> float:
+    return math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
 
 
-def simulate(units, d_con, d_ctl, min_effect, m=10, alpha=0.05, families=2000, planted=None, seed=0,
-             n_boot=400):
-    """FWER / per-neuron rates of the shipped rule and of the old z rule on families of random candidates."""
+def line(name: str, share: float, n: int, nominal: float) -> str:
+    bound = nominal + 2 * se(nominal, n)
+    ok = "within" if share <= bound else "ABOVE"
+    return (f"  {name:<38} {share:7.4f}  (n = {n}, SE {se(share, n):.4f}; nominal {nominal:g}, bound nominal + 2 SE "
+            f"= {bound:.4f}: {ok})")
+
+
+def exact_null_p(h: int = 10, cap: int = 200, draws: int = 200_000, seed: int = 0) -> np.ndarray:
+    """Draws of the sequential p of a neuron exchangeable with its null (its quantile U uniform; each null draw
+    exceeds it with probability 1 - U), walked as :func:`sequential_p` does, up to ``cap`` draws."""
     rng = np.random.default_rng(seed)
-    delta = d_con.mean(1).numpy()
-    by_layer: dict[int, list[int]] = {}
-    for k, (l, _) in enumerate(units):
-        if planted is None or (l, units[k][1]) != planted:
-            by_layer.setdefault(l, []).append(k)
-    n_max = null_size_needed(m, alpha)
-    lo, hi = bootstrap_ci(d_con, n_boot=n_boot, seed=seed)
-    slo, shi = bootstrap_ci(d_con, n_boot=n_boot, seed=seed + 1, minus=d_ctl)
-    random_idx = [k for ks in by_layer.values() for k in ks]
-    planted_k = units.index(planted) if planted is not None else None
-    fw_p = fw_full = fw_old = 0
-    single_01 = single_05 = n_single = 0
-    power = 0
-    short = False
-    for _ in range(families):
-        cands = list(rng.choice(random_idx, size=m, replace=False))
-        if planted_k is not None:
-            cands[0] = planted_k
-        ps, ps_old = [], []
-        for k in cands:
-            l = units[k][0]
-            others = [j for j in by_layer[l] if j not in cands]
-            order = rng.permutation(others)
-            seq = delta[order[:n_max]]
-            short = short or len(seq) < n_max
-            p, _, _ = sequential_p(float(delta[k]), seq.tolist(), h=10)
-            ps.append(p)
-            old = delta[order[:50]]
-            z = (delta[k] - old.mean()) / old.std(ddof=1)
-            ps_old.append(0.5 * math.erfc(z / math.sqrt(2)))
-            if k != planted_k:
-                n_single += 1
-                single_01 += p <= 0.01
-                single_05 += p <= 0.05
-        holm = holm_adjust(torch.tensor(ps, dtype=torch.float64)).tolist()
-        holm_old = holm_adjust(torch.tensor(ps_old, dtype=torch.float64)).tolist()
-        verdicts = [decide(float(delta[k]), 1, (lo[k], hi[k]), (slo[k], shi[k]), ph, alpha, min_effect, True)[0]
-                    for k, ph in zip(cands, holm)]
-        rand = [i for i, k in enumerate(cands) if k != planted_k]
-        fw_p += any(holm[i] <= alpha for i in rand)
-        fw_full += any(verdicts[i] for i in rand)
-        fw_old += any(holm_old[i] <= alpha for i in rand)
-        if planted_k is not None:
-            power += verdicts[0]
-    se = lambda r, n: math.sqrt(max(r * (1 - r), 1e-12) / n)  # noqa: E731
-    out = {"families": families, "m": m - (planted is not None), "n_max": n_max, "short_null": short,
-           "fwer_p": fw_p / families, "fwer_full": fw_full / families, "fwer_old_z": fw_old / families,
-           "p01": single_01 / n_single, "p05": single_05 / n_single, "n_single": n_single,
-           "se_fwer": se(alpha, families), "se_p01": se(0.01, n_single), "se_p05": se(0.05, n_single)}
-    if planted_k is not None:
-        out["power"] = power / families
+    out = np.empty(draws)
+    for i in range(draws):
+        u = rng.random()
+        ex = rng.random(cap) >= u
+        c = np.cumsum(ex)
+        hit = np.nonzero(c >= h)[0]
+        out[i] = h / (hit[0] + 1) if len(hit) else (c[-1] + 1) / (cap + 1)
     return out
 
 
-def kurtosis_by_layer(units, d_con):
-    from scipy.stats import kurtosis
+def part_named(adapter, concepts, layers_of, families, per_family, seed) -> None:
+    from scipy.stats import kstest
 
-    delta = d_con.mean(1).numpy()
-    layers = sorted({l for l, _ in units})
-    return {l: float(kurtosis(delta[[k for k, (ll, _) in enumerate(units) if ll == l]])) for l in layers}
+    print(f"\n## 1. random named neurons through scan(): {families} families of {per_family} per concept")
+    ps, fam_hits, caps = [], [], []
+    t0 = time.perf_counter()
+    for concept in concepts:
+        layers = layers_of[concept]
+        units = adapter.sites[layers[0]].units
+        for f in range(families):
+            rng = random.Random(1000 * f + seed)
+            fam = sorted({(layers[k % len(layers)], rng.randrange(units)) for k in range(per_family)})
+            r = nl.scan(adapter, concept, layers=layers, ablate=True, neurons=fam, test_top_k=False, seed=seed)
+            recs = [r.ablation[n] for n in fam]
+            ps += [a["p_value"] for a in recs]
+            fam_hits.append(any(a["p_holm"] <= 0.05 for a in recs))
+            caps.append(r.ablation_summary["null_needed"])
+            if f % 10 == 9:
+                print(f"  {concept}: {f + 1} families, {time.perf_counter() - t0:.0f} s", flush=True)
+    p = np.array(ps)
+    null = exact_null_p(cap=int(np.median(caps)))
+    print(f"  {len(p)} random named neurons ({', '.join(concepts)}), {len(fam_hits)} families, "
+          f"{time.perf_counter() - t0:.0f} s")
+    print(line("share p <= 0.05", float(np.mean(p <= 0.05)), len(p), 0.05))
+    print(line("share p <= 0.01", float(np.mean(p <= 0.01)), len(p), 0.01))
+    print(f"  {'median p':<38} {np.median(p):7.4f}  (exact null of the sequential p: {np.median(null):.4f}; "
+          f"uniform: 0.5)")
+    print(f"  {'KS p against the exact null':<38} {kstest(p, null).pvalue:7.4f}  (the right reference, see the "
+          f"docstring)")
+    print(f"  {'KS p against the uniform':<38} {kstest(p, 'uniform').pvalue:7.4f}  (p is discrete: only for "
+          f"comparison)")
+    print(line("FWER (any Holm p <= 0.05 in a family)", float(np.mean(fam_hits)), len(fam_hits), 0.05))
 
 
-def report(name, res, kurt, secs, n_jobs):
-    print(f"\n== {name}: {n_jobs} neurons ablated exactly in {secs:.0f} s; null excess kurtosis by layer: "
-          + ", ".join(f"L{l} {k:.1f}" for l, k in kurt.items()))
-    print(f"   {res['families']} families of m = {res['m']} random 'candidates' (null capped at {res['n_max']} "
-          f"per layer{', SHORTER where the pool ran out' if res['short_null'] else ''})")
-    print(f"   family-wise error, p-value test (Holm):   {res['fwer_p']:.3f}  (nominal <= 0.05, binomial SE "
-          f"{res['se_fwer']:.3f})")
-    print(f"   family-wise error, full verdict:          {res['fwer_full']:.3f}  (+ CI, specificity, min effect)")
-    print(f"   family-wise error, old rule (z, 50 null): {res['fwer_old_z']:.3f}")
-    print(f"   per neuron, p <= 0.01: {res['p01']:.4f} (nominal 0.01, SE {res['se_p01']:.4f});  p <= 0.05: "
-          f"{res['p05']:.4f} (nominal 0.05, SE {res['se_p05']:.4f}); {res['n_single']} tests")
-    if "power" in res:
-        print(f"   power: planted causal neuron validated in {res['power']:.3f} of the families")
+def part_nonselective(adapter, concepts, per_layer, seed) -> None:
+    print(f"\n## 2. high-|importance| non-selective neurons (|d| < 0.3), {per_layer} per layer, named with ablate=True")
+    total = causal = 0
+    for concept in concepts:
+        t0 = time.perf_counter()
+        r = nl.scan(adapter, concept, ablate=True, top_k=10, seed=seed)
+        s = r.ablation_summary
+        valid = [f"{l}:{i}" for (l, i), a in r.ablation.items() if a["validated"]]
+        print(f"  {concept}: its own scan validates {len(valid)} ({', '.join(valid) or '-'}); "
+              f"{s['n_causal_not_candidate']} causal but not candidates; ablation stage "
+              f"{r.timings['ablation']:.0f} s")
+        sc = r.scores
+        named = []
+        for l in r.layers:
+            idx = ((sc.layer == l) & (sc.selectivity.abs() < 0.3)).nonzero().flatten()
+            top = idx[sc.importance[idx].abs().argsort(descending=True)[:per_layer]]
+            named += [(int(sc.layer[j]), int(sc.index[j]), float(sc.selectivity[j]), float(sc.importance[j]))
+                      for j in top]
+        r2 = nl.scan(adapter, concept, ablate=True, neurons=[(l, i) for l, i, _, _ in named], test_top_k=False,
+                     seed=seed)
+        print(f"  {'neuron':>8} {'d':>7} {'importance':>10} {'dir':>5} {'Δ':>9} {'p':>7} {'Holm p':>7} "
+              f"{'spec Holm':>9} causal")
+        n_c = 0
+        for l, i, d, imp in named:
+            a = r2.ablation[(l, i)]
+            n_c += a["causal"]
+            sp = a["specificity_p_holm"]
+            print(f"  {f'{l}:{i}':>8} {d:7.3f} {imp:10.4f} {a['direction']:>5} {a['delta']:9.4f} {a['p_value']:7.4f} "
+                  f"{a['p_holm']:7.4f} {'-' if sp is None else format(sp, '.4f'):>9} {a['causal']}")
+        print(f"  {concept}: {n_c} of {len(named)} causal ({time.perf_counter() - t0:.0f} s)")
+        total += len(named)
+        causal += n_c
+    print(line("share causal (all concepts)", causal / max(total, 1), total, 0.05))
 
 
-def planted_model(family: str):
-    from helpers import CONCEPT, NEGATIVE, PLANTED, make_word_tokenizer, planted_bert, planted_gpt2, planted_probe
+def part_nullprobe(runs: int, methods, seed: int) -> None:
+    from helpers import CONCEPT, NEGATIVE, make_word_tokenizer, planted_probe, tiny_gpt2
 
-    from neurolens_lightning.adapters import adapter_for
-    from neurolens_lightning.concepts import concept_from_dict
-
-    tok = make_word_tokenizer(family, CONCEPT + NEGATIVE + ["throne", "seat", "bowed"])
-    model = planted_gpt2(tok) if family == "gpt2" else planted_bert(tok)
-    return adapter_for(model, tok, name=f"planted-{family}"), concept_from_dict(planted_probe(family)), PLANTED
+    print(f"\n## 3. probes with no concept: {runs} runs per intervention, tiny random GPT-2s, shuffled labels, "
+          "fdr_q=1, min_selectivity=0, min_effect=0, top_k=3")
+    tok = make_word_tokenizer("gpt2", CONCEPT + NEGATIVE + ["throne", "seat", "bowed"])
+    base = planted_probe("gpt2")
+    texts = [t for g in base["groups"].values() for t in g] + list(base["negative"])
+    for method in methods:
+        t0 = time.perf_counter()
+        any_valid = joint = n_cand = cand_p = 0
+        for run in range(runs):
+            rng = random.Random(seed + run)
+            sh = texts[:]
+            rng.shuffle(sh)
+            pos, neg = sh[:16], sh[16:]
+            probe = {"name": "shuffled", "modality": "text", "negative": neg,
+                     "groups": {f"g{i}": pos[i * 4:(i + 1) * 4] for i in range(4)}}
+            model = tiny_gpt2(tok, n_layer=2, n_embd=32, n_head=2, seed=seed + run)
+            r = nl.scan(model, probe, tokenizer=tok, ablate=True, top_k=3, fdr_q=1.0, min_selectivity=0.0,
+                        min_effect=0.0, ablation=method, null_samples=20, seed=seed + run)
+            cands = [a for a in r.ablation.values() if a["tested_as"] == "candidate"]
+            n_cand += len(cands)
+            cand_p += sum(a["p_value"] <= 0.05 for a in cands)
+            any_valid += any(a["validated"] for a in r.ablation.values())
+            joint += bool(r.ablation_summary.get("joint_beyond_null"))
+        print(f"  {method} ({time.perf_counter() - t0:.0f} s):")
+        print(line("runs that validate any neuron", any_valid / runs, runs, 0.05))
+        print(line("runs whose joint set is beyond its null", joint / runs, runs, 0.05))
+        print(line("candidates with raw p <= 0.05", cand_p / max(n_cand, 1), n_cand, 0.05))
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--families", type=int, default=2000)
-    ap.add_argument("--m", type=int, default=10, help="random candidates per family")
-    ap.add_argument("--per-layer", type=int, default=300, help="random neurons ablated per MiniLM layer")
-    ap.add_argument("--layers", type=int, nargs="+", default=[1, 3, 5], help="MiniLM layers")
-    ap.add_argument("--skip-minilm", action="store_true")
+    ap.add_argument("--parts", nargs="+", default=["nullprobe", "named", "nonselective"],
+                    choices=["named", "nonselective", "nullprobe"])
+    ap.add_argument("--families", type=int, default=20, help="families of random named neurons per concept")
+    ap.add_argument("--per-family", type=int, default=10)
+    ap.add_argument("--per-layer", type=int, default=3, help="non-selective neurons per layer (6 layers)")
+    ap.add_argument("--runs", type=int, default=60, help="null-probe runs per intervention")
+    ap.add_argument("--methods", nargs="+", default=["interchange", "zero"])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"bench_calibration · torch {torch.__version__} · {torch.get_num_threads()} threads · "
-          f"load average {os.getloadavg()[0]:.2f} · "
-          f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}")
-
-    for family in ("gpt2", "bert"):
-        adapter, concept, planted = planted_model(family)
-        torch.set_num_threads(1)
-        units, d_con, d_ctl, me, secs = pool_deltas(adapter, concept, [0, 1], per_layer=128, extra=[])
-        torch.set_num_threads(args.threads)
-        m = min(args.m, 4)  # 128 units per layer: m / alpha null neurons + m candidates must fit in a layer
-        res = simulate(units, d_con, d_ctl, me, m=m + 1, families=args.families, planted=(0, planted))
-        report(f"planted tiny {family} (2 layers x 128 units; y = log p(' throne'))", res,
-               kurtosis_by_layer(units, d_con), secs, len(units))
-
-    if not args.skip_minilm:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = float("nan")
+    print(f"# bench_calibration — torch {torch.__version__}, {args.threads} threads, load average {load:.2f}")
+    if "nullprobe" in args.parts:
+        part_nullprobe(args.runs, args.methods, args.seed)
+    if {"named", "nonselective"} & set(args.parts):
         from neurolens_lightning.registry import load_model
 
-        adapter = load_model("minilm")
-        units, d_con, d_ctl, me, secs = pool_deltas(adapter, load_concept("royalty"), args.layers, args.per_layer)
-        res = simulate(units, d_con, d_ctl, me, m=args.m, families=args.families)
-        report(f"all-MiniLM-L6-v2, royalty held-out split, layers {args.layers} (y = probe log-odds)", res,
-               kurtosis_by_layer(units, d_con), secs, len(units))
+        adapter = load_model("minilm", device="cpu")
+        if "named" in args.parts:
+            part_named(adapter, ["negation", "past_tense"], {"negation": [2, 4], "past_tense": [1, 3]},
+                       args.families, args.per_family, args.seed)
+        if "nonselective" in args.parts:
+            part_nonselective(adapter, ["royalty", "negation"], args.per_layer, args.seed)
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = float("nan")
+    print(f"\n# done, load average {load:.2f}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ held-out control inputs with **the same y**: with tasks, control inputs are the 
 followed by a task target (targets cycled), so both sides are Δ log p(target).
 
 **Who is tested, in which direction, against which null.** The top-k candidates (a drop, Δ > 0), the
-top-k suppressors (a rise) and any neuron the user names. A named neuron's direction is the sign of
+top suppressors if asked for (a rise; ``suppressors=k``) and any neuron the user names. A named neuron's direction is the sign of
 its ranking-split importance (which predicts Δ's sign), so each null neuron is signed by *its own*
 importance — the named neuron and its null undergo the same choice and stay exchangeable — or the
 user states it (``direction="drop" | "rise"``). The null: the same Δ for random neurons of the same
@@ -662,7 +662,8 @@ def plan_ablation(result: Any, scanner: Any, method: str = DEFAULT_METHOD, null_
     """Tested neurons (top-k candidates, top suppressors, explicit ``neurons``), their joint set,
     the first round of the per-layer random null, the joint set's random sets and the audit sample.
 
-    ``suppressors``: how many of the top suppressors to test (default: ``result.top_k``).
+    ``suppressors``: how many of the top suppressors to test as well (default 0: they join the one Holm family
+    and would double the null it needs; pass ``result.top_k`` to test as many as candidates).
     ``test_top_k=False``: test the named ``neurons`` only (no top-k candidates or suppressors, and
     no audit of the ranking, which those tests would not use).
     ``direction``: how a named neuron's direction is chosen (:data:`DIRECTION_RULES`): ``importance``
@@ -676,7 +677,8 @@ def plan_ablation(result: Any, scanner: Any, method: str = DEFAULT_METHOD, null_
     tested: list[tuple[tuple[int, int], str, int, str]] = []
     if test_top_k:
         tested += [(n, "candidate", 1, "role") for n in result.top_neurons()]
-        tested += [(n, "suppressor", -1, "role") for n in result.top_suppressors(suppressors)]
+        if suppressors:
+            tested += [(n, "suppressor", -1, "role") for n in result.top_suppressors(suppressors)]
     seen = {n for n, _, _, _ in tested}
     imp = scores.importance
     rule = direction if (direction != "importance" or imp is not None) else "drop"

@@ -93,6 +93,7 @@ def scan(
     null_samples: int = 50,
     neurons: Sequence[tuple[int, int]] | None = None,
     test_top_k: bool = True,
+    suppressors: int = 0,
     direction: str = "importance",
     min_effect: float | None = None,
     alpha: float = 0.05,
@@ -117,13 +118,16 @@ def scan(
         ablation: the intervention: ``interchange`` (default: does the model use the neuron's
             concept-dependent activity — its pooled activation moved to a concept-absent example's),
             or ``zero`` / ``mean`` / ``resample`` (is the neuron necessary for y).
+        suppressors: with ``ablate``, also test this many top suppressors (predicted to raise y when
+            removed). Default 0: every tested neuron joins one Holm family, whose null must reach
+            ``m / alpha`` neurons per layer, so each tested neuron costs null work.
         direction: how a named neuron's direction is chosen: ``importance`` (the sign of its
             importance; its null neurons are signed by their own importance) or ``drop`` / ``rise``.
         fdr_q: Benjamini-Hochberg level of the selectivity test.
         min_selectivity: the smallest layer-scaled d (Cohen's d with a variance floor at the
             layer's median variance) a candidate needs: near-silent units never qualify.
         neurons: ``(layer, index)`` pairs ablated and tested whatever their rank.
-        test_top_k: with ``ablate``, also test the top-k candidates and suppressors (False: only
+        test_top_k: with ``ablate``, also test the top-k candidates (and ``suppressors``) (False: only
             ``neurons``, e.g. to check a few named neurons without paying for the ranking's).
         min_effect: the smallest |Δ| that validates, in y's units (default: 0.01 nats for
             log-probabilities, 0.04 for a probe head's log-odds).
@@ -211,7 +215,8 @@ def scan(
             settings={"importance": importance, "baseline": baseline, "pooling": scanner.pooling,
                       "batch_size": batch_size, "device": str(adapter.device), "ablate": ablate,
                       "seed": seed, "holdout": holdout if ablate else 0.0,
-                      **({"ablation": ablation, "direction": direction} if ablate else {}),
+                      **({"ablation": ablation, "direction": direction, "suppressors": suppressors}
+                         if ablate else {}),
                       "split": split_text(rank_concept, held_out, ablate)},
             timings={"load_model": t_load, **({"scoring_pass": t1 - t0} if fused else
                                                {"activation_pass": t1 - t0, "importance_pass": t2 - t1}),
@@ -224,7 +229,7 @@ def scan(
             t3 = time.perf_counter()
             run_ablation(result, adapter, scanner, held_out or concept_obj, method=ablation,
                          null_samples=null_samples, neurons=neurons, test_top_k=test_top_k, seed=seed,
-                         direction=direction,
+                         direction=direction, suppressors=suppressors,
                          batch_size=batch_size, progress=progress, min_effect=min_effect, alpha=alpha,
                          split=None if held_out is not None else
                          "the same examples that ranked the neurons (no held-out split: holdout=0)")

@@ -56,6 +56,7 @@ class ScanConfig:
     null_samples: int = 50
     neurons: List[str] = field(default_factory=list)
     direction: str = "importance"
+    suppressors: int = 0
     weights: str = "pretrained"
     arch: Optional[str] = None
     tokenizer: Optional[str] = None
