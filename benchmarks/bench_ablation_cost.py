@@ -2,7 +2,7 @@
 
 Runs ``neurolens scan --model minilm --concept royalty --ablate --top-k 10`` (the README's default job) with
 this checkout's package and with another checkout's (a ``git worktree`` of an earlier commit), alternately,
-in one run on the same machine, and prints each run's ablation stage (``results.json["timings"]``), the
+in one run on the same machine, and prints each run's ablation stage (``results.json["timings_s"]``), the
 median ratio, the number of jobs and null rounds where the results report them, and the load average.
 
     git worktree add /tmp/base e59e27e        # the main before the claims issue
@@ -40,7 +40,7 @@ def run_once(checkout: Path, extra: list[str], threads: int) -> dict:
         raise SystemExit(f"{checkout}: rc {proc.returncode}\n{proc.stderr[-3000:]}")
     data = json.loads((out / "results.json").read_text())
     summ = data.get("ablation_summary") or {}
-    return {"ablation": data["timings"]["ablation"], "wall": wall, "n_tested": summ.get("n_tested"),
+    return {"ablation": data["timings_s"]["ablation"], "wall": wall, "n_tested": summ.get("n_tested"),
             "null": sum(r.get("n", 0) for r in summ.get("null") or []), "joint_null_n": summ.get("joint_null_n"),
             "method": summ.get("method"), "n_validated": summ.get("n_validated")}
 

@@ -837,6 +837,12 @@ def encode_chunk(adapter: ModelAdapter, scanner: Any, kind: str, items: Sequence
     return batch, src
 
 
+def chunk_generator(seed: int, index: int) -> torch.Generator:
+    """The random stream of input chunk ``index`` (its interchange sources): the same for every runner, null
+    round, rank and loop (plain or Lightning), whatever order or how often the chunks are encoded."""
+    return torch.Generator().manual_seed(zlib.crc32(f"{seed}:{index}".encode()))
+
+
 def is_task_chunk(scanner: Any, items: Sequence[Any]) -> bool:
     """Whether ``items`` are scored as tasks (concept tasks, or control sentences paired with task targets)."""
     return bool(scanner.uses_tasks and items and isinstance(items[0], (TextTask, ImageTask)))
@@ -891,14 +897,13 @@ def run_ablation(result: Any, adapter: ModelAdapter, scanner: Any, held_out: Con
 def run_chunks(runner: AblationRunner, adapter: ModelAdapter, scanner: Any, chunks: Sequence[tuple[str, list[Any]]],
                seed: int, kinds: Sequence[str] = ("concept", "control"), progress: bool = False, desc: str = "") -> None:
     """Feed every chunk of ``kinds`` to ``runner`` (interchange sources drawn from the same seeded stream each time)."""
-    gen = torch.Generator().manual_seed(seed)
     it: Any = chunks
     if progress:
         from tqdm.auto import tqdm
 
         it = tqdm(chunks, desc=desc, leave=False, unit="batch")
     for i, (kind, items) in enumerate(it):
-        batch, src = encode_chunk(adapter, scanner, kind, items, gen)
+        batch, src = encode_chunk(adapter, scanner, kind, items, chunk_generator(seed, i))
         if kind in kinds:
             runner.step(kind, batch, src, key=i)
 

@@ -25,7 +25,8 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from neurolens_lightning.ablation import ablation_inputs, encode_chunk, finish_ablation, make_runner, plan_ablation
+from neurolens_lightning.ablation import (ablation_inputs, chunk_generator, encode_chunk, finish_ablation, make_runner,
+                                          plan_ablation)
 from neurolens_lightning.adapters import ModelAdapter
 from neurolens_lightning.concepts import Concept, load_concept
 from neurolens_lightning.distributed import gather_cat
@@ -220,16 +221,14 @@ class AblationModule(pl.LightningModule):
         self._chunks = ablation_inputs(adapter, scanner, held_out, batch_size, seed)
 
     def val_dataloader(self) -> DataLoader:
-        gen = torch.Generator().manual_seed(self.seed)
-
-        def collate(items: list[tuple[str, list[Any]]]) -> dict[str, Any]:
-            (kind, chunk), = items
-            batch, src = encode_chunk(self.adapter, self.scanner, kind, chunk, gen)
+        def collate(items: list[tuple[int, str, list[Any]]]) -> dict[str, Any]:
+            (i, kind, chunk), = items
+            batch, src = encode_chunk(self.adapter, self.scanner, kind, chunk, chunk_generator(self.seed, i))
             return {"kind": kind, "batch": batch, "src": src}
 
         # nothing to test: an empty loop (the summary then says so). Under DDP every rank sees every input
         # chunk and ablates its share of the jobs (AblationRunner), so Lightning must not split the inputs
-        chunks = self._chunks if self.plan.candidates else []
+        chunks = [(i, k, c) for i, (k, c) in enumerate(self._chunks)] if self.plan.candidates else []
         return DataLoader(chunks, batch_size=1, collate_fn=collate, sampler=EveryRankSampler(chunks))
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
