@@ -238,7 +238,8 @@ def scan(
             from neurolens_lightning.cross_concept import cross_concept_for_result
 
             t4 = time.perf_counter()
-            result.extra["cross_concept"] = cross_concept_for_result(result, adapter, also, batch_size=batch_size)
+            result.extra["cross_concept"] = cross_concept_for_result(result, adapter, also, batch_size=batch_size,
+                                                                     full_concept=concept_obj)
             result.timings["cross_concept"] = time.perf_counter() - t4
         result.timings["total"] = time.perf_counter() - t_start  # every stage above, and what runs between them
         return result
