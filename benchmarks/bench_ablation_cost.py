@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_once(checkout: Path, extra: list[str], threads: int) -> dict:
     out = Path(tempfile.mkdtemp(prefix="nl-cost-")) / "run"
-    env = {**os.environ, "PYTHONPATH": str(checkout), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+    path = os.pathsep.join([str(checkout)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env = {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     cmd = [sys.executable, "-c", "import sys; from neurolens_lightning.cli import main; sys.exit(main())",
            "scan", "--model", "minilm", "--concept", "royalty", "--ablate", "--top-k", "10", "--out", str(out),
@@ -53,6 +54,10 @@ def main(argv=None) -> None:
     args, extra = ap.parse_known_args(argv)
     extra = [a for a in extra if a != "--"]
     base = Path(args.base).resolve()
+    import torch
+
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    print(f"# device: {dev} (the CLI's --device auto)")
     print(f"# ablation stage of `neurolens scan --model minilm --concept royalty --ablate --top-k 10 {' '.join(extra)}`"
           f"\n# this checkout: {ROOT}\n# base: {base}\n# load average at start {os.getloadavg()[0]:.2f}")
     rows: dict[str, list[dict]] = {"base": [], "this": []}

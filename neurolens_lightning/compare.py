@@ -280,8 +280,8 @@ def _neuron_summary(n: Mapping[str, Any], n_layers: int) -> dict[str, Any]:
         rec["top_example_positive"] = ex.get("positive")
     ab = n.get("ablation")
     if isinstance(ab, dict):
-        rec["ablation"] = {k: ab.get(k) for k in ("delta", "ci_low", "ci_high", "delta_control", "p_value", "p_holm",
-                                                  "validated", "verdict")}
+        rec["ablation"] = {k: ab.get(k) for k in ("method", "delta", "ci_low", "ci_high", "delta_control", "p_value",
+                                                  "p_holm", "causal", "validated", "verdict")}
     return rec
 
 
