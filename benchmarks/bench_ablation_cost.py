@@ -31,17 +31,23 @@ def run_once(checkout: Path, extra: list[str], threads: int) -> dict:
     path = os.pathsep.join([str(checkout)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
     env = {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, "-c", "import sys; from neurolens_lightning.cli import main; sys.exit(main())",
+    cmd = [sys.executable, "-c", "import sys, neurolens_lightning as nl; print('PKG', nl.__file__, file=sys.stderr); "
+           "from neurolens_lightning.cli import main; sys.exit(main())",
            "scan", "--model", "minilm", "--concept", "royalty", "--ablate", "--top-k", "10", "--out", str(out),
            *extra]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    # cwd: a fresh folder, so that `python -c` (whose sys.path starts with the cwd) imports the checkout named
+    # in PYTHONPATH and nothing else
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=out.parent)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{checkout}: rc {proc.returncode}\n{proc.stderr[-3000:]}")
     data = json.loads((out / "results.json").read_text())
     summ = data.get("ablation_summary") or {}
-    return {"ablation": data["timings_s"]["ablation"], "wall": wall, "n_tested": summ.get("n_tested"),
+    pkg = next((ln.split(" ", 1)[1] for ln in proc.stderr.splitlines() if ln.startswith("PKG ")), "?")
+    if not pkg.startswith(str(checkout)):
+        raise SystemExit(f"imported {pkg}, not the checkout {checkout}")
+    return {"ablation": data["timings_s"]["ablation"], "wall": wall, "package": pkg, "n_tested": summ.get("n_tested"),
             "null": sum(r.get("n", 0) for r in summ.get("null") or []), "joint_null_n": summ.get("joint_null_n"),
             "method": summ.get("method"), "n_validated": summ.get("n_validated")}
 
@@ -66,7 +72,7 @@ def main(argv=None) -> None:
         for name, path in order:
             r = run_once(path, extra, args.threads)
             rows[name].append(r)
-            print(f"  rep {rep} {name:>4}: ablation {r['ablation']:7.1f} s (whole command {r['wall']:6.1f} s), "
+            print(f"  rep {rep} {name:>4} ({r['package']}): ablation {r['ablation']:7.1f} s (whole command {r['wall']:6.1f} s), "
                   f"method {r['method']}, tested {r['n_tested']}, null neurons {r['null']}, joint null sets "
                   f"{r['joint_null_n']}, validated {r['n_validated']}; load {os.getloadavg()[0]:.2f}", flush=True)
     b = statistics.median(r["ablation"] for r in rows["base"])
