@@ -235,17 +235,27 @@ def _print_ablation(result: Any, n_show: int = 10) -> None:
         return
     print(f"\nablation ({summ['method']}) on {summ.get('split')}: validated {summ['n_validated']} of "
           f"{summ['n_candidates']} candidates and {summ['n_suppressors_validated']} of {summ['n_suppressors']} "
-          f"suppressors ({summ['n_tested']} neurons tested{', ' + str(summ['n_named']) + ' named' if summ.get('n_named') else ''}); "
+          f"suppressors; {summ.get('n_causal_not_candidate', 0)} causal, not a candidate; "
+          f"{summ.get('n_not_causal', 0)} not causal ({summ['n_tested']} neurons tested"
+          f"{', ' + str(summ['n_named']) + ' named' if summ.get('n_named') else ''}); "
           f"y = {summ['y']}, minimum effect {summ['min_effect']:g}")
+    if summ.get("question"):
+        print(f"  question: {summ['question']}")
     if summ.get("joint_delta") is not None:
+        beyond = summ.get("joint_beyond_null")
+        vs = ("" if beyond is None else
+              f"; {'beyond' if beyond else 'NOT beyond'} {summ.get('joint_null_n')} random sets of the same size, "
+              f"p = {summ.get('joint_p_null') or float('nan'):.3g}")
         print(f"  joint Δ = {summ['joint_delta']:.4g} [{summ['joint_ci_low']:.4g}, {summ['joint_ci_high']:.4g}] "
-              f"({summ.get('joint_size', 0)} neurons ablated together)")
+              f"({summ.get('joint_size', 0)} neurons intervened on together{vs})")
     items = list(result.ablation.items())
     for (l, i), ab in items[:n_show]:
         dc = "-" if ab["delta_control"] is None else f"{ab['delta_control']:.3g}"
         print(f"  {str(l) + ':' + str(i):>10} {ab['tested_as']:<10} Δ={ab['delta']:.4g} "
               f"[{ab['ci_low']:.3g},{ab['ci_high']:.3g}] control Δ={dc} p={ab['p_value']:.3g} "
-              f"(Holm {ab['p_holm']:.3g}) {ab['verdict'].upper()}")
+              f"(Holm {ab['p_holm']:.3g}) {ab['verdict'].upper()}"
+              + (f" - {ab['reasons'][0]}" + (f" (+{len(ab['reasons']) - 1} more)" if len(ab['reasons']) > 1 else "")
+                 if ab.get("reasons") and not ab.get("validated") else ""))
     if len(items) > n_show:
         print(f"  ... and {len(items) - n_show} more tested neurons (results.json)")
 

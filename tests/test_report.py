@@ -38,7 +38,8 @@ from neurolens_lightning.report import (
     scatter_figure,
     write_report,
 )
-from neurolens_lightning.report.figures import STATUS_COLORS, scatter_reduction
+from neurolens_lightning.ablation import verdict_word
+from neurolens_lightning.report.figures import STATUS_COLORS, VERDICTS, scatter_reduction
 from neurolens_lightning.report.synthetic import synthetic_results
 
 CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
@@ -158,6 +159,19 @@ def assert_all_drawn(dom: str, data: dict) -> dict[str, str]:
     return frags
 
 
+def page_text(html_or_dom: str) -> str:
+    """The visible text of a page or DOM fragment: scripts and tags removed, entities decoded, whitespace folded."""
+    import html as html_mod
+
+    body = re.sub(r"<(script|style)\b[^>]*>.*?</\1>", " ", html_or_dom, flags=re.S | re.I)
+    return re.sub(r"\s+", " ", html_mod.unescape(re.sub(r"<[^>]+>", "", body))).strip()
+
+
+def _shown(sentence: str) -> str:
+    """A results.json sentence as the page shows it (``<=`` / ``>=`` as ≤ / ≥)."""
+    return re.sub(r"\s+", " ", sentence.replace("<=", "≤").replace(">=", "≥"))
+
+
 def _plotly_banner() -> str:
     import plotly.offline
 
@@ -262,7 +276,11 @@ def test_real_ablation_report_states_splits_and_warnings(planted_report):
             for r in n["ablation"]["reasons"]:
                 assert html_escape(r) in page
     assert "z = " not in strip_scripts(page), "the ablation z was dropped (not calibrated)"
-    assert f"validated {summ['n_validated']} of {summ['n_candidates']} candidate" in page
+    n_val = summ["n_validated"] + summ["n_suppressors_validated"]
+    text = page_text(page)
+    assert f"Of the {summ['n_tested']} neurons tested: {n_val} validated" in text
+    assert f"; {summ['n_causal_not_candidate']} causal, not a candidate" in text
+    assert f"; {summ['n_not_causal']} not causal." in text
     audit = summ["audit"]
     assert (f"{audit['n_above_null']} of {audit['n_checked']} low-importance neurons had an effect beyond random "
             "neurons") in page
@@ -278,9 +296,163 @@ def test_real_ablation_report_renders(planted_report):
     assert len(re.findall(_CLS.format("errorbar"), frags["ablation"])) >= n_ablated
 
 
+# ---------------------------------------------------------------------------- the three outcomes, real scans
+@pytest.fixture(scope="module")
+def outcome_reports(tmp_path_factory):
+    """REAL scans with ablation (interchange, the default) on the tiny planted GPT-2 of test_ablation.py, with
+    CAUSAL (concept -> " throne"), MUTE (reads like CAUSAL, writes nothing) and SMALL (not a concept unit, a small
+    effect on y on every input):
+
+    * ``ranked``: the top-2 candidates and suppressors + the three named: CAUSAL validated, the rest not causal,
+      the joint set beyond random sets;
+    * ``no_candidates``: ``min_selectivity=50``, so the ranking selects nothing and the three are tested as named
+      neurons: CAUSAL is *causal, not a candidate*;
+    * ``mute_only``: MUTE and SMALL alone: nothing causal, the joint set not beyond random sets.
+    """
+    import torch
+    from helpers import CONCEPT, NEGATIVE, make_word_tokenizer, planted_gpt2, planted_probe
+    from test_ablation import CAUSAL, MUTE, SMALL, with_small_unit
+
+    import neurolens_lightning as nl
+
+    tok = make_word_tokenizer("gpt2", CONCEPT + NEGATIVE + ["throne", "seat", "bowed"])
+    runs = {"ranked": dict(top_k=2, neurons=[(0, CAUSAL), (0, MUTE), (0, SMALL)]),
+            "no_candidates": dict(top_k=2, neurons=[(0, CAUSAL), (0, MUTE), (0, SMALL)], min_selectivity=50.0),
+            "mute_only": dict(top_k=2, neurons=[(0, MUTE), (0, SMALL)], test_top_k=False)}
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = {}
+    try:
+        for name, kw in runs.items():
+            model = with_small_unit("gpt2", planted_gpt2(tok, mute=MUTE))
+            result = nl.scan(model=model, tokenizer=tok, concept=planted_probe("gpt2"), ablate=True, null_samples=20,
+                             **kw)
+            folder = result.save(tmp_path_factory.mktemp(name) / name)
+            out[name] = (folder, json.loads((folder / "results.json").read_text()))
+    finally:
+        torch.set_num_threads(n_threads)
+    # the three scans cover the three outcomes and both joint-set sentences
+    summs = {k: d["ablation_summary"] for k, (_, d) in out.items()}
+    assert summs["ranked"]["n_validated"] >= 1 and summs["no_candidates"]["n_causal_not_candidate"] >= 1
+    assert all(s_["n_not_causal"] >= 1 for s_ in summs.values())
+    assert summs["ranked"]["joint_beyond_null"] is True and summs["mute_only"]["joint_beyond_null"] is False
+    return out
+
+
+def _outcome_tiles(dom: str) -> dict[str, str]:
+    """``{label: value}`` of the causal test's tiles."""
+    grid = re.search(r"<div class=[\"']cards grid outcomes[\"'][^>]*>(.*?)(?=<p>)", dom, flags=re.S)
+    assert grid, "no tiles of the causal test"
+    cards = re.findall(r"<div class=[\"']card-v[\"']>(.*?)</div><div class=[\"']card-k[\"']>(.*?)</div>", grid.group(1),
+                       flags=re.S)
+    return {page_text(k): page_text(v) for v, k in cards}
+
+
+def _check_outcomes(page: str, data: dict) -> str:
+    """What the page must say about the causal test, every word and number from results.json; returns its text."""
+    text = page_text(page)
+    summ = data["ablation_summary"]
+    tested = [n for n in data["neurons"] if isinstance(n.get("ablation"), dict)]
+    n_val = summ["n_validated"] + summ["n_suppressors_validated"]
+    # the three outcomes with their counts: the summary sentence and the tiles
+    assert (f"Of the {summ['n_tested']} neurons tested: {n_val} validated" in text
+            and f"; {summ['n_causal_not_candidate']} causal, not a candidate" in text
+            and f"; {summ['n_not_causal']} not causal." in text), text[:3000]
+    tiles = _outcome_tiles(page)
+    assert tiles["neurons tested"] == str(summ["n_tested"]) and tiles["validated"] == str(n_val)
+    assert tiles["causal, not a candidate"] == str(summ["n_causal_not_candidate"])
+    assert tiles["not causal"] == str(summ["n_not_causal"])
+    # the question the intervention answers, the Holm family and the FWER bound, the direction rules, the
+    # specificity test and the audit's definition and expectation: the sentences of results.json
+    assert f"The causal test asks: {_shown(summ['question'])}" in text
+    assert f"Holm's correction runs over {_shown(summ['holm_family'])}: {_shown(summ['fwer_bound'])}." in text
+    for rule, sentence in summ["direction_rules"].items():
+        assert f"{rule}: {_shown(sentence)}" in text
+    assert _shown(summ["specificity_test"]) in text and _shown(summ["audit"]["definition"]) in text
+    audit = summ["audit"]
+    assert (f"{audit['n_above_null']} of {audit['n_checked']} low-importance neurons had an effect beyond random "
+            f"neurons") in text and f"{audit['expected_by_chance']:g} expected by chance" in text
+    # the joint set is evidence only when it is beyond the random sets
+    n_sets = summ["joint_null_n"]
+    beyond = f", beyond {n_sets:,} random sets of the same size from the same layers (p = "
+    not_beyond = f", not beyond {n_sets:,} random sets of the same size from the same layers (p = "
+    if summ["joint_beyond_null"]:
+        assert beyond in text and not_beyond not in text and "no evidence for the concept" not in text
+        assert tiles[f"joint set of {summ['joint_size']}"] == "beyond"
+    else:
+        assert not_beyond in text and "the set as a whole is no evidence for the concept" in text
+        assert tiles[f"joint set of {summ['joint_size']}"] == "not beyond"
+    # each tested neuron's row: its verdict, and its reasons when it is not validated
+    for n in tested:
+        a = n["ablation"]
+        row = re.search(rf"<td class=[\"']neuron[\"']>{n['layer']} : {n['index']}</td>.*?</tr>", page, flags=re.S)
+        assert row, (n["layer"], n["index"])
+        badge = re.search(r"<span class=[\"']status[\"'][^>]*>([^<]*)</span>", row.group(0)).group(1)
+        assert badge == a["verdict"] and a["verdict"] in VERDICTS
+        for r in a["reasons"] if not a["validated"] else []:
+            assert page_text(r) in page_text(row.group(0))
+        # a validated neuron at the smallest Holm p its null allows says so (it is not borderline)
+        at_floor = a["p_holm"] == pytest.approx(min(1.0, a["p_floor"] * summ["n_tested"]), rel=1e-4)
+        assert ("the smallest p this null can give" in page_text(row.group(0))) == (a["validated"] and at_floor)
+    # the old words are gone
+    assert "not validated" not in text and not re.search(r">\s*weak\s*<", page)
+    return text
+
+
+def test_outcomes_on_real_pages(outcome_reports):
+    for name, (folder, data) in outcome_reports.items():
+        text = _check_outcomes((folder / "report.html").read_text(encoding="utf-8"), data)
+        if name == "ranked":  # CAUSAL's Holm p is p_floor × n_tested: the page says it is the smallest possible
+            from helpers import PLANTED
+
+            a = next(n["ablation"] for n in data["neurons"] if (n["layer"], n["index"]) == (0, PLANTED))
+            m = data["ablation_summary"]["n_tested"]
+            assert a["validated"] and a["p_holm"] == pytest.approx(a["p_floor"] * m)
+            assert (f"Holm p = {a['p_holm']:#.3g} — the smallest p this null can give (1/{round(1 / a['p_floor'])} "
+                    f"× {m} tested), not a borderline result") in text
+
+
+@needs_chromium
+def test_outcomes_on_real_pages_render(outcome_reports):
+    """The rendered pages (headless Chromium, the live DOM) state the three outcomes with their counts, the joint
+    set as the results say, the question; the Sankey's drawn nodes use the same words and counts."""
+    for name, (folder, data) in outcome_reports.items():
+        dom, log, _ = render(folder / "report.html")
+        assert not console_errors(log), console_errors(log)
+        frags = assert_all_drawn(dom, data)
+        _check_outcomes(strip_scripts(dom), data)
+        shown = [n for n in data["neurons"] if n.get("role") in ("candidate", "suppressor")]
+        shown = ([n for n in shown if n["role"] == "candidate"][:data["top_k"]]
+                 + [n for n in shown if n["role"] == "suppressor"][:data["top_k"]])
+        if shown:
+            statuses = [candidate_status(n, data) for n in shown]
+            nodes = [page_text(t) for t in re.findall(r'<text class="node-label"[^>]*>(.*?)</text>', frags["sankey"],
+                                                      flags=re.S)]
+            for st in set(statuses):
+                assert f"{st} ({statuses.count(st)})" in nodes, (st, nodes)
+            assert not any(w in " ".join(nodes) for w in ("weak", "not validated"))
+
+
+def test_compare_page_uses_the_verdicts():
+    """The comparison page's ablation column shows each neuron's verdict in the same words (no "not validated")."""
+    from neurolens_lightning.compare import build_comparison
+    from neurolens_lightning.report.compare_page import render_comparison
+
+    a = synthetic_results(n_layers=4, units=512, ablation=True, model="m1", seed=1)
+    b = synthetic_results(n_layers=6, units=512, ablation=True, model="m2", seed=2)
+    comp = build_comparison([a, b], labels=["m1", "m2"], top_k=10)
+    html = render_comparison(comp, plotlyjs="cdn")
+    shown = re.findall(r"<span class='st'[^>]*>([^<]*)</span>", html)
+    expected = [n["ablation"]["verdict"] for m in comp["models"] for n in m["top_neurons"] if n.get("ablation")]
+    assert shown == expected and {"validated", "not causal"} <= set(shown)
+    assert "not validated" not in page_text(html)
+    for m in comp["models"]:
+        assert f"validated {m['n_validated']} candidate" in page_text(html)
+
+
 # ---------------------------------------------------------------------------- synthetic sections
 def test_synthetic_results_follow_schema_2():
-    data = synthetic_results(n_layers=3, units=128, ablation=True, top_k=5)
+    data = synthetic_results(n_layers=3, units=256, ablation=True, top_k=5)
     assert data["schema_version"] == 2
     roles = [n["role"] for n in data["neurons"]]
     first_other = roles.index(None)
@@ -296,8 +468,17 @@ def test_synthetic_results_follow_schema_2():
         a = n["ablation"]
         if a:
             assert "z" not in a and a["p_value"] >= a["p_floor"]
-            assert a["direction"] == ("rise" if a["tested_as"] == "suppressor" else "drop")
-            assert a["validated"] == (a["verdict"] != "not validated") and (a["reasons"] == []) == a["validated"]
+            if a["tested_as"] != "named":
+                assert a["direction"] == ("rise" if a["tested_as"] == "suppressor" else "drop")
+            # the one vocabulary of the core, and causal / validated / reasons as decide() gives them
+            assert a["verdict"] == verdict_word(a["causal"], a["validated"], -1 if a["direction"] == "rise" else 1)
+            assert (a["reasons"] == []) == a["validated"] and (not a["validated"] or a["causal"])
+    verdicts = [n["ablation"]["verdict"] for n in data["neurons"] if n["ablation"]]
+    assert summ["n_causal_not_candidate"] == verdicts.count("causal, not a candidate") >= 1  # the named one
+    assert summ["n_not_causal"] == verdicts.count("not causal") >= 1
+    assert summ["n_validated"] + summ["n_suppressors_validated"] == sum(v.startswith("validated") for v in verdicts)
+    assert {"question", "holm_family", "fwer_bound", "direction_rules", "specificity_test", "joint_beyond_null",
+            "joint_p_null", "joint_null_n", "n_causal"} <= set(summ) and "definition" in summ["audit"]
 
 
 def test_sections_present_only_with_data():
@@ -307,7 +488,9 @@ def test_sections_present_only_with_data():
     assert set(build_figures(full)) == {"layers", "heatmap", "scatter", "sankey", "ablation", "emergence"}
     ablated = [n for n in full["neurons"] if n["ablation"]]
     statuses = {candidate_status(n, full) for n in ablated}
-    assert statuses <= {"validated", "validated suppressor", "weak", "not validated"} and "validated" in statuses
+    assert statuses == set(VERDICTS), statuses  # the synthetic demo has all four verdicts
+    assert VERDICTS == tuple(verdict_word(*a) for a in [(True, True, 1), (True, True, -1), (True, False, 1),
+                                                        (False, False, 1)]), "the page's words are the core's"
     assert {candidate_status(n, full) for n in full["neurons"] if not n["ablation"]} == {"not ablated"}
     assert {candidate_status(n, plain) for n in plain["neurons"][:10]} <= {"significant", "not significant"}
     supp = next(n for n in plain["neurons"] if n["role"] == "suppressor")
@@ -335,9 +518,12 @@ def test_synthetic_ablation_and_emergence_render(tmp_path):
     page = write_report(json.loads(json.dumps(data)), tmp_path / "report.html")
     html = page.read_text(encoding="utf-8")
     summ = data["ablation_summary"]
-    assert f"validated {summ['n_validated']} of {summ['n_candidates']} candidates" in html
-    assert f"{summ['n_suppressors_validated']} of {summ['n_suppressors']} suppressors" in html
-    assert "Spearman" in html and "Holm" in html and html_escape(summ["test"]) in html
+    text = page_text(html)
+    cands = [n for n in data["neurons"] if n["ablation"] and n["ablation"]["tested_as"] == "candidate"]
+    supps = [n for n in data["neurons"] if n["ablation"] and n["ablation"]["tested_as"] == "suppressor"]
+    assert f"{sum(n['ablation']['validated'] for n in cands)} of the {len(cands)} candidates tested for a drop" in text
+    assert f"{sum(n['ablation']['validated'] for n in supps)} of the {len(supps)} suppressors tested for a rise" in text
+    assert "Spearman" in html and "Holm" in html and _shown(summ["test"]) in text
     assert "Suppressors" in html and "tested for a <b>rise</b>" in html
     dom, log, _ = render(page)
     assert not console_errors(log), console_errors(log)
@@ -348,7 +534,7 @@ def test_synthetic_ablation_and_emergence_render(tmp_path):
 
 
 def test_no_candidates_is_said_plainly(tmp_path):
-    data = synthetic_results(n_layers=2, units=64, planted=0, ablation=True, n_examples=12)
+    data = synthetic_results(n_layers=2, units=64, planted=0, ablation=True, n_examples=12, named=0)
     assert data["n_candidates"] == 0
     html = write_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
     assert "No neuron qualifies as a candidate" in html and "nothing was validated" in html
@@ -363,8 +549,8 @@ def test_p_never_below_its_floor_and_reasons_shown(tmp_path):
     data = synthetic_results(n_layers=2, units=256, ablation=True, top_k=3)
     rec = next(n for n in data["neurons"] if n["ablation"] and n["role"] == "candidate")
     a = rec["ablation"]
-    a.update(p_value=1e-9, null_n=99, null_exceedances=0, p_floor=0.01, validated=False, verdict="not validated",
-             reasons=["not specific: <control> effect as large"])
+    a.update(p_value=1e-9, null_n=99, null_exceedances=0, p_floor=0.01, validated=False, causal=False,
+             verdict="not causal", reasons=["not specific: <control> effect as large"])
     html = write_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
     assert "p = 1/100 ≈ 0.01" in html and "0 of 99 random neurons as extreme" in html and "1e-09" not in html
     assert "not specific: &lt;control&gt; effect as large" in html
@@ -697,7 +883,13 @@ def test_every_user_string_is_escaped(tmp_path):
     data["settings"]["split"] = bad["split"]
     data["ablation_summary"].update(split=bad["setting"], y=bad["y"], test=bad["test"])
     rec = next(n for n in data["neurons"] if n["ablation"])
-    rec["ablation"].update(validated=False, verdict="not validated", reasons=[bad["reason"]])
+    rec["ablation"].update(validated=False, causal=False, verdict="not causal", reasons=[bad["reason"]])
+    bad.update(question="<i>q</i>", holm_family="<dfn>h</dfn>", fwer_bound="<kbd>f</kbd>", spec="<var>s</var>",
+               rule="<sup>r</sup>", audit="<sub>a</sub>")
+    data["ablation_summary"].update(question=bad["question"], holm_family=bad["holm_family"],
+                                    fwer_bound=bad["fwer_bound"], specificity_test=bad["spec"],
+                                    direction_rules={"role": bad["rule"]})
+    data["ablation_summary"]["audit"]["definition"] = bad["audit"]
     page = write_report(data, tmp_path / "r.html").read_text(encoding="utf-8")
     for raw in bad.values():
         assert raw not in page, raw

@@ -145,7 +145,7 @@ class FakeRun:
 
 
 def test_log_with_ablation_and_emergence_fake_run(tmp_path):
-    data = synthetic_results(n_layers=3, units=128, ablation=True, emergence=True, model="m/x", concept="a b")
+    data = synthetic_results(n_layers=3, units=512, ablation=True, emergence=True, model="m/x", concept="a b")
     run = FakeRun()
     logged = log_scan_to_wandb(data, run=SimpleNamespace(experiment=run), step=3, prefix="nl")
     assert run.logged == [logged]
@@ -158,6 +158,22 @@ def test_log_with_ablation_and_emergence_fake_run(tmp_path):
     assert set(art.manifest.entries) == {"report.html", "results.json"}
     rows = logged["nl/candidates"].data
     assert [r[13] for r in rows] == [wandb_logging.F.candidate_status(n, data) for n in data["neurons"][:10]]
+    # the causal test's one vocabulary: the verdict, and beside it whether the neuron is causal
+    cols = wandb_logging.CANDIDATE_COLUMNS
+    assert cols[cols.index("ablation_verdict") + 1] == "ablation_causal" and cols[13] == "status"
+    summ = data["ablation_summary"]
+    for key in ("n_causal", "n_causal_not_candidate", "n_not_causal", "joint_p_null"):
+        assert logged[f"nl/{key}"] == summ[key]
+    recs = {(n["layer"], n["index"]): n["ablation"] for n in data["neurons"] if n["ablation"]}
+    tested = [r for r in rows if (r[1], r[2]) in recs]
+    assert tested and {r[cols.index("ablation_causal")] for r in tested} == {True, False}
+    for r in tested:
+        a = recs[(r[1], r[2])]
+        assert r[cols.index("ablation_verdict")] == a["verdict"] == r[13]
+        assert r[cols.index("ablation_causal")] is a["causal"]
+    supp_rows = wandb_logging.candidate_rows(data, role="suppressor")
+    words = {r[13] for r in rows + supp_rows} | {r[cols.index("ablation_verdict")] for r in rows + supp_rows}
+    assert words <= set(wandb_logging.F.VERDICTS) | {"not ablated", None} and "not validated" not in words
 
 
 def test_no_step_no_artifact(tmp_path):

@@ -156,7 +156,9 @@ def summary_sentences(comp: Mapping[str, Any]) -> list[str]:
              f"{_depth(m.get('mean_rel_depth'))}{_flatness(m)}; the strongest selectivity is d = "
              f"{_fmt(m.get('max_selectivity'))}")
         if m.get("n_validated") is not None:
-            s += f"; ablation validated {_fmt(m['n_validated'])} of its {_fmt(m.get('n_ablated'))} candidates"
+            nv = m["n_validated"]
+            s += (f"; the causal test validated {_fmt(nv)} candidate{'' if nv == 1 else 's'} of the "
+                  f"{_fmt(m.get('n_ablated'))} neurons it tested")
         out.append(s + ".")
     for p in (comp.get("divergence") or {}).get("pairs") or []:
         if p.get("js") is None:
@@ -186,7 +188,7 @@ def _cards(comp: Mapping[str, Any]) -> str:
         rows = [("peak depth", _depth(m.get("peak_rel_depth"))), ("centre of mass", _depth(m.get("mean_rel_depth"))),
                 ("layers", _fmt(m.get("n_layers"))), ("strongest d", _fmt(m.get("max_selectivity")))]
         if m.get("n_validated") is not None:
-            rows.append(("validated", f"{_fmt(m['n_validated'])} / {_fmt(m.get('n_ablated'))}"))
+            rows.append(("validated", f"{_fmt(m['n_validated'])} / {_fmt(m.get('n_ablated'))} tested"))
         kv = "".join(f"<div><span class='ck'>{k}</span> <b>{v}</b></div>" for k, v in rows)
         cards.append(f"<div class='card' style='border-top:4px solid {col}'><div class='card-k'>{_e(m.get('name'))}"
                      f"</div><div class='card-v'>{_fmt(nsp)}</div><div class='card-s'>concept-selective neurons · "
@@ -226,9 +228,10 @@ def _top_tables(comp: Mapping[str, Any]) -> str:
             ab_cell = ""
             if any_ab:
                 if isinstance(ab, dict):
-                    st = "validated" if ab.get("validated") else "not validated"
+                    st = F.verdict_of(ab)  # validated / causal, not a candidate / not causal (one vocabulary)
                     ab_cell = (f"<td class='num'>Δ = {_fmt(ab.get('delta'))}<div class='sub'>"
-                               f"<span class='st {'ok' if ab.get('validated') else 'no'}'>{st}</span></div></td>")
+                               f"<span class='st' style='background:{F.STATUS_COLORS.get(st, '#777')}'>{_e(st)}"
+                               "</span></div></td>")
                 else:
                     ab_cell = "<td class='muted'>—</td>"
             ex = n.get("top_example")

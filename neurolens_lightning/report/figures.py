@@ -41,6 +41,12 @@ __all__ = [
     "ablated_neurons",
     "candidate_status",
     "candidates",
+    "holm_at_floor",
+    "joint_text",
+    "smallest_p",
+    "status_words_html",
+    "verdict_of",
+    "VERDICTS",
     "emergence_figure",
     "emergence_headline",
     "layer_colors",
@@ -59,12 +65,17 @@ __all__ = [
     "wrap",
 ]
 
-#: colours of the neuron statuses (Sankey, ablation chart, table badges)
+#: the verdicts of a tested neuron, in the one vocabulary of the causal test
+#: (:func:`neurolens_lightning.ablation.verdict_word`: results.json ``ablation.verdict``, console, page, W&B)
+VERDICTS = ("validated", "validated suppressor", "causal, not a candidate", "not causal")
+
+#: colours of the neuron statuses (Sankey, scatter rings, ablation chart, table badges): the verdicts, then
+#: ``not ablated`` (ablation ran, the neuron was not tested), then the statuses of a scan without ablation
 STATUS_COLORS: dict[str, str] = {
     "validated": "#1a9850",
     "validated suppressor": "#5e3c99",
-    "weak": "#e08214",
-    "not validated": "#b2182b",
+    "causal, not a candidate": "#e08214",
+    "not causal": "#b2182b",
     "not ablated": "#7f8c8d",
     "significant": "#2c7fb8",
     "suppressor": "#8c6bb1",
@@ -171,25 +182,37 @@ def _ablation_ran(data: dict[str, Any]) -> bool:
         isinstance(n.get("ablation"), dict) for n in data.get("neurons") or [])
 
 
-def candidate_status(neuron: dict[str, Any], data: dict[str, Any]) -> str:
-    """Status of a neuron for the Sankey, the ablation chart and the tables.
+def verdict_of(ab: dict[str, Any]) -> str:
+    """The verdict of one ablation record, in the words of :data:`VERDICTS`.
 
-    With an ablation record, tested in its predicted direction (a drop of y for a candidate, a
-    rise for a suppressor): ``validated`` / ``validated suppressor`` (the ablation verdict),
-    ``weak`` (not validated, but the bootstrap CI of Δ lies wholly in the predicted direction:
-    a real effect that misses the corrected p-value, the specificity or the minimum effect),
-    else ``not validated``. A neuron without an ablation record in a scan where ablation ran
-    is ``not ablated``. Without ablation: ``suppressor`` (the suppressor role), ``significant``
+    The record's own ``verdict`` when it is one of them; else (results written before the three outcomes)
+    derived from ``validated``, ``causal`` and, where ``causal`` is missing, the reasons: a neuron whose only
+    failed criterion is the candidate gate was causal.
+    """
+    v = ab.get("verdict")
+    if v in VERDICTS:
+        return str(v)
+    rise = ab.get("direction") == "rise"
+    if ab.get("validated"):
+        return "validated suppressor" if rise else "validated"
+    causal = ab.get("causal")
+    if causal is None:
+        reasons = [str(r) for r in ab.get("reasons") or []]
+        causal = bool(reasons) and all(r.startswith("not a candidate") for r in reasons)
+    return "causal, not a candidate" if causal else "not causal"
+
+
+def candidate_status(neuron: dict[str, Any], data: dict[str, Any]) -> str:
+    """Status of a neuron for the Sankey, the scatter, the ablation chart and the tables.
+
+    With an ablation record: its verdict (:func:`verdict_of`: ``validated``, ``validated suppressor``,
+    ``causal, not a candidate``, ``not causal``). A neuron without an ablation record in a scan where
+    ablation ran is ``not ablated``. Without ablation: ``suppressor`` (the suppressor role), ``significant``
     (positively selective at FDR q) or ``not significant``.
     """
     ab = neuron.get("ablation")
     if isinstance(ab, dict):
-        rise = ab.get("direction") == "rise"
-        if ab.get("validated"):
-            return "validated suppressor" if rise else "validated"
-        s = -1.0 if rise else 1.0
-        lo, hi = s * _num(ab.get("ci_low")), s * _num(ab.get("ci_high"))
-        return "weak" if (lo > 0 and hi > 0) else "not validated"
+        return verdict_of(ab)
     if _ablation_ran(data):
         return "not ablated"
     if neuron.get("role") == "suppressor":
@@ -198,6 +221,22 @@ def candidate_status(neuron: dict[str, Any], data: dict[str, Any]) -> str:
     d = _num(neuron.get("selectivity"))
     fdr_q = _num(data.get("fdr_q", 0.05))
     return "significant" if (q <= fdr_q and d > 0) else "not significant"
+
+
+def holm_at_floor(ab: dict[str, Any], n_tested: Any) -> bool:
+    """Whether a record's Holm p is the smallest its null allows: ``p_floor`` × the number of tested neurons
+    (every random neuron of the layer less extreme than it; a larger null could only lower it)."""
+    ph, floor = _num(ab.get("p_holm")), _num(ab.get("p_floor"))
+    m = _num(n_tested)
+    if math.isnan(ph) or math.isnan(floor) or math.isnan(m) or m < 1:
+        return False
+    # relative 1e-4: results.json may round to 6 digits, and neighbouring p-values of a null differ far more
+    return abs(ph - min(1.0, floor * m)) <= 1e-4 * max(ph, 1e-12)
+
+
+def status_words_html(statuses: Sequence[str]) -> str:
+    """The given statuses as coloured words (plotly titles render ``<span style>``), joined by `` · ``."""
+    return " · ".join(f"<span style='color:{STATUS_COLORS.get(s, '#777')}'>{_esc(s)}</span>" for s in statuses)
 
 
 def neuron_table(data: dict[str, Any]) -> dict[str, Any]:
@@ -525,6 +564,7 @@ def scatter_figure(data: dict[str, Any], gl_threshold: int = 5000, density_thres
                       mode="markers", marker=marker, customdata=custom.astype(np.float32),
                       hovertemplate=hover, name=name, showlegend=True))
     n_labelled = 0
+    ablated = _ablation_ran(data)
     if cands:
         cx, cy = [_num(n_.get("selectivity")) for n_ in cands], [_num(n_.get("consistency")) for n_ in cands]
         names = [neuron_label(n_) for n_ in cands]
@@ -535,26 +575,31 @@ def scatter_figure(data: dict[str, Any], gl_threshold: int = 5000, density_thres
         texts, positions = place_labels(cx, cy, names, x_range, (-0.04, 1.08), obstacles=list(zip(sx, sy)),
                                         max_labels=max_labels)
         n_labelled = sum(bool(tx) for tx in texts)
+        st_c = [candidate_status(n_, data) for n_ in cands]
         fig.add_trace(go.Scatter(
             x=cx, y=cy, mode="markers+text", text=texts, textposition=positions,
             textfont={"size": 11, "color": "#111"},
-            marker={"symbol": "circle-open", "size": 14, "color": "#111", "line": {"width": 2}},
-            customdata=[[n_.get("rank"), _num(n_.get("importance")), _num(n_.get("score")), name_]
-                        for n_, name_ in zip(cands, names)],
+            marker={"symbol": "circle-open", "size": 14, "line": {"width": 2},
+                    "color": [STATUS_COLORS.get(st, "#111") for st in st_c] if ablated else "#111"},
+            customdata=[[n_.get("rank"), _num(n_.get("importance")), _num(n_.get("score")), name_, st]
+                        for n_, name_, st in zip(cands, names, st_c)],
             hovertemplate=("candidate #%{customdata[0]}: %{customdata[3]}<br>selectivity d = %{x:.3f}<br>"
                            "consistency = %{y:.3f}<br>importance = %{customdata[1]:.3g}<br>score = "
-                           "%{customdata[2]:.3f}<extra></extra>"),
+                           "%{customdata[2]:.3f}<br>status: %{customdata[4]}<extra></extra>"),
             name=f"top {len(cands)} candidates"))
     if supps:
+        st_s = [candidate_status(n_, data) for n_ in supps]
         fig.add_trace(go.Scatter(
             x=[_num(n_.get("selectivity")) for n_ in supps], y=[_num(n_.get("consistency")) for n_ in supps],
             mode="markers", text=[neuron_label(n_) for n_ in supps],
-            marker={"symbol": "diamond-open", "size": 13, "color": STATUS_COLORS["validated suppressor"],
-                    "line": {"width": 2}},
-            customdata=[[n_.get("rank"), _num(n_.get("importance")), _num(n_.get("score"))] for n_ in supps],
+            marker={"symbol": "diamond-open", "size": 13, "line": {"width": 2},
+                    "color": ([STATUS_COLORS.get(st, "#777") for st in st_s] if ablated
+                              else STATUS_COLORS["validated suppressor"])},
+            customdata=[[n_.get("rank"), _num(n_.get("importance")), _num(n_.get("score")), st]
+                        for n_, st in zip(supps, st_s)],
             hovertemplate=("suppressor #%{customdata[0]}: %{text}<br>selectivity d = %{x:.3f}<br>consistency = "
                            "%{y:.3f}<br>importance = %{customdata[1]:.3g}<br>score = %{customdata[2]:.3f}"
-                           "<extra></extra>"),
+                           "<br>status: %{customdata[3]}<extra></extra>"),
             name=f"top {len(supps)} suppressors"))
     fig.update_xaxes(title_text="selectivity (Cohen's d, concept vs control)", zeroline=True,
                      zerolinecolor="#999")
@@ -565,6 +610,10 @@ def scatter_figure(data: dict[str, Any], gl_threshold: int = 5000, density_thres
     colour_txt = ("importance (red: removing it is predicted to lower the concept confidence)" if has_imp
                   else "composite score")
     sub = f"{how}; colour = {colour_txt}"
+    if ablated and (cands or supps):
+        shown = {candidate_status(n_, data) for n_ in cands + supps}
+        sub += ("<br>rings (candidates) and diamonds (suppressors) coloured by their ablation status: "
+                + status_words_html([st for st in _STATUS_ORDER if st in shown]))
     if cands and n_labelled < len(cands):
         sub += (f"<br>labelled: {n_labelled} of the {len(cands)} candidates, best-ranked first where a label fits; "
                 "hover a ring for any neuron" if n_labelled else "<br>hover a ring for the neuron")
@@ -572,8 +621,7 @@ def scatter_figure(data: dict[str, Any], gl_threshold: int = 5000, density_thres
 
 
 # ---------------------------------------------------------------------------- sankey
-_STATUS_ORDER = ["validated", "validated suppressor", "weak", "not validated", "not ablated", "significant",
-                 "suppressor", "not significant"]
+_STATUS_ORDER = list(STATUS_COLORS)
 
 
 def _rgba(hex_colour: str, alpha: float) -> str:
@@ -616,7 +664,7 @@ def sankey_figure(data: dict[str, Any]) -> go.Figure | None:
     fig.update_layout(font={"size": 13})
     who = f"top {len(cands)} candidates" + (f" and {len(supps)} suppressors" if supps else "")
     ablated = any(isinstance(c.get("ablation"), dict) for c in shown)
-    sub = (f"{who}; status from the ablation test" if ablated else
+    sub = (f"{who}; status = the verdict of the causal test ({status_words_html(statuses)})" if ablated else
            f"{who}; no ablation ran: status = role and FDR significance of the selectivity")
     fig = _style(fig, "Where the candidates sit, and what survived", 360, subtitle=sub)
     fig.update_layout(margin={"b": 24, "l": 30, "r": 30})
@@ -639,6 +687,50 @@ def p_value_text(a: dict[str, Any]) -> str:
             return f"p = 1/{L + 1} ≈ {p:.2g} (0 of {L} random neurons as extreme)"
         return f"p = {p:.2g} ({g} of {L} random neurons as extreme)"
     return f"p = {p:.2g}"
+
+
+def smallest_p(n: Any) -> float:
+    """The smallest empirical p a null of ``n`` draws can give, 1/(n + 1)."""
+    return 1.0 / (n + 1) if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else math.nan
+
+
+def joint_text(summary: dict[str, Any], ab_neurons: Sequence[dict[str, Any]] = (), control: bool = False,
+               short: bool = False) -> str:
+    """The joint intervention in words (plain text, not escaped), from ``ablation_summary``; empty without one.
+
+    The set is described as evidence only when ``joint_beyond_null`` is true: "beyond N random sets of the
+    same size from the same layers (p = …)"; otherwise it says that the set is not beyond them. ``control``:
+    also its Δ on control inputs and the specificity CI. ``short``: the chart's version (no "from the same
+    layers", no note on the smallest p).
+    """
+    jd = _num(summary.get("joint_delta"))
+    if math.isnan(jd):
+        return ""
+    size = summary.get("joint_size") or len([n for n in ab_neurons if n["ablation"].get("direction") != "rise"])
+    direction = summary.get("joint_direction") or "drop"
+    lo, hi = _num(summary.get("joint_ci_low")), _num(summary.get("joint_ci_high"))
+    ci = f" [{lo:.3g}, {hi:.3g}]" if not (math.isnan(lo) or math.isnan(hi)) else ""
+    s = (f"the {size} neurons tested for a {direction}, together: Δ = {jd:.3g}{ci}" if short else
+         f"intervening on the {size} neurons tested for a {direction} together gives Δ = {jd:.3g}{ci}")
+    if control:
+        jc, spec = _num(summary.get("joint_delta_control")), summary.get("joint_specificity_ci")
+        extra = [f"control inputs: Δ = {jc:.3g}"] if not math.isnan(jc) else []
+        if isinstance(spec, (list, tuple)) and len(spec) >= 2 and not any(math.isnan(_num(v)) for v in spec[:2]):
+            extra.append(f"specificity CI [{_num(spec[0]):.3g}, {_num(spec[1]):.3g}]")
+        s += f" ({'; '.join(extra)})" if extra else ""
+    beyond, p, n = summary.get("joint_beyond_null"), _num(summary.get("joint_p_null")), summary.get("joint_null_n")
+    n_txt = f"{n:,} random sets" if isinstance(n, int) and not isinstance(n, bool) else "random sets"
+    p_txt = ""
+    if not math.isnan(p):
+        at_floor = abs(p - smallest_p(n)) <= 1e-4 * p and not short
+        p_txt = f" (p = {p:.2g}{', the smallest p ' + n_txt + ' can give' if at_floor else ''})"
+    where = "" if short else " from the same layers"
+    if beyond is True:
+        return s + f", beyond {n_txt} of the same size{where}{p_txt}"
+    if beyond is False:
+        return (s + f", not beyond {n_txt} of the same size{where}{p_txt}"
+                + ("" if short else ": the set as a whole is no evidence for the concept"))
+    return s + " (not compared with random sets)"
 
 
 def ablation_figure(data: dict[str, Any]) -> go.Figure | None:
@@ -687,11 +779,14 @@ def ablation_figure(data: dict[str, Any]) -> go.Figure | None:
         d = [_num(a.get("delta")) for a in abs_]
         plus = [max(0.0, _num(a.get("ci_high")) - v) for a, v in zip(abs_, d)]
         minus = [max(0.0, v - _num(a.get("ci_low"))) for a, v in zip(abs_, d)]
-        text = [f"tested for a {_esc(a.get('direction') or 'drop')} ({_esc(a.get('tested_as') or 'candidate')})"
+        text = [f"<b>{_esc(st)}</b> · tested for a {_esc(a.get('direction') or 'drop')} "
+                f"({_esc(a.get('tested_as') or 'candidate')})"
                 f"<br>Δ = {_num(a.get('delta')):.3g} [{_num(a.get('ci_low')):.3g}, {_num(a.get('ci_high')):.3g}]"
                 f"<br>specificity CI [{_num(a.get('specificity_ci_low')):.3g}, "
                 f"{_num(a.get('specificity_ci_high')):.3g}]<br>{p_value_text(a)}<br>Holm p = {_num(a.get('p_holm')):.2g}"
-                f"<br>{_esc(a.get('verdict') or st)}" for a in abs_]
+                + "".join(f"<br>· {wrap(_esc(r), 70, '<br>  ')}" for r in (a.get("reasons") or [])
+                          if not a.get("validated"))
+                for a in abs_]
         fig.add_trace(go.Scatter(
             x=[x[i] for i in sel], y=d, mode="markers", name=f"Δ concept: {st}",
             marker={"size": 11, "color": STATUS_COLORS[st], "line": {"width": 1, "color": "#222"},
@@ -713,22 +808,20 @@ def ablation_figure(data: dict[str, Any]) -> go.Figure | None:
             fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", hoverinfo="skip",
                                      line={"color": colour, "width": 1, "dash": "dash"},
                                      name=f"minimum effect {'+' if sign > 0 else '−'}{me:g}{unit_txt} ({direction})"))
-    fig.update_xaxes(title_text="ablated neuron (rank, layer:index); ● tested for a drop, ▼ for a rise",
+    fig.update_xaxes(title_text="tested neuron (rank, layer:index); ● tested for a drop, ▼ for a rise",
                      type="category", automargin=True)
     y_desc = summary.get("y")
-    fig.update_yaxes(title_text=("Δ = y − y<sub>ablated</sub>" + (f"<br><span style='font-size:11px'>y = "
+    fig.update_yaxes(title_text=("Δ = y − y<sub>intervened</sub>" + (f"<br><span style='font-size:11px'>y = "
                                  f"{wrap(_esc(y_desc), 48, '<br>')}</span>" if y_desc else "")),
                      automargin=True)
-    sub_parts = [f"{_esc(summary.get('method') or 'zero')} ablation"
+    sub_parts = [f"{_esc(summary.get('method') or 'zero')} intervention"
                  + (f" on {_esc(summary['split'])}" if summary.get("split") else "")]
-    jd = _num(summary.get("joint_delta"))
-    if not math.isnan(jd):
-        size = summary.get("joint_size") or len([n for n in ab_neurons if n["ablation"].get("direction") != "rise"])
-        sub_parts.append(f"the {size} candidates jointly: Δ = {jd:.3g} "
-                         f"[{_num(summary.get('joint_ci_low')):.3g}, {_num(summary.get('joint_ci_high')):.3g}]")
+    joint = joint_text(summary, ab_neurons, short=True)
+    if joint:
+        sub_parts.append(_esc(joint))
     sub_parts.append("error bars = 95% bootstrap CI")
     fig.update_layout(barmode="overlay", bargap=0.4)
-    title = "Causal test: effect of ablating each neuron"
+    title = "Causal test: the effect of each tested neuron on y"
     return _style(fig, title, 560, subtitle=wrap("; ".join(sub_parts), 120), legend_rows=2)
 
 

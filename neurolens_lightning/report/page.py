@@ -44,7 +44,7 @@ _CAPTIONS = {
     "scatter": "Each dot is a neuron. Right = fires more on the concept than on the controls; up = does so for "
                "every phrasing group; colour = predicted effect on the model's concept confidence (the scale is "
                "symmetric and covers every ringed neuron). The ringed dots are the top candidates (the best-ranked "
-               "labelled where a label fits; hover names every one), the purple diamonds the top suppressors.",
+               "labelled where a label fits; hover names every one), the diamonds the top suppressors.",
     "sankey": "Concept → layer → status of each top candidate and suppressor. See the definitions at the bottom "
               "for what the statuses mean.",
     "ablation": None,  # filled from the ablation summary (_ablation_caption)
@@ -346,6 +346,79 @@ def _n_valid(neurons: list[dict[str, Any]]) -> str:
     return _fmt(sum(bool(n["ablation"].get("validated")) for n in neurons))
 
 
+def _words(x: Any) -> str:
+    """A sentence of results.json, HTML-escaped, with ``<=`` / ``>=`` shown as ≤ / ≥."""
+    return _e(str(x).replace("<=", "≤").replace(">=", "≥")) if x is not None else ""
+
+
+def outcome_counts(data: dict[str, Any]) -> dict[str, int]:
+    """The three outcomes of the causal test: ``validated`` (candidates for a drop + suppressors for a rise),
+    ``causal, not a candidate``, ``not causal`` and ``tested`` — from ``ablation_summary`` (``n_validated`` +
+    ``n_suppressors_validated``, ``n_causal_not_candidate``, ``n_not_causal``), counted from the records where a
+    summary lacks them (older results)."""
+    summ = data.get("ablation_summary") or {}
+    verdicts = [F.verdict_of(n["ablation"]) for n in F.ablated_neurons(data)]
+    counted = {"validated": sum(v.startswith("validated") for v in verdicts),
+               "causal, not a candidate": verdicts.count("causal, not a candidate"),
+               "not causal": verdicts.count("not causal"), "tested": len(verdicts)}
+    out = dict(counted)
+    if _isnum(summ.get("n_validated")) or _isnum(summ.get("n_suppressors_validated")):
+        out["validated"] = int(summ.get("n_validated") or 0) + int(summ.get("n_suppressors_validated") or 0)
+    for key, field in (("causal, not a candidate", "n_causal_not_candidate"), ("not causal", "n_not_causal"),
+                       ("tested", "n_tested")):
+        if _isnum(summ.get(field)):
+            out[key] = int(summ[field])
+    return out
+
+
+def _floor_note(a: dict[str, Any], summ: dict[str, Any]) -> str:
+    """For a validated neuron whose Holm p is the smallest its null allows: say so (it is not borderline)."""
+    m = summ.get("n_tested")
+    if not a.get("validated") or not F.holm_at_floor(a, m):
+        return ""
+    L = round(1 / a["p_floor"]) if _isnum(a.get("p_floor")) and a["p_floor"] > 0 else None
+    how = f"1/{L} × {_fmt(m)} tested" if L else f"p_floor × {_fmt(m)} tested"
+    return f"the smallest p this null can give ({how})"
+
+
+def _holm_html(a: dict[str, Any], summ: dict[str, Any]) -> str:
+    note = _floor_note(a, summ)
+    return f"Holm p = {_fmt(a.get('p_holm'))}" + (f" — {note}, not a borderline result" if note else "")
+
+
+def _best_sentence(neurons: list[dict[str, Any]], summ: dict[str, Any], rise: bool) -> str:
+    val = [n for n in neurons if n["ablation"].get("validated") and (n["ablation"].get("direction") == "rise") == rise]
+    if not val:
+        return ""
+    best = max(val, key=lambda n: (-1 if rise else 1) * F._num(n["ablation"].get("delta")))
+    a = best["ablation"]
+    return (f"The largest validated {'rise' if rise else 'drop'} is {_neuron_name(best)}: Δ = {_fmt(a.get('delta'))} "
+            f"{_ci(a.get('ci_low'), a.get('ci_high'))} (control inputs: {_fmt(a.get('delta_control'))}), "
+            f"{_p_html(a)}, {_holm_html(a, summ)}.")
+
+
+def _outcomes_sentence(data: dict[str, Any], ab: list[dict[str, Any]]) -> str:
+    """How many tested neurons were validated, causal but not a candidate, not causal (ablation_summary)."""
+    c = outcome_counts(data)
+    groups = _tested_groups(ab)
+    per = []
+    if groups["candidate"]:
+        per.append(f"{_n_valid(groups['candidate'])} of the {_plural(len(groups['candidate']), 'candidate')} tested "
+                   "for a drop of y")
+    if groups["suppressor"]:
+        per.append(f"{_n_valid(groups['suppressor'])} of the {_plural(len(groups['suppressor']), 'suppressor')} "
+                   "tested for a rise")
+    if groups["named"]:
+        per.append(f"{_n_valid(groups['named'])} of the {_plural(len(groups['named']), 'named neuron')}")
+    cnc = c["causal, not a candidate"]
+    return (f"Of the <b>{_plural(c['tested'], 'neuron')} tested</b>: "
+            f"<b class='o-valid'>{_fmt(c['validated'])} validated</b>{' (' + ', '.join(per) + ')' if per else ''}; "
+            f"<b class='o-cnc'>{_fmt(cnc)} causal, not a candidate</b>"
+            + (" (every causal criterion met, but the ranking did not select "
+               f"{'it' if cnc == 1 else 'them'} as concept-selective)" if cnc else "")
+            + f"; <b class='o-not'>{_fmt(c['not causal'])} not causal</b>.")
+
+
 def _ablation_sentences(data: dict[str, Any]) -> list[str]:
     ab = F.ablated_neurons(data)
     summ = data.get("ablation_summary") or {}
@@ -357,47 +430,42 @@ def _ablation_sentences(data: dict[str, Any]) -> list[str]:
                     "causally."]
         return ["<b>No ablation was run</b>."]
     method = _e(summ.get("method") or (ab[0]["ablation"].get("method") if ab else None) or "zero")
-    where = (f"Ablation ({method}: each tested neuron is switched off at every position) ran on "
-             f"<b>{_e(summ['split'])}</b>" if summ.get("split") else f"Ablation ({method}) ran")
-    y = summ.get("y")
-    first = where + (f"; y is the {_e(y)}." if y else ".")
+    question = summ.get("question")
+    first = (f"<b>The causal test</b> asks: <span class='question'>{_words(question)}</span>"
+             if question else f"<b>The causal test</b> ({method})")
+    first = first.rstrip(".") + "."
+    if summ.get("split"):
+        first += f" It ran on <b>{_e(summ['split'])}</b>"
+        first += f"; y is the {_e(summ['y'])}." if summ.get("y") else "."
+    elif summ.get("y"):
+        first += f" y is the {_e(summ['y'])}."
     if not ab:
         return [first + " <b>No neuron was tested</b>, so nothing was validated."]
-    groups = _tested_groups(ab)
-    drop_c, rise_s, named = groups["candidate"], groups["suppressor"], groups["named"]
-    parts = [f"<b>validated {_n_valid(drop_c)} of {_plural(len(drop_c), 'candidate')}</b> tested for a drop of y"]
-    if rise_s:
-        parts.append(f"<b>{_n_valid(rise_s)} of {_plural(len(rise_s), 'suppressor')}</b> tested for a rise")
-    if named:
-        parts.append(f"{_n_valid(named)} of the {_plural(len(named), 'named neuron')}")
-    s = f"Switching neurons off {_join(parts)}"
-    val = [n for n in ab if n["ablation"].get("validated") and n["ablation"].get("direction") != "rise"]
-    if val:
-        best = max(val, key=lambda n: F._num(n["ablation"].get("delta")))
-        a = best["ablation"]
-        s += (f"; the largest validated drop is {_neuron_name(best)}: Δ = {_fmt(a.get('delta'))} "
-              f"[95% CI {_fmt(a.get('ci_low'))}, {_fmt(a.get('ci_high'))}] (control inputs: "
-              f"{_fmt(a.get('delta_control'))}), {_p_html(a)}, Holm p = {_fmt(a.get('p_holm'))}")
-    s += "."
-    out = [first, s]
+    out = [first, _outcomes_sentence(data, ab)]
+    best = " ".join(x for x in (_best_sentence(ab, summ, False), _best_sentence(ab, summ, True)) if x)
+    if best:
+        out.append(best)
+    fam = []
+    if summ.get("holm_family"):
+        fam.append(f"Holm's correction runs over {_words(summ['holm_family'])}"
+                   + (f": {_words(summ['fwer_bound'])}" if summ.get("fwer_bound") else "") + ".")
+    joint = F.joint_text(summ, ab, control=True)
+    if joint:
+        fam.append(f"<span class='joint'>{_words(joint[0].upper() + joint[1:])}.</span>")
+    if fam:
+        out.append(" ".join(fam))
     more = []
-    if _isnum(summ.get("joint_delta")):
-        size = summ.get("joint_size") or len(drop_c)
-        spec = summ.get("joint_specificity_ci")
-        jd, jc = summ["joint_delta"], summ.get("joint_delta_control")
-        more.append(f"Ablating the {_plural(size, 'candidate')} together {'lowers' if jd > 0 else 'changes'} y: Δ = "
-                    f"{_fmt(jd)} {_ci(summ.get('joint_ci_low'), summ.get('joint_ci_high'))}"
-                    f"{' (control inputs: ' + _fmt(jc) + ')' if _isnum(jc) else ''}"
-                    f"{'; specificity CI ' + _ci(*spec[:2]) if isinstance(spec, list) and len(spec) >= 2 else ''}.")
     if _isnum(summ.get("importance_delta_spearman")):
         more.append(f"Importance (grad × activation) predicted the measured effects with Spearman ρ = "
                     f"{_fmt(summ['importance_delta_spearman'])}.")
     audit = summ.get("audit")
     if isinstance(audit, dict) and _isnum(audit.get("n_checked")):
+        two = any((r or {}).get("tested") == "two-sided" for r in audit.get("neurons") or [] if isinstance(r, dict))
         more.append(f"Audit outside the ranking: {_fmt(audit.get('n_above_null'))} of "
                     f"{_plural(audit['n_checked'], 'low-importance neuron')} had an effect beyond random neurons "
-                    f"(p ≤ {_g(summ.get('alpha'))}, Δ ≥ {_with_unit(summ.get('min_effect'), summ)}); about "
-                    f"{_g(audit.get('expected_by_chance'))} expected by chance.")
+                    f"({'each tested two-sided: ' if two else ''}p ≤ {_g(summ.get('alpha'))}, |Δ| ≥ "
+                    f"{_with_unit(summ.get('min_effect'), summ)}); <b>{_g(audit.get('expected_by_chance'))}</b> "
+                    "expected by chance.")
     if more:
         out.append(" ".join(more))
     return out
@@ -430,14 +498,7 @@ def _cards(data: dict[str, Any]) -> str:
                   "concept / control (ranking)"))
     ab = F.ablated_neurons(data)
     summ = data.get("ablation_summary") or {}
-    if ab or summ:
-        groups = _tested_groups(ab)
-        cards.append(("validated by ablation", f"{_n_valid(groups['candidate'])} / {len(groups['candidate'])}",
-                      "candidates (drop of y)"))
-        if groups["suppressor"]:
-            cards.append(("validated suppressors",
-                          f"{_n_valid(groups['suppressor'])} / {len(groups['suppressor'])}", "suppressors (rise of y)"))
-    else:
+    if not (ab or summ):
         cards.append(("validated by ablation", "—", "ablation not run"))
     head = data.get("confidence_head")
     if isinstance(head, dict) and _isnum(head.get("heldout_accuracy")):
@@ -447,9 +508,55 @@ def _cards(data: dict[str, Any]) -> str:
         cards.append(("time" + (" of the final probe" if data.get("emergence") else "")
                       + (" (sum of the stages)" if summed else ""), _secs(total),
                       " · ".join(f"{_e(_STAGE_SHORT.get(k, k))}&nbsp;{_secs(v)}" for k, v in stages)))
-    return "<div class='cards grid'>" + "".join(
-        f"<div class='card'><div class='card-v'>{v}</div><div class='card-k'>{k}</div>"
-        f"<div class='card-s'>{s}</div></div>" for k, v, s in cards) + "</div>"
+    return _card_grid(cards) + _outcome_cards(data)
+
+
+def _card_grid(cards: Sequence[tuple[str, str, str]], cls: str = "", colours: Sequence[str | None] = ()) -> str:
+    colours = list(colours) + [None] * (len(cards) - len(colours))
+    n = max(len(cards), 1)
+    # columns chosen so that no row holds a lone tile: one row where the tiles fit (up to 8 on a wide page, 6 under
+    # 1100 px), else two balanced rows; 2 columns on a phone
+    cols = (n if n <= 8 else math.ceil(n / 2), n if n <= 6 else math.ceil(n / 2))
+    out = []
+    for (k, v, sub), c in zip(cards, colours):
+        style = f" style='border-left:5px solid {c}'" if c else ""
+        out.append(f"<div class='card'{style}><div class='card-v'>{v}</div><div class='card-k'>{k}</div>"
+                   f"<div class='card-s'>{sub}</div></div>")
+    return (f"<div class='cards grid{' ' + cls if cls else ''}' style='--cols:{cols[0]};--cols-narrow:{cols[1]}'>"
+            + "".join(out) + "</div>")
+
+
+def _outcome_cards(data: dict[str, Any]) -> str:
+    """The causal test's tiles: tested, the three outcomes, the joint set (ablation_summary)."""
+    ab = F.ablated_neurons(data)
+    summ = data.get("ablation_summary") or {}
+    if not (ab or summ):
+        return ""
+    c = outcome_counts(data)
+    nt = c["tested"]
+    kinds = [f"{_fmt(summ.get(k))} {w}" for k, w in (("n_candidates", "candidates"), ("n_suppressors", "suppressors"),
+                                                      ("n_named", "named")) if _isnum(summ.get(k)) and summ.get(k)]
+    nv, nsv = summ.get("n_validated"), summ.get("n_suppressors_validated")
+    split = (f"{_fmt(nv)} candidate{'' if nv == 1 else 's'} (drop)"
+             + (f" · {_fmt(nsv)} suppressor{'' if nsv == 1 else 's'} (rise)" if _isnum(nsv) and
+                (nsv or summ.get("n_suppressors")) else "")) if _isnum(nv) else f"of {_fmt(nt)} tested"
+    cards = [("neurons tested", _fmt(nt), " · ".join(kinds) or "by the causal test"),
+             ("validated", _fmt(c["validated"]), split),
+             ("causal, not a candidate", _fmt(c["causal, not a candidate"]), "causal, but not selected by the ranking"),
+             ("not causal", _fmt(c["not causal"]), f"of {_fmt(nt)} tested")]
+    colours = [None, F.STATUS_COLORS["validated"], F.STATUS_COLORS["causal, not a candidate"],
+               F.STATUS_COLORS["not causal"]]
+    beyond = summ.get("joint_beyond_null")
+    if _isnum(summ.get("joint_delta")) and beyond is not None:
+        n, p = summ.get("joint_null_n"), summ.get("joint_p_null")
+        cards.append(("joint set" + (f" of {_fmt(summ.get('joint_size'))}" if _isnum(summ.get("joint_size")) else ""),
+                      "<span class='card-word'>" + ("beyond" if beyond else "not beyond") + "</span>",
+                      (f"{_fmt(n)} random sets of the same size, p = {p:.2g}" if _isnum(p) and _isnum(n)
+                       else "random sets of the same size")))
+        colours.append(F.STATUS_COLORS["validated"] if beyond else F.STATUS_COLORS["not causal"])
+    method = _e(summ.get("method") or "")
+    return (f"<div class='cards-title'>Causal test{' (' + method + ')' if method else ''}</div>"
+            + _card_grid(cards, "outcomes", colours))
 
 
 # ---------------------------------------------------------------------------- timings
@@ -648,18 +755,23 @@ def _ablation_cell(neuron: dict[str, Any], data: dict[str, Any]) -> str:
     if not isinstance(a, dict):
         note = "not tested" if st == "not ablated" else "ablation not run"
         return f"{_status_badge(st)}<div class='sub'>{note}</div>"
+    summ = data.get("ablation_summary") or {}
     spec = _ci(a.get("specificity_ci_low"), a.get("specificity_ci_high"))
     p_txt = F.p_value_text(a)
     p_main, _, p_null = p_txt.partition(" (")
-    verdict = a.get("verdict") or st
-    lines = [f"Δ = <b>{_fmt(a.get('delta'))}</b> <span class='sub'>{_ci(a.get('ci_low'), a.get('ci_high'))}</span>",
+    floor = _floor_note(a, summ)
+    rule = a.get("direction_rule")
+    lines = [f"Δ = <b>{_fmt(a.get('delta'))}</b> <span class='sub'>{_ci(a.get('ci_low'), a.get('ci_high'))}</span>"
+             + (f" <span class='sub'>t = {_fmt(a.get('t'), 2)}</span>" if _isnum(a.get("t")) else ""),
              f"control Δ = {_fmt(a.get('delta_control'))}",
-             f"specificity CI {spec if spec else '—'}",
+             f"specificity CI {spec if spec else '—'}"
+             + (f"<div class='sub'>specificity Holm p = {_fmt(a.get('specificity_p_holm'))}</div>"
+                if _isnum(a.get("specificity_p_holm")) else ""),
              _e(p_main) + (f"<div class='sub'>{_e(p_null.rstrip(')'))}</div>" if p_null else ""),
-             f"Holm p = {_fmt(a.get('p_holm'))}",
+             f"Holm p = {_fmt(a.get('p_holm'))}" + (f"<div class='sub floor'>{_e(floor)}</div>" if floor else ""),
              f"<span class='sub'>tested for a {_e(a.get('direction') or 'drop')}"
              f"{' (named)' if a.get('tested_as') == 'named' else ''}"
-             f"{' · verdict: ' + _e(verdict) if verdict != st else ''}</span>"]
+             f"{' · direction by ' + _e(rule) if rule and rule != 'role' else ''}</span>"]
     reasons = [r for r in a.get("reasons") or [] if r]
     why = ("<ul class='reasons'>" + "".join(f"<li>{_e(r)}</li>" for r in reasons) + "</ul>"
            if reasons and not a.get("validated") else "")
@@ -684,7 +796,7 @@ def _d_cell(n: dict[str, Any]) -> str:
 _TABLE_HEAD = ("<tr><th>#</th><th>neuron<div class='sub'>layer : index</div></th>"
                "<th>selectivity d<div class='sub'>95% CI · d<sub>layer</sub> · FDR q · mean on concept / "
                "control</div></th><th>consistency<div class='sub'>d per group</div></th>"
-               "<th>score<div class='sub'>importance</div></th><th class='abl'>status · ablation<div class='sub'>"
+               "<th>score<div class='sub'>importance</div></th><th class='abl'>verdict · causal test<div class='sub'>"
                "Δ [95% CI] of y</div></th><th class='exs'>probe examples that activate it most<div class='sub'>"
                "activation · concept span <mark>marked</mark></div></th></tr>")
 
@@ -730,8 +842,9 @@ def _suppressors_html(data: dict[str, Any]) -> str:
     intro = (f"Suppressors are selective like the candidates: they {_candidate_rule(data, plural=True)}. But their "
              "importance is negative: removing them is predicted to <i>raise</i> the concept confidence y, so they "
              "lower it while active. "
-             + ("They are tested for a <b>rise</b> of y (Δ &lt; 0) and validated as suppressors, in their own "
-                "Holm family." if tested else "An ablation would test them for a rise of y (Δ &lt; 0).")
+             + ("They are tested for a <b>rise</b> of y (Δ &lt; 0) and validated as suppressors"
+                + (f"; Holm's correction runs over {_words(summ['holm_family'])}." if summ.get("holm_family")
+                   else ".") if tested else "An ablation would test them for a rise of y (Δ &lt; 0).")
              + (f" Here y is the {_e(summ['y'])}." if summ.get("y") else ""))
     shown = f"the top {len(supps)} of {_fmt(ns)}" if _isnum(ns) and ns > len(supps) else f"all {len(supps)}"
     body = _neurons_table(supps, data, cls="cands supps") if supps else ""
@@ -745,9 +858,10 @@ def _named_html(data: dict[str, Any]) -> str:
     rest = [n for n in F.ablated_neurons(data) if (n.get("layer"), n.get("index")) not in shown]
     if not rest:
         return ""
-    return ("<h3>Other ablated neurons</h3><p class='muted'>Neurons ablated because they were named "
+    return ("<h3>Other tested neurons</h3><p class='muted'>Neurons tested because they were named "
             "(<code>neurons=</code> / <code>--neurons</code>) that are not among the candidates or suppressors "
-            "above; a neuron without a role cannot be validated.</p>" + _neurons_table(rest, data, cls="cands"))
+            "above. A neuron the ranking does not select can be <i>causal, not a candidate</i> at most, never "
+            "<i>validated</i>.</p>" + _neurons_table(rest, data, cls="cands"))
 
 
 def _more_table(data: dict[str, Any]) -> str:
@@ -782,7 +896,7 @@ def _null_table(data: dict[str, Any]) -> str:
             ("excess_kurtosis", "excess kurtosis")]
     body = "".join("<tr>" + "".join(f"<td class='num'>{_fmt(r.get(k))}</td>" for k, _ in cols) + "</tr>"
                    for r in rows)
-    return ("<details><summary>The null: Δ of random neurons, per layer</summary><div class='tablewrap'>"
+    return ("<details class='null'><summary>The null: Δ of random neurons, per layer</summary><div class='tablewrap'>"
             "<table class='more'><thead><tr>" + "".join(f"<th>{t}</th>" for _, t in cols)
             + f"</tr></thead><tbody>{body}</tbody></table></div></details>")
 
@@ -811,11 +925,16 @@ def _ablation_caption(data: dict[str, Any]) -> str:
     summ = data.get("ablation_summary") or {}
     me = summ.get("min_effect")
     split = f" on {_e(summ['split'])}" if summ.get("split") else ""
-    return (f"Each tested neuron is switched off and Δ = y − y<sub>ablated</sub> is measured{split}: coloured by "
-            "status with its 95% bootstrap CI (● candidates, tested for a drop; ▼ suppressors, tested for a rise), "
-            "and on control inputs (open diamonds). The grey band is the 5–95% range of Δ over random neurons of "
-            "the same layer (the null the p-values are computed against)"
-            + (f"; the dashed lines mark the minimum effect ±{_with_unit(me, summ)}" if _isnum(me) else "") + ".")
+    method = _e(summ.get("method") or "zero")
+    shown = [st for st in F.STATUS_COLORS if st in {F.candidate_status(n, data) for n in F.ablated_neurons(data)}]
+    words = ", ".join(f"<span class='st-word' style='color:{F.STATUS_COLORS[st]}'>{_e(st)}</span>" for st in shown)
+    has_null = any(isinstance(r, dict) for r in summ.get("null") or [])
+    return (f"Δ = y − y<sub>intervened</sub> of each tested neuron ({method} intervention){split}, coloured by its "
+            f"verdict ({words}) with its 95% bootstrap CI (● tested for a drop, ▼ for a rise), and on control inputs "
+            "(open diamonds). The grey band is the 5–95% range of Δ over random neurons of the same layer under the "
+            "same intervention (the null the p-values are computed against)"
+            + (f"; the dashed lines mark the minimum effect ±{_with_unit(me, summ)}" if _isnum(me) else "")
+            + (". The null of each layer (quantiles, excess kurtosis) is in the table below." if has_null else "."))
 
 
 # ---------------------------------------------------------------------------- definitions
@@ -882,32 +1001,7 @@ def _definitions(data: dict[str, Any]) -> str:
                        f"{_fmt(data.get('n_suppressors'))}."),
     ]
     if summ or F.ablated_neurons(data):
-        me, alpha, unit = summ.get("min_effect"), summ.get("alpha"), _y_unit(summ)
-        items.append(("Ablation", f"the neuron is set to {_e(summ.get('method') or 'zero')} at every position and "
-                      "Δ = mean<sub>x</sub>[y(x) − y<sub>ablated</sub>(x)] is measured on "
-                      f"{_e(summ.get('split') or 'the ablation inputs')}, with a bootstrap 95% CI over examples; y is "
-                      f"the {_e(summ.get('y') or 'concept confidence')}. Control Δ is the same on control inputs and "
-                      "specificity = Δ<sub>concept</sub> − Δ<sub>control</sub> (bootstrap CI). Candidates are tested "
-                      "for a drop (Δ &gt; 0), suppressors for a rise (Δ &lt; 0)."))
-        items.append(("Test", f"{_e(summ.get('test') or 'empirical p against random neurons of the same layer')}. "
-                      "Random neurons of the layer are ablated one by one in a random order; a tested neuron whose "
-                      "h-th at-least-as-extreme random neuron appears after L draws gets p = h/L, otherwise p = "
-                      "(g + 1)/(L + 1) with g at-least-as-extreme among all L, so the smallest p a null of L neurons "
-                      "can give is 1/(L + 1). The p is exact whatever the null's shape (these nulls are "
-                      "heavy-tailed, see the excess kurtosis under the chart). Holm's correction runs within each "
-                      f"family (drops, rises) at alpha = {_g(alpha)}."))
-        items.append(("Validated", f"in the predicted direction s (+1 for a drop, −1 for a rise): Holm p ≤ {_g(alpha)}, "
-                      "the 95% CI of s·Δ above 0, the specificity CI of s·(Δ<sub>concept</sub> − Δ<sub>control</sub>) "
-                      f"above 0, s·Δ ≥ the minimum effect {_g(me)}{' ' + _e(unit) if unit else ''}, and the neuron is "
-                      "a candidate (drop) or suppressor (rise). Each non-validated neuron lists every reason."))
-        items.append(("Status", "<i>validated</i>: a candidate validated for a drop; <i>validated suppressor</i>: a "
-                      "suppressor validated for a rise; <i>weak</i>: not validated, but the CI of Δ lies wholly in "
-                      "the predicted direction; <i>not validated</i>: otherwise; <i>not ablated</i>: not tested."))
-        if isinstance(summ.get("audit"), dict):
-            items.append(("Audit", "random neurons from the lower half of importance in the tested layers, ablated "
-                          f"the same way; one is <i>above the null</i> when p ≤ {_g(alpha)} and Δ ≥ {_g(me)}"
-                          f"{' ' + _e(unit) if unit else ''}, and about alpha × n of them are expected to be by "
-                          "chance. Many above the null would mean the ranking misses causal neurons."))
+        items += _ablation_definitions(data)
     else:
         items.append(("Status", f"without ablation: <i>significant</i> = positively selective at q ≤ {q}; "
                                 "<i>suppressor</i> = a suppressor as defined above; <i>not significant</i> otherwise. "
@@ -916,6 +1010,75 @@ def _definitions(data: dict[str, Any]) -> str:
         items.append(("Heatmap", _e(F.heatmap_reduction(data))))
         items.append(("Scatter", _e(F.scatter_reduction(data))))
     return "<dl class='defs'>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items) + "</dl>"
+
+
+#: ablation_summary sentences shown in the Definitions (left out of the Setup table)
+_DEFINED_IN_DEFS = ("question", "statistic", "test", "holm_family", "fwer_bound", "specificity_test",
+                    "direction_rules", "audit")
+
+
+def _ablation_definitions(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """The causal test's definitions, worded from ``ablation_summary`` (question, statistic, test, Holm family,
+    FWER bound, direction rules, specificity test, audit definition): nothing here restates a rule that
+    results.json does not carry."""
+    summ = data.get("ablation_summary") or {}
+    me, alpha, unit = summ.get("min_effect"), summ.get("alpha"), _y_unit(summ)
+    me_txt = f"{_g(me)}{' ' + _e(unit) if unit else ''}"
+    method = _e(summ.get("method") or "zero")
+    items: list[tuple[str, str]] = []
+    if summ.get("question"):
+        items.append(("Question", f"the <code>{method}</code> intervention asks: {_words(summ['question'])}"))
+    stat = f" The statistic: {_words(summ['statistic'])}." if summ.get("statistic") else ""
+    items.append(("Intervention", f"Δ = mean<sub>x</sub>[y(x) − y<sub>intervened</sub>(x)] is measured on "
+                  f"{_e(summ.get('split') or 'the ablation inputs')}, with a bootstrap 95% CI over examples; y is "
+                  f"the {_e(summ.get('y') or 'concept confidence')}. Control Δ is the same on control inputs, and "
+                  f"specificity = Δ<sub>concept</sub> − Δ<sub>control</sub>.{stat}"))
+    kurt = [(r.get("layer"), r.get("excess_kurtosis")) for r in summ.get("null") or []
+            if isinstance(r, dict) and _isnum(r.get("excess_kurtosis"))]
+    kurt_txt = (" The null's excess kurtosis here: " + ", ".join(f"layer {_e(l)}: {_fmt(k, 2)}" for l, k in kurt)
+                + " (0 for a normal distribution; the table under the chart has each layer's null)." if kurt else "")
+    items.append(("Test", f"{_words(summ.get('test') or 'empirical p against random neurons of the same layer')}. "
+                  "Random neurons of the layer are intervened on one by one in a random order; a tested neuron "
+                  "whose h-th at-least-as-extreme random neuron appears after L draws gets p = h/L, otherwise p = "
+                  "(g + 1)/(L + 1) with g at-least-as-extreme among all L, so the smallest p a null of L neurons "
+                  "can give is 1/(L + 1) (the page never shows a smaller one). The p is exact whatever the null's "
+                  f"shape.{kurt_txt}"))
+    if summ.get("holm_family") or summ.get("fwer_bound"):
+        items.append(("Holm family", (f"{_words(summ.get('holm_family'))}, " if summ.get("holm_family") else "")
+                      + f"at alpha = {_g(alpha)}"
+                      + (f": {_words(summ['fwer_bound'])}" if summ.get("fwer_bound") else "")
+                      + ". A validated neuron whose Holm p equals the smallest p its null allows (1/(L + 1) × the "
+                        "number tested) is marked as such: a larger null could only lower it."))
+    rules = summ.get("direction_rules")
+    if isinstance(rules, dict) and rules:
+        items.append(("Direction", "each tested neuron is tested for a drop (Δ &gt; 0) or a rise (Δ &lt; 0), "
+                      "chosen by " + "; ".join(f"<i>{_e(k)}</i>: {_words(v)}" for k, v in rules.items()) + "."))
+    if summ.get("specificity_test"):
+        items.append(("Specificity", f"{_words(summ['specificity_test'])}."))
+    items.append(("Causal", f"in the tested direction s (+1 for a drop, −1 for a rise): Holm p ≤ {_g(alpha)} against "
+                  "the random neurons, the 95% CI of s·Δ above 0, specific (the specificity test above, Holm p ≤ "
+                  f"{_g(alpha)}) and s·Δ ≥ the minimum effect {me_txt}."))
+    items.append(("Verdict", "<i>validated</i>: causal, and a candidate of the ranking tested for a drop; "
+                  "<i>validated suppressor</i>: causal, and a suppressor tested for a rise; <i>causal, not a "
+                  "candidate</i>: causal, but the ranking did not select the neuron (so it is not reported as a "
+                  "concept neuron); <i>not causal</i>: some causal criterion failed. Every neuron short of "
+                  "<i>validated</i> lists the criteria it failed. <i>not ablated</i>: a candidate or suppressor "
+                  "beyond the tested ones."))
+    if _isnum(summ.get("joint_delta")):
+        j = F.joint_text(summ, F.ablated_neurons(data))
+        items.append(("Joint set", "the neurons tested for a drop, intervened on all at once (redundant neurons "
+                      "can hide from single interventions), compared with random sets of the same size from the same "
+                      f"layers{'; here ' + _words(j) if j else ''}. The set counts as evidence only when it is "
+                      "beyond those random sets."))
+    audit = summ.get("audit")
+    if isinstance(audit, dict):
+        defn = (_words(audit["definition"]) if audit.get("definition") else
+                f"random low-importance neurons of the tested layers; above the null when p ≤ {_g(alpha)} and "
+                f"|Δ| ≥ {me_txt}")
+        items.append(("Audit", f"{defn}. Here {_fmt(audit.get('n_above_null'))} of {_fmt(audit.get('n_checked'))} "
+                      f"were above the null, {_g(audit.get('expected_by_chance'))} expected by chance. Many more "
+                      "than expected would mean the ranking misses causal neurons."))
+    return items
 
 
 # ---------------------------------------------------------------------------- page
@@ -934,7 +1097,7 @@ h2{font-size:22px;margin:40px 0 6px;padding-bottom:4px;border-bottom:1px solid v
 h4{margin:0 0 6px;font-size:14px;color:var(--muted);text-transform:uppercase;letter-spacing:.03em}
 .summary p{margin:0 0 10px;font-size:16.5px;max-width:1100px}
 .cards{display:flex;flex-wrap:wrap;gap:12px;margin:16px 0 10px}
-.cards.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr))}
+.cards.grid{display:grid;grid-template-columns:repeat(var(--cols,6),minmax(0,1fr))}
 .card{flex:1 1 170px;background:var(--bg);border:1px solid var(--line);border-radius:8px;padding:10px 14px}
 .card-v{font-size:26px;font-weight:700;line-height:1.2}
 .card-k{font-size:14px;font-weight:600}
@@ -1001,8 +1164,15 @@ td.abl,th.abl{min-width:175px;max-width:250px;font-size:13px;line-height:1.4}
 td.abl .status{display:inline-block;margin-bottom:3px}
 ul.reasons{margin:3px 0 0;padding-left:16px;font-size:11.5px;color:#8a1c1c;line-height:1.35}
 .note{background:var(--bg);border-left:4px solid var(--line);padding:8px 12px;font-size:14.5px;color:var(--muted)}
+.cards-title{font-size:13px;font-weight:700;color:var(--muted);text-transform:uppercase;letter-spacing:.03em;
+ margin:14px 0 -6px}
+.card-word{font-size:21px;line-height:1.45}
+.summary .question{font-style:italic}
+.sub.floor{color:#1a6b3a}
 footer{margin-top:40px;font-size:13px;color:var(--muted)}
-@media (max-width:1100px){main{padding:22px 16px 48px}}
+@media (max-width:1100px){main{padding:22px 16px 48px}
+ .cards.grid{grid-template-columns:repeat(var(--cols-narrow,4),minmax(0,1fr))}}
+@media (max-width:700px){.cards.grid{grid-template-columns:repeat(2,minmax(0,1fr))}}
 """
 
 
@@ -1053,11 +1223,14 @@ def render_report(data: dict[str, Any], plotlyjs: str = "inline", figures: dict[
             caption = _e(F.heatmap_reduction(data))
         elif name == "scatter":
             caption = f"{_CAPTIONS['scatter']} {_e(F.scatter_reduction(data))}"
+            if F.ablated_neurons(data) or data.get("ablation_summary"):
+                caption += (" Rings and diamonds are coloured by the verdict of the causal test, in the words of the "
+                            "candidate table (not ablated: not tested).")
         elif name == "ablation":
             caption = _ablation_caption(data)
+            extra = _null_table(data)
         elif name == "crossconcept":
             caption = _cross_concept_caption(data)
-            extra = _null_table(data)
         else:
             caption = _CAPTIONS.get(name)
         before = _baseline_html(data) if name == "emergence" else ""
@@ -1072,7 +1245,7 @@ def render_report(data: dict[str, Any], plotlyjs: str = "inline", figures: dict[
     shown = ("(each image with its label, the group of a concept image or <i>control</i>, and the activation "
              "under it)" if image else "(activation value on the left; the concept span is marked)")
     intro = (f"<p class='muted'>The top {_plural(len(cands), 'candidate')}{of} with their raw scores, the composite "
-             "score, the ablation test where it ran, and the probe examples on which they fire most "
+             "score, the verdict of the causal test where it ran, and the probe examples on which they fire most "
              f"{shown}.</p>" if cands else "")
     parts.append(f"<section id='sec-table'><h2>Candidate table</h2>{intro}{_candidates_table(data)}"
                  f"{_suppressors_html(data)}{_named_html(data)}{_more_table(data)}</section>")
@@ -1081,7 +1254,8 @@ def render_report(data: dict[str, Any], plotlyjs: str = "inline", figures: dict[
     parts.append("<section id='sec-setup'><h2>Setup</h2><div class='kvs'>"
                  + _kv_table("model", mi) + _kv_table("concept", ci)
                  + _kv_table("settings", data.get("settings") or {})
-                 + _kv_table("ablation", data.get("ablation_summary") or {})
+                 + _kv_table("ablation", {k: v for k, v in (data.get("ablation_summary") or {}).items()
+                                          if k not in _DEFINED_IN_DEFS})
                  + _kv_table("confidence head", data.get("confidence_head") or {})
                  + _timings_table(data) + "</div></section>")
     parts.append(f"<section id='sec-defs'><h2>Definitions</h2>{_definitions(data)}</section>")

@@ -11,11 +11,15 @@ The numbers are random (seeded) but internally consistent with the core's rules:
   decides) or none; the composite score follows
   :func:`neurolens_lightning.ranking.composite_score` on the layer-scaled d; neurons are
   ordered candidates, suppressors, the rest;
-* ablation (``ablation=True``): the top-k candidates are tested for a drop and the top-k
-  suppressors for a rise against a heavy-tailed per-layer null, with the sequential
-  empirical p, Holm per family and the verdict of :func:`neurolens_lightning.ablation.decide`
-  (so the ``reasons`` texts are the real ones); ``ablation_summary`` has the null quantiles,
-  joint ablation and audit.
+* ablation (``ablation=True``, interchange): the top-k candidates are tested for a drop, the top-k
+  suppressors for a rise and ``named`` role-less neurons in the direction of their importance, against a
+  heavy-tailed per-layer null, with the sequential empirical p, one Holm family over every tested neuron,
+  a Holm-corrected specificity p, and ``causal`` / ``validated`` / ``reasons`` from
+  :func:`neurolens_lightning.ablation.decide` and the verdict from
+  :func:`neurolens_lightning.ablation.verdict_word` (so the words are the real ones);
+  ``ablation_summary`` has every key of the core's (question, test, Holm family, FWER bound, direction
+  rules, specificity test, the three outcome counts, the null quantiles, the joint set against random
+  sets, the two-sided audit with its definition).
 
 ``planted`` sets how many neurons carry the concept (default: enough for ``top_k``
 candidates); ``planted=0`` gives a probe with (almost surely) no candidates.
@@ -81,7 +85,7 @@ def synthetic_results(n_layers: int = 6, units: int = 1536, top_k: int = 10, max
                       model: str = "synthetic-model", concept: str = "royalty",
                       positive_texts: list[str] | None = None, fdr_q: float = 0.05, min_selectivity: float = 0.5,
                       planted: int | None = None, n_examples: int = 60, warnings: Sequence[str] = (),
-                      ablation_warnings: Sequence[str] = ()) -> dict[str, Any]:
+                      ablation_warnings: Sequence[str] = (), named: int = 2) -> dict[str, Any]:
     """A results dict of ``n_layers`` × ``units`` neurons with random, schema-conform scores.
 
     Args:
@@ -93,8 +97,12 @@ def synthetic_results(n_layers: int = 6, units: int = 1536, top_k: int = 10, max
         n_examples: concept (= control) examples of the ranking split; below 20 the small-probe
             warning is added, as the core does.
         warnings, ablation_warnings: extra plain-text warnings (top level / ``ablation_summary``).
+        named: with ``ablation``, this many neurons without a role are also tested (as ``scan(neurons=...)``,
+            in the direction of their importance); the first has a large, specific effect, so the demo shows
+            all three outcomes (validated, causal but not a candidate, not causal).
     """
-    from neurolens_lightning.ablation import decide, held_out_split_text, sequential_p
+    from neurolens_lightning.ablation import (DIRECTION_RULES, QUESTIONS, decide, held_out_split_text,
+                                              sequential_p, verdict_word)
     from neurolens_lightning.results import no_candidates_warning, small_probe_warning
 
     rng = np.random.default_rng(seed)
@@ -151,74 +159,114 @@ def synthetic_results(n_layers: int = 6, units: int = 1536, top_k: int = 10, max
     alpha, min_effect, h = 0.05, 0.04, 10
     n_ho = n_p  # held-out split of the same size
     if ablation:
-        tested = [(i, "candidate", 1) for i in cand_idx] + [(i, "suppressor", -1) for i in supp_idx]
-        m = max(len(cand_idx), len(supp_idx), 1)
+        # the top-k candidates (a drop), the top-k suppressors (a rise) and ``named`` neurons without a role, tested
+        # in the direction of their importance sign (as scan(neurons=...) does); the first named one has a large,
+        # specific effect: causal, but not a candidate
+        others = [i for i in order if role[i] == 0][:max(0, int(named))]
+        tested = ([(i, "candidate", 1, "role") for i in cand_idx] + [(i, "suppressor", -1, "role") for i in supp_idx]
+                  + [(i, "named", 1 if imp[i] >= 0 else -1, "importance") for i in others])
+        m = max(len(tested), 1)  # one Holm family over every tested neuron
         n_max = max(1, math.ceil(m / alpha))
-        layers_t = sorted({int(layer[i]) for i, _, _ in tested})
+        layers_t = sorted({int(layer[i]) for i, *_ in tested})
         null = {l: 0.01 * rng.standard_t(3, size=min(n_max, units - 1)) + 0.002 for l in layers_t}
         rows = []
-        for k, (i, kind, s) in enumerate(tested):
+        for k, (i, kind, s, rule) in enumerate(tested):
             if kind == "candidate":
                 delta = float(rng.gamma(2, 0.05) if k % 3 != 2 else rng.normal(0.0, 0.02))
-            else:
+            elif kind == "suppressor":
                 delta = float(-rng.gamma(2, 0.03) if k % 2 == 0 else rng.normal(0.0, 0.02))
+            else:
+                delta = float(s * 0.3) if i == others[0] else float(rng.normal(0.0, 0.01))
             half = float(abs(rng.normal(0.03, 0.01)))
             dc = float(rng.normal(0, 0.01))
             spec = delta - dc
+            # one-sided p of s·(Δ − Δ_control) <= 0 from the bootstrap's normal approximation
+            sp = 0.5 * math.erfc(s * spec / (1.2 * half / 1.959964) / math.sqrt(2))
             pv, g, used = sequential_p(s * delta, [s * x for x in null[int(layer[i])]], h)
-            rows.append((i, kind, s, delta, half, dc, spec, pv, g, used))
-        holm: dict[int, float] = {}
-        for fam in (1, -1):
-            ps = [(r[7], r[0]) for r in rows if r[2] == fam]
-            order_p = sorted(range(len(ps)), key=lambda j: ps[j][0])
-            run = 0.0
-            for rank, j in enumerate(order_p):
-                run = max(run, min(1.0, ps[j][0] * (len(ps) - rank)))
-                holm[ps[j][1]] = run
-        for i, kind, s, delta, half, dc, spec, pv, g, used in rows:
+            rows.append((i, kind, s, rule, delta, half, dc, spec, max(sp, 1.0 / 2001), pv, g, used))
+
+        def holm(ps: list[float]) -> list[float]:
+            out, run = [0.0] * len(ps), 0.0
+            for rank, j in enumerate(sorted(range(len(ps)), key=lambda j: ps[j])):
+                run = max(run, min(1.0, ps[j] * (len(ps) - rank)))
+                out[j] = run
+            return out
+
+        p_holm = holm([r[9] for r in rows])
+        sp_holm = holm([r[8] for r in rows])
+        for (i, kind, s, rule, delta, half, dc, spec, sp, pv, g, used), ph, sph in zip(rows, p_holm, sp_holm):
             ci = (delta - half, delta + half)
             spec_ci = (spec - 1.2 * half, spec + 1.2 * half)
-            ok, reasons = decide(delta, s, ci, spec_ci, holm[i], alpha, min_effect, True)
+            selective = (role[i] == 1 and s > 0) or (role[i] == 2 and s < 0)
+            causal, ok, reasons = decide(delta, s, ci, sph, ph, alpha, min_effect, bool(selective))
+            causal, ok = bool(causal), bool(ok)
             L = len(null[int(layer[i])])
             records[i] = {
-                "method": "zero", "tested_as": kind, "direction": "drop" if s > 0 else "rise", "delta": _r(delta),
-                "ci_low": _r(ci[0]), "ci_high": _r(ci[1]), "delta_control": _r(dc), "specificity": _r(spec),
+                "method": "interchange", "tested_as": kind, "direction": "drop" if s > 0 else "rise",
+                "direction_rule": rule, "delta": _r(delta), "ci_low": _r(ci[0]), "ci_high": _r(ci[1]),
+                "t": _r(delta / (half / 1.959964)), "delta_control": _r(dc), "specificity": _r(spec),
                 "specificity_ci_low": _r(spec_ci[0]), "specificity_ci_high": _r(spec_ci[1]),
-                "p_value": _r(pv), "p_holm": _r(holm[i]), "null_n": used, "null_exceedances": g,
-                "p_floor": _r(1.0 / (L + 1)), "validated": ok,
-                "verdict": ("validated suppressor" if s < 0 else "validated") if ok else "not validated",
-                "reasons": reasons}
-        cd = [r[3] for r in rows if r[2] > 0]
+                "specificity_p": _r(sp), "specificity_p_holm": _r(sph),
+                "p_value": _r(pv), "p_holm": _r(ph), "null_n": used, "null_exceedances": g,
+                "p_floor": _r(1.0 / (L + 1)), "causal": causal, "validated": ok,
+                "verdict": verdict_word(causal, ok, s), "reasons": reasons}
+        cd = [r[4] for r in rows if r[2] > 0]
         joint = sum(cd) * 0.8 if cd else None
-        low_imp = np.flatnonzero(np.isin(layer, layers_t) & (imp <= np.median(imp)))
+        low_imp = np.flatnonzero(np.isin(layer, layers_t) & (np.abs(imp) <= np.median(np.abs(imp))))
         audit = []
         for j in rng.choice(low_imp, size=min(20, len(low_imp)), replace=False) if len(low_imp) else []:
             delta = float(0.01 * rng.standard_t(3) + 0.002)
-            pv, g, used = sequential_p(delta, list(null[int(layer[j])]), h)
+            pv, g, used = sequential_p(abs(delta), list(np.abs(null[int(layer[j])])), h)
             audit.append({"layer": int(layer[j]), "index": int(index[j]), "delta": _r(delta),
                           "ci_low": _r(delta - 0.02), "ci_high": _r(delta + 0.02), "p_value": _r(pv),
-                          "above_null": bool(pv <= alpha and delta >= min_effect)})
-        fams = [f"{len(cand_idx)} tested for a drop"] * bool(cand_idx) + [f"{len(supp_idx)} tested for a rise"] * \
-            bool(supp_idx)
+                          "tested": "two-sided", "above_null": bool(pv <= alpha and abs(delta) >= min_effect)})
+        # what a random neuron of the same layers reaches under the audit's rule, from the nulls
+        expected = 0.0
+        for a in audit:
+            nv = np.abs(null[a["layer"]])
+            expected += float(np.mean((nv > np.quantile(nv, 1 - alpha)) & (nv >= min_effect)))
         split = held_out_split_text(n_ho, n_ho)
+        n_joint_sets = 99
+        joint_p = 1.0 / (n_joint_sets + 1) if cd else None
+        n_causal = sum(int(r["causal"]) for r in records.values())
+        n_valid = sum(int(r["validated"]) for r in records.values())
+        rules = sorted({r[3] for r in rows})
         summary = {
-            "method": "zero", "split": split, "n_concept_inputs": n_ho, "n_control_inputs": n_ho, "y": _Y,
+            "method": "interchange", "question": QUESTIONS["interchange"], "split": split,
+            "n_concept_inputs": n_ho, "n_control_inputs": n_ho, "y": _Y,
             "min_effect": min_effect, "alpha": alpha, "replicas": 8,
-            "test": (f"one-sided empirical p against random neurons of the same layer, sampled sequentially "
-                     f"(Besag-Clifford, h = {h}, up to {n_max} per layer), Holm-corrected within each family: "
-                     f"{' and '.join(fams)}"),
-            "n_tested": len(rows), "n_candidates": len(cand_idx), "n_suppressors": len(supp_idx), "n_named": 0,
-            "null_needed": n_max, "null": [_null_row(l, null[l], units - sum(int(layer[i]) == l for i, _, _ in
-                                                                                tested)) for l in layers_t],
+            "statistic": "mean Δ over the held-out concept inputs (t = Δ / its standard error is reported beside it)",
+            "test": (f"one-sided empirical p of Δ against random neurons of the same layer under the "
+                     f"same intervention, sampled sequentially (Besag-Clifford, h = {h}, up to {n_max} per "
+                     f"layer); Holm over all {len(rows)} tested neurons together (drops and rises, one family)"),
+            "holm_family": f"all {len(rows)} tested neurons of this scan (one family)",
+            "fwer_bound": (f"P(any tested neuron falsely called beyond the null) <= {alpha:g} over the {len(rows)} "
+                           "tested neurons"),
+            "direction_rules": {r: DIRECTION_RULES[r] for r in rules},
+            "specificity_test": ("one-sided bootstrap p of s·(mean Δ on concept inputs − mean Δ on control inputs) "
+                                 "<= 0, the same intervention and the same y on both, Holm over the tested neurons"),
+            "n_tested": len(rows), "n_candidates": len(cand_idx), "n_suppressors": len(supp_idx),
+            "n_named": len(others), "null_needed": n_max, "null_rounds": 1,
+            "null": [_null_row(l, null[l], units - sum(int(layer[i]) == l for i, *_ in tested)) for l in layers_t],
             "joint_delta": _r(joint), "joint_ci_low": _r(joint * 0.75) if cd else None,
             "joint_ci_high": _r(joint * 1.2) if cd else None,
             "joint_delta_control": _r(rng.normal(0, 0.01)) if cd else None,
             "joint_specificity_ci": [_r(joint * 0.7), _r(joint * 1.25)] if cd else None,
-            "joint_size": len(cd), "importance_delta_spearman": 0.62 if rows else None,
+            "joint_size": len(cd), "joint_p_null": _r(joint_p), "joint_null_n": n_joint_sets if cd else None,
+            "joint_t": _r(joint / (0.2 * abs(joint) + 1e-9)) if cd else None,
+            "joint_beyond_null": bool(cd and joint_p <= alpha and joint * 0.75 > 0) if cd else None,
+            "joint_direction": "drop" if cd else None,
+            "importance_delta_spearman": 0.62 if rows else None,
             "audit": {"n_checked": len(audit), "n_above_null": sum(a["above_null"] for a in audit),
-                      "expected_by_chance": round(alpha * len(audit), 3), "neurons": audit} if rows else None,
+                      "expected_by_chance": round(expected, 3),
+                      "definition": ("neurons whose |importance| is in the bottom half of the tested layers, each "
+                                     "tested two-sided (|t| against the layer's null); above_null = p <= alpha and "
+                                     "|Δ| >= min_effect; expected_by_chance = the number a random neuron of the same "
+                                     "layers would reach under the same rule, from the layer's null"),
+                      "neurons": audit} if rows else None,
             "n_validated": sum(int(r["validated"]) for r in records.values() if r["direction"] == "drop"),
             "n_suppressors_validated": sum(int(r["validated"]) for r in records.values() if r["direction"] == "rise"),
+            "n_causal": n_causal, "n_causal_not_candidate": n_causal - n_valid, "n_not_causal": len(rows) - n_causal,
             "warnings": list(ablation_warnings),
         }
         for l in layers_t:  # as the core: a layer too small for the smallest p to pass Holm

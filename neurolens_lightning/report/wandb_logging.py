@@ -28,13 +28,17 @@ from neurolens_lightning.report import figures as F
 __all__ = ["log_scan_to_wandb", "wandb_run_for", "candidate_rows", "CANDIDATE_COLUMNS"]
 
 #: columns of the logged candidate table (also of candidate_rows(data, role="suppressor")); ``status`` stays at
-#: position 13; schema 2 dropped the ablation z, so positions 11-12 are now ``ablation_p``, ``ablation_p_holm``
+#: position 13; schema 2 dropped the ablation z, so positions 11-12 are now ``ablation_p``, ``ablation_p_holm``.
+#: ``status`` and ``ablation_verdict`` use the causal test's one vocabulary (validated, validated suppressor,
+#: causal, not a candidate, not causal; ``not ablated`` for an untested neuron); ``ablation_causal`` beside the
+#: verdict is the causal criteria alone (True for a causal neuron the ranking did not select)
 CANDIDATE_COLUMNS = ["rank", "layer", "index", "selectivity", "selectivity_q", "consistency", "importance", "score",
                      "ablation_delta", "ablation_ci_low", "ablation_ci_high", "ablation_p", "ablation_p_holm",
                      "status", "top_example", "top_activation", "role", "selectivity_ci_low", "selectivity_ci_high",
                      "selectivity_layer", "mean_pos", "mean_neg", "ablation_direction", "ablation_delta_control",
                      "ablation_specificity_ci_low", "ablation_specificity_ci_high", "ablation_null_n",
-                     "ablation_null_exceedances", "ablation_p_floor", "ablation_verdict", "ablation_reasons"]
+                     "ablation_null_exceedances", "ablation_p_floor", "ablation_verdict", "ablation_causal",
+                     "ablation_reasons"]
 
 
 def candidate_rows(data: dict[str, Any], role: str = "candidate") -> list[list[Any]]:
@@ -58,9 +62,16 @@ def candidate_rows(data: dict[str, Any], role: str = "candidate") -> list[list[A
                      n.get("role"), (ci + [None, None])[0], (ci + [None, None])[1], n.get("selectivity_layer"),
                      n.get("mean_pos"), n.get("mean_neg"), ab.get("direction"), ab.get("delta_control"),
                      ab.get("specificity_ci_low"), ab.get("specificity_ci_high"), ab.get("null_n"),
-                     ab.get("null_exceedances"), ab.get("p_floor"), ab.get("verdict"),
-                     "; ".join(ab.get("reasons") or []) if ab else None])
+                     ab.get("null_exceedances"), ab.get("p_floor"), F.verdict_of(ab) if ab else None,
+                     _causal(ab) if ab else None, "; ".join(ab.get("reasons") or []) if ab else None])
     return rows
+
+
+def _causal(ab: dict[str, Any]) -> bool:
+    """The record's ``causal`` (older results without it: whether its verdict is a causal one)."""
+    if isinstance(ab.get("causal"), bool):
+        return ab["causal"]
+    return F.verdict_of(ab) != "not causal"
 
 
 def _example_text(ex: dict[str, Any]) -> Any:
@@ -129,7 +140,8 @@ def log_scan_to_wandb(data: dict[str, Any], report_path: str | Path | None = Non
             log[f"{prefix}/{key}"] = data[key]
     summ = data.get("ablation_summary")
     if isinstance(summ, dict):
-        for key in ("n_validated", "n_suppressors_validated", "joint_delta"):
+        for key in ("n_validated", "n_suppressors_validated", "n_causal", "n_causal_not_candidate", "n_not_causal",
+                    "joint_delta", "joint_p_null"):
             if isinstance(summ.get(key), (int, float)) and not isinstance(summ.get(key), bool):
                 log[f"{prefix}/{key}"] = summ[key]
 
