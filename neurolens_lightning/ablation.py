@@ -1078,11 +1078,12 @@ def summarize_ablation(result: Any, runner: AblationRunner, plan: AblationPlan, 
     result.ablation = records
     warnings = []
     n_tested = len(tested)
-    for l, vals in null.items():
-        if (len(vals) + 1) * alpha < max(n_tested, 1) and any(jobs[k].layer == l for k in tested):
+    for l in null:
+        n_avail = layer_units[l]  # the layer's untested neurons: what the null could ever grow to
+        if (n_avail + 1) * alpha < max(n_tested, 1) and any(jobs[k].layer == l for k in tested):
             warnings.append(
-                f"layer {l} has only {len(vals)} other neurons to compare with: the smallest possible p, "
-                f"1/{len(vals) + 1} = {1 / (len(vals) + 1):.3g}, cannot pass the Holm threshold alpha/m = "
+                f"layer {l} has only {n_avail} other neurons to compare with: the smallest possible p, "
+                f"1/{n_avail + 1} = {1 / (n_avail + 1):.3g}, cannot pass the Holm threshold alpha/m = "
                 f"{alpha:g}/{n_tested} = {alpha / max(n_tested, 1):.3g}; test fewer neurons (--top-k) to validate any")
     spearman = None
     if result.scores.importance is not None:

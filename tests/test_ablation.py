@@ -496,7 +496,7 @@ def test_bootstrap_ci_constant_and_normal():
 
 
 def _summarize(cand_rows, null_values, n: int = 8, min_effect: float = 0.01, alpha: float = 0.05,
-               ctl_rows=None, roles=None, directions=None, audit_rows=()):
+               ctl_rows=None, roles=None, directions=None, audit_rows=(), pool: int = 0):
     """Run summarize_ablation on a fake runner: tested per-example Δ rows (candidates; ``directions`` -1 makes one a
     suppressor), constant null Δ's (layer 0) and audit rows."""
     nc, nn_, na = len(cand_rows), len(null_values), len(audit_rows)
@@ -523,7 +523,7 @@ def _summarize(cand_rows, null_values, n: int = 8, min_effect: float = 0.01, alp
     scores = SimpleNamespace(importance=None, layer=torch.zeros(units, dtype=torch.long),
                              index=torch.arange(units), role=role)
     result = SimpleNamespace(scores=scores, ablation={}, ablation_summary=None)
-    plan = AblationPlan(jobs, [(0, i) for i in range(nc)], "zero", 0, {0: list(range(nc, units))}, {0: nn_},
+    plan = AblationPlan(jobs, [(0, i) for i in range(nc)], "zero", 0, {0: list(range(nc, units + pool))}, {0: nn_},
                         null_size_needed(nc, alpha), 10, {0: 0})
     summarize_ablation(result, runner, plan, d_con.mean(1).numpy(), min_effect=min_effect, alpha=alpha,
                        n_boot=1000, seed=0, split="test", n_concept=n, n_control=4)
@@ -591,6 +591,9 @@ def test_holm_correction_over_candidates():
     (alone,), summ = _summarize([np.full(8, delta)], null)
     assert alone["p_holm"] == pytest.approx(alone["p_value"]) and alone["validated"] is True
     assert summ["warnings"] == []
+    # a large layer whose null stopped early (every p settled) is not "too small": no warning
+    _, summ = _summarize([np.full(8, delta)] * 3, null, pool=1000)
+    assert not any("cannot pass the Holm threshold" in w for w in summ["warnings"]), summ["warnings"]
 
 
 def test_one_holm_family_over_drops_and_rises_and_a_two_sided_audit():
