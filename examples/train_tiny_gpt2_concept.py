@@ -131,8 +131,11 @@ def steer_final(module: Any, tokenizer: Any, concept: Any, result: Any, out_dir:
         outs = "   ".join(f"{o['label']}: ...{o['continuation']!r} (log p {o['target_logprob']:.2f})"
                           for o in ex["outputs"])
         print(f"  {inp['prompt']!r} -> {outs}")
-    print(f"  trend: {d['test']['direction']}, Page's test p = {d['test']['p_trend']:.2g}; "
-          f"wrote {out_dir / 'steering.html'}")
+    t = d["test"]
+    print(f"  against {t['null_n']} random sets of the same size and layers: "
+          f"{'BEYOND' if t['beyond_null'] else 'NOT BEYOND'} the null (p_null = {t['p_null']:.3g}; wrong direction on "
+          f"{t['wrong_direction_share']:.0%} of the inputs); trend (description only): {t['trend_direction']}, "
+          f"Page's p = {t['p_trend']:.2g}; wrote {out_dir / 'steering.html'}")
     # the same neurons around your own code: amplified, they make commoners royal in the generated text
     import torch
 

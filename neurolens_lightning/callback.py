@@ -314,10 +314,14 @@ class NeuroLensCallback(Callback):
             self.steering_check(trainer, pl_module)
 
     def steering_check(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, dict[str, Any]]:
-        """Dose-response of each concept's final validated neurons (else its top-3 candidates) at ``steer_scales``.
+        """Dose-response of each concept's final validated neurons (else its top-3 candidates) at ``steer_scales``,
+        judged against random sets of the same size from the same layers (:func:`~neurolens_lightning.steering.dose_response`).
 
-        Logs ``neurolens/<concept>/steer_slope``, ``steer_p_trend`` and ``steer_monotonic``; the report
-        folder gets ``<concept>/steering/steering.{json,html}``. Weights, modes and RNG are left as found.
+        Logs ``neurolens/<concept>/steer_beyond_null`` (the verdict, 1/0), ``steer_p_null`` and, descriptive only,
+        ``steer_slope`` and ``steer_p_trend``. When the probe ablated (its neurons were validated on the held-out
+        half, split 0.5 / seed 0), the steering runs on the other, ranking half: inputs disjoint from those that
+        validated them. The report folder gets ``<concept>/steering/steering.{json,html}``. Weights, modes and RNG
+        are left as found.
         """
         from neurolens_lightning.steering import dose_response
 
@@ -330,15 +334,18 @@ class NeuroLensCallback(Callback):
                 neurons = validated or result.top_neurons(3)
                 if not neurons:
                     continue
+                ablated = self.ablate_top_k > 0 and bool(result.ablation)
                 d = dose_response(adapter, concepts[name], neurons, scales=self.steer_scales, n_examples=2,
-                                  batch_size=self.batch_size).to_dict()
+                                  batch_size=self.batch_size, holdout=0.5, seed=0,
+                                  inputs="ranking" if ablated else "heldout", direction=1).to_dict()
                 d["source"] = {"callback": "fit end", "which": "validated" if validated else "top candidates",
                                "step": int(trainer.global_step)}
                 self.steering[name] = d
                 t = d["test"]
+                metrics[f"neurolens/{name}/steer_beyond_null"] = float(bool(t["beyond_null"]))
+                metrics[f"neurolens/{name}/steer_p_null"] = float(t["p_null"])
                 metrics[f"neurolens/{name}/steer_slope"] = float(t["slope_mean"])
                 metrics[f"neurolens/{name}/steer_p_trend"] = float(t["p_trend"])
-                metrics[f"neurolens/{name}/steer_monotonic"] = float(t["monotonic"])
         if metrics:
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
@@ -450,9 +457,12 @@ class NeuroLensCallback(Callback):
             "max_selectivity_per_layer": {str(s["layer"]): s["max_selectivity"] for s in layers},
         }
         if result.ablation_summary is not None:
-            point["ablation"] = {"n_validated": result.ablation_summary["n_validated"],
-                                 "n_tested": result.ablation_summary["n_candidates"],
-                                 "joint_delta": result.ablation_summary["joint_delta"]}
+            summ = result.ablation_summary
+            point["ablation"] = {"n_validated": summ["n_validated"], "n_tested": summ["n_candidates"],
+                                 "n_causal": summ.get("n_causal", 0), "method": summ.get("method"),
+                                 "joint_delta": summ["joint_delta"], "joint_p_null": summ.get("joint_p_null"),
+                                 # the joint set is evidence only beyond random sets of the same size and layers
+                                 "joint_beyond_null": summ.get("joint_beyond_null")}
         return point
 
     # ------------------------------------------------------------------ logging / reports
@@ -475,6 +485,9 @@ class NeuroLensCallback(Callback):
                 metrics[f"{pre}/jaccard_prev"] = float(p["jaccard_prev"])
             if "ablation" in p:
                 metrics[f"{pre}/n_validated"] = float(p["ablation"]["n_validated"])
+                metrics[f"{pre}/n_causal"] = float(p["ablation"].get("n_causal") or 0)
+                if p["ablation"].get("joint_beyond_null") is not None:
+                    metrics[f"{pre}/joint_beyond_null"] = float(p["ablation"]["joint_beyond_null"])
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
         if self.log_charts:

@@ -69,10 +69,17 @@ def _add_scan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", type=int, nargs="+", help="layer indices to scan (default: all)")
     p.add_argument("--top-k", type=int, dest="top_k", help="number of candidates to report / ablate")
     p.add_argument("--ablate", action="store_true", default=None, help="validate candidates by ablation")
-    p.add_argument("--ablation", choices=["zero", "mean", "resample"], help="ablation method (default zero)")
+    p.add_argument("--ablation", choices=["interchange", "zero", "mean", "resample"],
+                   help="intervention (default interchange: does the model use the neuron's concept-dependent "
+                        "activity; zero/mean/resample: is the neuron necessary for y)")
     p.add_argument("--null-samples", type=int, dest="null_samples", help="random neurons per layer for the null")
     p.add_argument("--neurons", nargs="+", help="explicit neurons to ablate, as LAYER:INDEX (alone: only these are "
                    "tested; with --ablate: the top-k too)")
+    p.add_argument("--suppressors", type=int, help="with --ablate, also test this many top suppressors (default 0; "
+                   "they join the one Holm family, so the null grows with them)")
+    p.add_argument("--direction", choices=["importance", "drop", "rise"],
+                   help="direction a --neurons neuron is tested in (default importance: the sign of its importance, "
+                        "with every null neuron signed by its own; drop / rise: as you state)")
     p.add_argument("--out", help="output folder (default reports/<model>-<concept>-<timestamp>/)")
     p.add_argument("--weights", choices=["pretrained", "random"], help="pretrained (default) or random init")
     p.add_argument("--arch", help="architecture of a .pt/.pth state dict (resnet18|resnet50)")
@@ -138,7 +145,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         batch_size=cfg.batch_size, max_neurons=cfg.max_neurons, fdr_q=cfg.fdr_q, ablation=cfg.ablation,
         null_samples=cfg.null_samples, neurons=neurons, holdout=cfg.holdout, seed=cfg.seed, progress=True,
         image_size=cfg.image_size, min_selectivity=cfg.min_selectivity, alpha=cfg.alpha, min_effect=cfg.min_effect,
-        cross_concept=cfg.cross_concept, also=list(cfg.also),
+        cross_concept=cfg.cross_concept, also=list(cfg.also), direction=cfg.direction, suppressors=cfg.suppressors,
     )
     from neurolens_lightning.distributed import dist_context
 
@@ -188,9 +195,20 @@ def _print_summary(result: Any, out: Path) -> None:
             print(f"{c['rank']:>4} {str(c['layer']) + ':' + str(c['index']):>12} {d_ci:>19} "
                   f"{c['selectivity_layer']:>7.2f} {c['consistency']:>8.3f} {imp:>10} {c['score']:>6.3f}  {ab_s}")
     if summ is not None:
-        print(f"\nablation ({summ['method']}): validated {summ['n_validated']} of "
-              f"{summ['n_candidates']} candidates and {summ['n_suppressors_validated']} of {summ['n_suppressors']} "
-              f"suppressors; y = {summ['y']}, minimum effect {summ['min_effect']:g}")
+        print(f"\nablation ({summ['method']}: {summ.get('question', '')}):\n  of {summ['n_tested']} tested neurons "
+              f"(Holm over all of them): {summ['n_validated'] + summ['n_suppressors_validated']} VALIDATED "
+              f"(selective and causal: {summ['n_validated']} of {summ['n_candidates']} candidates, "
+              f"{summ['n_suppressors_validated']} of {summ['n_suppressors']} suppressors), "
+              f"{summ.get('n_causal_not_candidate', 0)} CAUSAL, NOT A CANDIDATE, {summ.get('n_not_causal', 0)} NOT "
+              f"CAUSAL; y = {summ['y']}, minimum effect {summ['min_effect']:g}")
+        named = [(k, a) for k, a in result.ablation.items() if a.get("tested_as") == "named"]
+        for (l, i), a in named:
+            print(f"  named {l}:{i} (tested for a {a['direction']}): Δ={a['delta']:.3g} [{a['ci_low']:.3g},"
+                  f"{a['ci_high']:.3g}] p={a['p_value']:.3g} (Holm {a['p_holm']:.3g}) {a['verdict'].upper()}")
+        if summ.get("joint_p_null") is not None:
+            print(f"  joint set of {summ['joint_size']}: Δ={summ['joint_delta']:.3g} against random sets of the same "
+                  f"size and layers p={summ['joint_p_null']:.3g} ({summ['joint_null_n']} sets): "
+                  f"{'BEYOND' if summ['joint_beyond_null'] else 'NOT BEYOND'} THE NULL")
     for w in result.all_warnings():
         print(f"warning: {w}")
     t = {k: v for k, v in result.timings.items() if isinstance(v, (int, float))}
@@ -228,7 +246,9 @@ def _add_compare_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", choices=["pretrained", "random"], help="weights of models given without :WEIGHTS")
     p.add_argument("--top-k", type=int, dest="top_k", help="top neurons per model (ablated with --ablate)")
     p.add_argument("--ablate", action="store_true", default=None, help="validate each model's top-k by ablation")
-    p.add_argument("--ablation", choices=["zero", "mean", "resample"], help="ablation method (default zero)")
+    p.add_argument("--ablation", choices=["interchange", "zero", "mean", "resample"],
+                   help="intervention (default interchange: does the model use the neuron's concept-dependent "
+                        "activity; zero/mean/resample: is the neuron necessary for y)")
     p.add_argument("--null-samples", type=int, dest="null_samples", help="random neurons per layer for the null")
     p.add_argument("--grid", type=int, help="points of the common relative-depth grid (default 21)")
     p.add_argument("--out", help="output folder (default reports/compare-<concept>-<timestamp>/)")
@@ -282,16 +302,30 @@ def _print_comparison(comp: Mapping[str, Any], out: Path) -> None:
 
 
 def cmd_steer(args: Any) -> int:
-    """``neurolens steer``: the dose-response of chosen (or validated) neurons, saved as steering.json + page."""
-    from neurolens_lightning.steering import dose_response, neurons_from_results
+    """``neurolens steer``: the dose-response of chosen (or validated) neurons against random neurons, saved as
+    steering.json + page."""
+    from neurolens_lightning.steering import dose_response, neurons_from_results, scan_split
 
     if bool(args.neurons) == bool(args.from_results):
         raise NeuroLensError("neurolens steer: pass either --neurons L:I [L:I ...] or --from RESULTS.json (the "
                              "validated neurons of an earlier scan with --ablate)")
     source: dict[str, Any] = {}
+    seed = 0 if args.seed is None else args.seed
+    holdout = 0.5 if args.holdout is None else args.holdout
+    inputs = "heldout" if args.inputs == "auto" else args.inputs
+    direction = 1
     if args.from_results:
         neurons, data = neurons_from_results(args.from_results, which=args.which)
-        source = {"from": str(args.from_results), "which": args.which}
+        split = scan_split(data)
+        # the scan's own split (explicit --seed/--holdout override it): its held-out inputs validated the neurons
+        seed = split["seed"] if args.seed is None else args.seed
+        holdout = split["holdout"] if args.holdout is None else args.holdout
+        if args.inputs == "auto":
+            inputs = "ranking" if split["ablated"] and holdout > 0 else "heldout"
+        direction = -1 if args.which == "suppressors" else 1
+        source = {"from": str(args.from_results), "which": args.which, "scan_seed": split["seed"],
+                  "scan_holdout": split["holdout"], "scan_split_recorded": split["recorded"],
+                  "scan_ablated": split["ablated"]}
         model = args.model or data.get("model")
         concept = args.concept or data.get("concept")
         src = (data.get("concept_info") or {}).get("source") or ""
@@ -300,14 +334,19 @@ def cmd_steer(args: Any) -> int:
     else:
         neurons = [parse_neuron(n) for n in args.neurons]
         model, concept = args.model, args.concept
+    if args.direction:
+        direction = 1 if args.direction == "up" else -1
     if not model or not concept:
         raise NeuroLensError("neurolens steer: --model and --concept are needed (or --from a scan's results.json)")
+    if args.null_sets < 1:
+        raise NeuroLensError(f"neurolens steer: --null-sets must be >= 1 (199 gives p down to 0.005), got "
+                             f"{args.null_sets}")
     mode = "set" if args.set else "mean" if args.mean else "scale"
     scales = args.set if args.set else args.scales
     res = dose_response(model, concept, neurons, scales=scales, mode=mode, tokenizer=args.tokenizer,
                         weights=args.weights, device=None if args.device in (None, "auto") else args.device,
-                        holdout=args.holdout, seed=args.seed, n_examples=args.examples,
-                        max_new_tokens=args.tokens)
+                        holdout=holdout, seed=seed, inputs=inputs, direction=direction, null_sets=args.null_sets,
+                        n_examples=args.examples, max_new_tokens=args.tokens, progress=True)
     res.extra["source"] = source
     out = Path(args.out) if args.out else Path("reports") / f"steer-{Path(str(model)).name}-{Path(str(concept)).stem}"
     res.save(out)
@@ -320,10 +359,20 @@ def cmd_steer(args: Any) -> int:
     for k, label in enumerate(d["labels"]):
         c = f"{con['mean_y'][k]:.4g} [{con['ci_low'][k]:.4g}, {con['ci_high'][k]:.4g}]" if con["mean_y"] else "-"
         print(f"{label:>10} {c:>32} {ctl['mean_y'][k] if ctl['mean_y'] else float('nan'):>10.4g}")
-    t = d.get("test")
-    if t:
-        print(f"trend: {t['direction']}, Page's test p = {t['p_trend']:.3g}; monotonic: {t['monotonic']}"
-              + (f"; concept vs control slopes p = {t['p_specific']:.3g}" if "p_specific" in t else ""))
+    t = d.get("test") or {}
+    if t.get("beyond_null") is not None:  # one line: the verdict against random neurons
+        word = "BEYOND random neurons" if t["beyond_null"] else "not beyond random neurons"
+        spec = "" if t.get("p_null_specific") is None else f"; concept-vs-control p_null = {t['p_null_specific']:.3g}"
+        print(f"verdict: {word} (beyond_null={t['beyond_null']}, p_null = {t['p_null']:.3g} against null_n = "
+              f"{t['null_n']} random sets of the same size and layers, direction {t['direction']:+d}); effect "
+              f"{t['effect']:.4g} [{t['effect_ci_low']:.4g}, {t['effect_ci_high']:.4g}] vs null median "
+              f"{t['null_effect_quantiles']['q50']:.3g}; wrong-direction share {t['wrong_direction_share']:.0%} "
+              f"({t['wrong_direction_n']}/{t['n_concept_inputs']}){spec}")
+        print(f"descriptive only: trend {t['trend_direction']}, Page's test p = {t['p_trend']:.3g}"
+              + (f"; Mann-Whitney (per-input slopes) p = {t['p_specific']:.3g}, {t['mw_side']}"
+                 if "p_specific" in t else ""))
+    elif t:
+        print(f"verdict: none ({t.get('definition')})")
     print(f"\nwrote {out / 'steering.json'} and {out / 'steering.html'}")
     return 0
 
@@ -331,25 +380,38 @@ def cmd_steer(args: Any) -> int:
 def _add_steer_parser(subparsers: Any) -> None:
     """``neurolens steer`` (its module, with torch, is imported only when the command runs)."""
     p = subparsers.add_parser(
-        "steer", help="dose-response: scale chosen or validated neurons and watch the outputs",
-        description="Multiply the chosen neurons' activations by each scale (or set them) on held-out concept and "
-                    "control inputs; write steering.json and steering.html with y per scale (95%% CI), a trend "
-                    "test and before/after outputs.")
+        "steer", help="dose-response: scale chosen or validated neurons, judged against random neurons",
+        description="Multiply the chosen neurons' activations by each scale (or set them) on concept and control "
+                    "inputs; write steering.json and steering.html with y per scale (95%% CI), the verdict (is "
+                    "the effect, y at the highest minus the lowest scale on concept inputs, beyond random sets of "
+                    "the same size from the same layers? one-sided p_null) and before/after outputs.")
     p.add_argument("--model", help="registry name or path (default with --from: the scan's model)")
     p.add_argument("--concept", help="built-in concept or probe JSON (default with --from: the scan's concept)")
     p.add_argument("--neurons", nargs="+", help="neurons to steer together, as LAYER:INDEX")
     p.add_argument("--from", dest="from_results", help="an earlier scan's results.json (or its folder)")
-    p.add_argument("--which", choices=["validated", "candidates"], default="validated",
-                   help="with --from: its validated neurons (default) or its top-k candidates")
+    p.add_argument("--which", choices=["validated", "suppressors", "candidates"], default="validated",
+                   help="with --from: its neurons validated for a drop (default; direction up), for a rise "
+                        "(suppressors; direction down) or its top-k candidates")
     p.add_argument("--scales", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0, 4.0],
                    help="scales (default 0 0.5 1 2 4)")
     p.add_argument("--set", type=float, nargs="+", help="set the neurons to these values instead of scaling "
-                   "(compared with the clean model)")
-    p.add_argument("--mean", action="store_true", help="set the neurons to their mean activation (vs clean)")
+                   "(compared with the clean model; no verdict)")
+    p.add_argument("--mean", action="store_true", help="set the neurons to their mean activation (vs clean; no "
+                   "verdict)")
+    p.add_argument("--direction", choices=["up", "down"],
+                   help="predicted effect of turning the neurons up: up = y rises (default; --which suppressors: "
+                        "down)")
+    p.add_argument("--null-sets", type=int, default=199,
+                   help="at most this many random sets in the null (sequential: 19 first, doubling; default 199, "
+                        "p down to 0.005)")
+    p.add_argument("--inputs", choices=["auto", "heldout", "ranking"], default="auto",
+                   help="which split to steer on: auto (default) = with --from a scan that ablated, its ranking "
+                        "split (disjoint from the held-out inputs that validated the neurons), else held-out")
     p.add_argument("--examples", type=int, default=4, help="concept inputs shown before/after (default 4)")
     p.add_argument("--tokens", type=int, default=8, help="length of greedy continuations (GPT-2, default 8)")
-    p.add_argument("--holdout", type=float, default=0.5, help="held-out fraction, as in scan (default 0.5)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--holdout", type=float, default=None,
+                   help="held-out fraction (default: with --from the scan's, else 0.5)")
+    p.add_argument("--seed", type=int, default=None, help="split seed (default: with --from the scan's, else 0)")
     p.add_argument("--tokenizer", help="tokenizer directory (local models)")
     p.add_argument("--weights", choices=["pretrained", "random"], default="pretrained")
     p.add_argument("--device", help="cpu, cuda or auto (default)")

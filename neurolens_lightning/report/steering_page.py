@@ -2,6 +2,8 @@
 
 Same style and helpers as the scan report (:mod:`neurolens_lightning.report.page`): plotly.js
 inlined once, every user string HTML-escaped, every sentence and number read from the dict.
+The headline is the verdict against random neurons (``test.beyond_null``, ``test.p_null``;
+:func:`verdict_sentence`); the trend tests are stated as descriptive only.
 
 Example:
     >>> import json
@@ -19,7 +21,8 @@ import plotly.graph_objects as go
 
 from neurolens_lightning.report.page import _CSS, _e, _figure_html, _fmt, _g, plotlyjs_tag
 
-__all__ = ["dose_response_figure", "render_steering_report", "write_steering_report"]
+__all__ = ["dose_response_figure", "null_figure", "render_steering_report", "verdict_sentence",
+           "write_steering_report"]
 
 _COLORS = {"concept": ("#2c7fb8", "rgba(44,127,184,0.18)"), "control": ("#8c6d62", "rgba(140,109,98,0.18)")}
 
@@ -57,6 +60,32 @@ def dose_response_figure(data: dict[str, Any]) -> go.Figure:
     return fig
 
 
+def null_figure(data: dict[str, Any]) -> go.Figure | None:
+    """The steered set's effect T (a vertical line) on the histogram of the random sets' T; None without a null."""
+    t = data.get("test")
+    if not isinstance(t, dict) or not t.get("null_effects"):
+        return None
+    vals = _finite(t["null_effects"])
+    n = len(data.get("neurons") or [])
+    fig = go.Figure(go.Histogram(x=[v for v in vals if v is not None], nbinsx=40, marker={"color": "#9aa5b1"},
+                                 name=f"random sets of {n} (n = {len(vals)})",
+                                 hovertemplate="effect %{x}<br>%{y} random sets<extra></extra>"))
+    eff = t.get("effect")
+    if isinstance(eff, (int, float)) and math.isfinite(eff):
+        xs = [v for v in vals if v is not None] + [eff]
+        right = eff > (min(xs) + max(xs)) / 2  # label on the side with room, inside the plot
+        fig.add_vline(x=eff, line={"color": "#c0392b", "width": 3})
+        fig.add_annotation(x=eff, y=0.97, yref="paper", text=f"steered set: {_fmt(eff)}", showarrow=False,
+                           xanchor="right" if right else "left", xshift=-6 if right else 6, yanchor="top",
+                           font={"color": "#c0392b", "size": 13}, bgcolor="rgba(255,255,255,0.85)")
+    fig.update_layout(height=300, margin={"l": 70, "r": 20, "t": 36, "b": 60}, template="plotly_white",
+                      showlegend=False, bargap=0.05,
+                      xaxis={"title": "effect T = direction × mean over concept inputs of y(×"
+                                      f"{_g(t.get('scale_high'))}) − y(×{_g(t.get('scale_low'))})"},
+                      yaxis={"title": "random sets"})
+    return fig
+
+
 def _wrap(text: str, width: int) -> str:
     """``text`` broken into lines of at most ``width`` characters (plotly titles do not wrap themselves)."""
     lines, cur = [], ""
@@ -69,27 +98,84 @@ def _wrap(text: str, width: int) -> str:
     return "<br>".join(lines + [cur])
 
 
-def _test_sentence(data: dict[str, Any]) -> str:
+def _n_neurons(n: Any) -> str:
+    return f"{_fmt(n)} neuron" + ("" if n == 1 else "s")
+
+
+def _pct_of(share: Any) -> str:
+    return "—" if not isinstance(share, (int, float)) or not math.isfinite(share) else f"{100 * share:.0f}%"
+
+
+def verdict_sentence(data: dict[str, Any]) -> str:
+    """The headline verdict (HTML), every word and number from ``data["test"]``; empty without a test."""
     t = data.get("test")
     if not isinstance(t, dict):
         return ""
-    word = {"increasing": "rises", "decreasing": "falls"}.get(t.get("direction"), "does not move monotonically")
-    s = (f"On concept inputs the mean y <b>{word}</b> with the scale (Page's trend test p = {_fmt(t.get('p_trend'))}); "
-         f"per input, the slope of y on the scale has mean {_fmt(t.get('slope_mean'))}")
+    n = len(data.get("neurons") or [])
+    these = "this neuron" if n == 1 else f"these {_fmt(n)} neurons"
+    if t.get("beyond_null") is None:
+        return f"<b>No verdict</b>: {_e(t.get('definition'))}."
+    up = (t.get("direction") or 1) > 0
+    lo, hi = _g(t.get("scale_low")), _g(t.get("scale_high"))
+    q = t.get("null_effect_quantiles") or {}
+    same = f"random sets of {_n_neurons(n)} from the same layers, steered the same way on the same inputs"
+    p = f"p_null = {_fmt(t.get('p_null'))}, one-sided, α = {_g(t.get('alpha'))}"
+    if t.get("beyond_null"):
+        eff = t.get("effect")
+        verb = ("raises" if up else "lowers") if isinstance(eff, (int, float)) and eff > 0 else \
+            f"moves (predicted: {'up' if up else 'down'})"
+        return (f"<b>Beyond random neurons</b>: turning {these} up (×{lo} → ×{hi}) {verb} y on concept inputs "
+                f"more than {_fmt(t.get('null_beaten'))} of {_fmt(t.get('null_n'))} {same} ({p}): the mean change "
+                f"of y is {_fmt(t.get('effect_raw_mean'))} (effect in the predicted direction {_fmt(eff)}, 95% CI "
+                f"[{_fmt(t.get('effect_ci_low'))}, {_fmt(t.get('effect_ci_high'))}]; random sets: median "
+                f"{_fmt(q.get('q50'))}, 95th percentile {_fmt(q.get('q95'))}).")
+    raw = t.get("effect_raw_mean")
+    moved = ("leaves y on concept inputs unchanged" if raw == 0 else
+             f"changes y on concept inputs by {_fmt(raw)} on average")
+    return (f"<b>Not beyond random neurons</b>: turning {these} up (×{lo} → ×{hi}) {moved}; the predicted "
+            f"{'rise' if up else 'fall'} beats only {_fmt(t.get('null_beaten'))} of {_fmt(t.get('null_n'))} {same} "
+            f"({p}; random sets: median {_fmt(q.get('q50'))}, 95th percentile {_fmt(q.get('q95'))}). Random "
+            "neurons with a non-zero effect move y smoothly with their scale too, so the dose-response below is "
+            f"no evidence that {these} {'carries' if n == 1 else 'carry'} the concept.")
+
+
+def _detail_sentences(data: dict[str, Any]) -> list[str]:
+    """Wrong-direction share, the concept-vs-control contrast and the descriptive trend tests, from ``test``."""
+    t = data.get("test")
+    if not isinstance(t, dict) or t.get("beyond_null") is None:
+        return []
+    up = (t.get("direction") or 1) > 0
+    out = [f"On {_pct_of(t.get('wrong_direction_share'))} of the concept inputs ({_fmt(t.get('wrong_direction_n'))} "
+           f"of {_fmt(t.get('n_concept_inputs'))}) y moved the wrong way ({'fell' if up else 'rose'} where a "
+           f"{'rise' if up else 'fall'} was predicted)."]
+    if t.get("p_null_specific") is not None:
+        out.append(f"Concept vs control (secondary): the effect in the predicted direction is "
+                   f"{_fmt(t.get('control_effect'))} on control inputs, so concept minus control is "
+                   f"{_fmt(t.get('effect_specific'))}; against the same random sets p_null_specific = "
+                   f"{_fmt(t.get('p_null_specific'))} ({'beyond' if t.get('beyond_null_specific') else 'not beyond'} "
+                   f"them at α = {_g(t.get('alpha'))}).")
+    word = {"increasing": "rises", "decreasing": "falls"}.get(t.get("trend_direction"), "is not monotone")
+    s = (f"Descriptive only, not a verdict: the mean y on concept inputs {word} with the scale (Page's trend test, "
+         f"two-sided, p = {_fmt(t.get('p_trend'))}); per input, the slope of y on the scale has mean "
+         f"{_fmt(t.get('slope_mean'))}")
     if t.get("control_slope_mean") is not None:
-        s += (f", against {_fmt(t.get('control_slope_mean'))} on control inputs (Mann–Whitney p = "
-              f"{_fmt(t.get('p_specific'))})")
-    verdict = ("<b>monotonic dose-response</b>" if t.get("monotonic") else
-               "<b>no monotonic dose-response</b> at this level")
-    return s + f". Verdict at α = {_g(t.get('alpha'))}: {verdict}."
+        side = t.get("mw_side")
+        side_txt = {"concept > control": "larger on concept inputs", "control > concept": "larger on control inputs"
+                    }.get(side, "larger on neither side")
+        s += (f", against {_fmt(t.get('control_slope_mean'))} on control inputs (Mann–Whitney, two-sided, p = "
+              f"{_fmt(t.get('p_specific'))}; the slopes are {side_txt})")
+    out.append(s + ".")
+    for w in t.get("warnings") or []:
+        out.append(f"Warning: {_e(w)}.")
+    return out
 
 
 def _summary(data: dict[str, Any]) -> list[str]:
-    neurons = ", ".join(f"{n['layer']}:{n['index']}" for n in data.get("neurons") or [])
+    neurons = ", ".join(f"{_e(n.get('layer'))}:{_e(n.get('index'))}" for n in data.get("neurons") or [])
     labels = data.get("labels") or []
-    out = [f"Neurons <b>{_e(neurons)}</b> of <b>{_e(data.get('model'))}</b> were steered together "
-           f"({_e(data.get('mode'))}: {_e(', '.join(map(str, labels)))}) on the {_e(data.get('split'))}, for the "
-           f"concept <b>{_e(data.get('concept'))}</b>. y is the {_e(data.get('y'))}."]
+    out = [f"Neurons <b>{neurons}</b> of <b>{_e(data.get('model'))}</b> were steered together "
+           f"({_e(data.get('mode'))}: {_e(', '.join(map(str, labels)))}) with the probe of the concept "
+           f"<b>{_e(data.get('concept'))}</b>; y is the {_e(data.get('y'))}. Inputs: the {_e(data.get('split'))}."]
     con, ctl = data.get("concept_inputs") or {}, data.get("control_inputs") or {}
     if con.get("mean_y"):
         pairs = "; ".join(f"{_e(l)}: {_fmt(v)}" for l, v in zip(labels, con["mean_y"]))
@@ -97,10 +183,7 @@ def _summary(data: dict[str, Any]) -> list[str]:
     if ctl.get("mean_y"):
         pairs = "; ".join(f"{_e(l)}: {_fmt(v)}" for l, v in zip(labels, ctl["mean_y"]))
         out.append(f"On control inputs — {pairs}.")
-    sent = _test_sentence(data)
-    if sent:
-        out.append(sent)
-    return out
+    return out + _detail_sentences(data)
 
 
 def _output_cell(o: dict[str, Any]) -> str:
@@ -148,29 +231,52 @@ table.steer{width:100%;table-layout:fixed}
 .steer thead th{background:var(--bg);font-size:13px}
 .steer td.inp{font-weight:600}
 .cont{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12.5px;color:#1f2328}
+p.verdict{font-size:17px;max-width:1100px;margin:0 0 14px;padding:10px 14px;border-radius:8px;border-left:5px solid}
+p.verdict.beyond{background:#eef6ee;border-color:#2e7d32}
+p.verdict.not-beyond{background:#fdf3e7;border-color:#b26a00}
+p.verdict.none{background:var(--bg);border-color:var(--line)}
 """
 
 
 def render_steering_report(data: dict[str, Any], plotlyjs: str = "inline") -> str:
     """The steering page as an HTML string (self-contained with ``plotlyjs="inline"``)."""
     concept, model = _e(data.get("concept") or "concept"), _e(data.get("model") or "model")
-    t = data.get("test") or {}
-    defs = (f"<dl class='defs'><dt>Steering</dt><dd>the chosen neurons' activations are multiplied by the scale "
+    t = data.get("test") if isinstance(data.get("test"), dict) else {}
+    n = len(data.get("neurons") or [])
+    verdict = verdict_sentence(data)
+    cls = "none" if t.get("beyond_null") is None else "beyond" if t.get("beyond_null") else "not-beyond"
+    defs = ("<dl class='defs'><dt>Steering</dt><dd>the chosen neurons' activations are multiplied by the scale "
             "(0 = zero ablation, 1 = unchanged) — or set to a value — at every position, through the same "
             "intervention hooks as ablation.</dd><dt>y</dt><dd>" + _e(data.get("y")) + "; 95% CIs are percentile "
-            "bootstraps over inputs.</dd>"
+            "bootstraps over inputs.</dd><dt>Inputs</dt><dd>" + _e(data.get("split")) + "</dd>"
             + (f"<dt>Test</dt><dd>{_e(t.get('definition'))}.</dd>" if t.get("definition") else "") + "</dl>")
+    null_fig = null_figure(data)
+    null_sec = ""
+    if null_fig is not None:
+        null_sec = ("<section><h2>Against random neurons</h2>"
+                    + _figure_html("null", null_fig,
+                                   f"The effect of the steered set (red line) among the effects of the "
+                                   f"{_fmt(len(t.get('null_effects') or []))} random sets of {_n_neurons(n)} drawn "
+                                   f"from the same layers (per layer as many as the steered set has there), each "
+                                   f"steered ×{_g(t.get('scale_low'))} and ×{_g(t.get('scale_high'))} on the same "
+                                   f"inputs. p_null = {_fmt(t.get('p_null'))} (sequential: the first "
+                                   f"{_fmt(t.get('null_n'))} sets decide it).")
+                    + "</section>")
     parts = [
         "<header><div class='kicker'>NeuroLens steering report</div>"
-        f"<h1>Steering <span class='concept'>“{concept}”</span> neurons in {model}</h1></header>",
-        "<section class='summary'>" + "".join(f"<p>{s}</p>" for s in _summary(data)) + "</section>",
+        f"<h1>Steering {_n_neurons(n)} of {model} on <span class='concept'>“{concept}”</span> inputs</h1></header>",
+        "<section class='summary'>" + (f"<p class='verdict {cls}' id='verdict'>{verdict}</p>" if verdict else "")
+        + "".join(f"<p>{s}</p>" for s in _summary(data)) + "</section>",
         "<section><h2>Dose-response</h2>"
         + _figure_html("dose", dose_response_figure(data),
-                       "Mean y at each setting on held-out concept inputs and control inputs, with 95% bootstrap "
-                       "CI bands. A concept neuron moves y on concept inputs much more than on controls.")
+                       "Mean y at each setting on concept inputs and control inputs, with 95% bootstrap CI bands. "
+                       + ("The verdict above compares the change from the lowest to the highest scale with random "
+                          "sets of the same size; a smooth curve alone is no evidence."
+                          if t.get("beyond_null") is not None else "No verdict in this mode."))
         + "</section>",
-        "<section><h2>Outputs before and after</h2><p class='muted'>The first held-out concept inputs: what the "
-        "model outputs at each setting.</p>" + _examples_table(data) + "</section>",
+        null_sec,
+        "<section><h2>Outputs before and after</h2><p class='muted'>The first concept inputs of the steered split: "
+        "what the model outputs at each setting.</p>" + _examples_table(data) + "</section>",
         f"<section><h2>Definitions</h2>{defs}</section>",
         "<footer>Generated by neurolens_lightning from steering.json; every number on this page is in that "
         "file.</footer>",
