@@ -199,7 +199,7 @@ def main(argv=None) -> None:
     if {"named", "nonselective"} & set(args.parts):
         from neurolens_lightning.registry import load_model
 
-        adapter = load_model("minilm", device="cpu")
+        adapter = load_model("minilm")  # CUDA when available
         if "named" in args.parts:
             part_named(adapter, ["negation", "past_tense"], {"negation": [2, 4], "past_tense": [1, 3]},
                        args.families, args.per_family, args.seed)
