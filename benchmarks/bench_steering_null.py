@@ -63,7 +63,7 @@ def main(argv=None) -> None:
             t0 = time.perf_counter()
             d = dose_response(adapter, concept, [best], inputs="ranking", seed=args.seed, n_examples=1).to_dict()
             print(row("validated", best, d["test"], time.perf_counter() - t0))
-        rng = random.Random(1000 + args.seed)
+        rng = random.Random(f"{concept}:{args.seed}")  # other random neurons for each concept
         layers = r.layers
         for _ in range(args.random):
             l = rng.choice(layers)
