@@ -302,7 +302,7 @@ class AblationRunner:
             return self.clean_cache[key]
         got = self._clean(batch.to(self.adapter.device))
         if key is not None:
-            size = _nbytes(got)
+            size = tensor_nbytes(got)
             used = self.clean_cache.setdefault("__bytes__", 0)
             if used + size <= self.cache_budget_bytes:
                 self.clean_cache[key] = got
@@ -400,16 +400,17 @@ def studentize(means: torch.Tensor, sds: torch.Tensor, n: int) -> torch.Tensor:
                             neginf=-math.inf)
 
 
-def _nbytes(obj: Any) -> int:
+def tensor_nbytes(obj: Any) -> int:
     """Bytes held by the tensors in ``obj`` (nested tuples, lists, dicts, batches)."""
     if isinstance(obj, torch.Tensor):
         return obj.numel() * obj.element_size()
     if isinstance(obj, (tuple, list)):
-        return sum(_nbytes(o) for o in obj)
+        return sum(tensor_nbytes(o) for o in obj)
     if isinstance(obj, dict):
-        return sum(_nbytes(o) for o in obj.values())
+        return sum(tensor_nbytes(o) for o in obj.values())
     if isinstance(obj, Batch):
-        return _nbytes(obj.inputs) + _nbytes(obj.target) + _nbytes([obj.position_mask, obj.span_mask])
+        return (tensor_nbytes(obj.inputs) + tensor_nbytes(obj.target)
+                + tensor_nbytes([obj.position_mask, obj.span_mask]))
     return 0
 
 

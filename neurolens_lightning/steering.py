@@ -74,6 +74,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from neurolens_lightning.ablation import tensor_nbytes
 from neurolens_lightning.adapters import ModelAdapter, adapter_for
 from neurolens_lightning.concepts import Concept, ImageTask, TextExample, TextTask, load_concept
 from neurolens_lightning.errors import NeuroLensError
@@ -296,19 +297,6 @@ def null_test(e_con: np.ndarray, e_ctl: np.ndarray | None, null_con: Sequence[fl
     return out
 
 
-def _nbytes(obj: Any) -> int:
-    """Bytes held by the tensors in ``obj`` (nested tuples, lists, dicts, batches)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, (tuple, list)):
-        return sum(_nbytes(o) for o in obj)
-    if isinstance(obj, dict):
-        return sum(_nbytes(o) for o in obj.values())
-    if hasattr(obj, "inputs") and hasattr(obj, "target"):
-        return _nbytes(obj.inputs) + _nbytes(obj.target)
-    return 0
-
-
 def _task_items(scanner: Any, items: Sequence[Any]) -> bool:
     """Whether a chunk is scored as tasks (concept tasks, or control sentences paired with task targets)."""
     return bool(scanner.uses_tasks and items and isinstance(items[0], (TextTask, ImageTask)))
@@ -374,7 +362,7 @@ class _ReplicaSteering:
         # replicas per forward: at most ``replicas``, and the steered sites' outputs within the element budget
         r_max = max(1, min(self.replicas, self.rows_budget // max(per_example[0] * batch.size, 1)))
         got = (y, cache, batch, r_max)
-        nbytes = _nbytes(got[:3])
+        nbytes = tensor_nbytes(got[:3])
         if self.used + nbytes <= self.budget:
             self.cache[i] = got
             self.used += nbytes
