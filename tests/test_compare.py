@@ -263,6 +263,24 @@ def test_cli_comparison_schema_and_alignment(cli_comparison):
     assert not list(out.parent.glob(".*tmp*")), "temporary folders left behind"
 
 
+def test_cli_comparison_divergence_is_computed_when_both_models_have_selective_neurons(tiny_model_dirs, tmp_path):
+    """The numeric branch of the divergence check: at fdr_q = 1 every positively selective neuron counts, so both
+    tiny models have a depth profile and the JS divergence must be a number equal to scipy's on the scans'
+    profiles (the fixture above, at q = 0.05, only reaches the undefined branch: its 2-layer model has none)."""
+    out = tmp_path / "cmp-q1"
+    d2, d4 = tiny_model_dirs
+    rc = main(["compare", "--models", str(d2), str(d4), "--concept", "negation", "--out", str(out), "--top-k", "3",
+               "--device", "cpu", "grid=13", "fdr_q=1.0"])
+    assert rc == 0
+    comp = json.loads((out / "comparison.json").read_text(encoding="utf-8"))
+    scans = [json.loads((out / m["scan_dir"] / "results.json").read_text()) for m in comp["models"]]
+    expected = _scan_js(*scans, grid=13)
+    assert expected is not None and 0.0 <= expected <= 1.0
+    got = comp["divergence"]["matrix"]
+    assert got[0][1] == got[1][0] == pytest.approx(expected, abs=1e-5)
+    assert comp["divergence"]["pairs"][0]["js"] == pytest.approx(expected, abs=1e-5)
+
+
 def _scan_fractions(scan: dict) -> np.ndarray:
     """f = n_significant_positive / n_units per scanned layer, in layer order, from a results.json dict."""
     summ = sorted(scan["layer_summary"], key=lambda s: s["layer"])
