@@ -194,8 +194,11 @@ class AblationRunner:
                 else:
                     lo = self.offsets[s]
                     val = self.mean_values[lo:lo + units].to(dev, torch.float32)
-            elif self.method == "interchange":
-                val = self.control_source(s)["pooled"].to(dev, torch.float32)[example_index.to(dev)]
+            elif self.method == "interchange":  # [2, B, U]: the negative's pooled activation, and its max
+                src = self.control_source(s)
+                idx = example_index.to(dev)
+                val = torch.stack([src["pooled"].to(dev, torch.float32)[idx],
+                                   src.get("pooled_max", src["pooled"]).to(dev, torch.float32)[idx]])
             elif self.control_source is None:  # legacy resample source: pooled activations broadcast
                 val = self.resample_source(s).to(dev, torch.float32)[example_index.to(dev)]
             else:  # the pool of concept-absent token activations; positions are drawn in edit (_token_draws)
@@ -247,14 +250,21 @@ class AblationRunner:
             P, U = view.shape[1], view.shape[2]
             v4 = view.reshape(R, B, P, U)
             m = mask.to(view.dtype)[:, None, None, :]
-            v = val.to(view.dtype)
             if self.method == "interchange":  # shift every position: the pooled activation becomes the target's
                 pooled = pool_activations(view, rep.position_mask, rep.span_mask, self.pooling)[0].reshape(R, B, U)
-                new = v4 + m * (v[None, :, :] - pooled)[:, :, None, :]
+                target = val[0].to(view.dtype)
+                if self.pooling in ("span", "auto") and batch.span_mask is not None:
+                    # rows without a marked span are pooled by their max (pool_activations): so is their target
+                    has = batch.span_mask.to(view.device).any(1)[:, None]
+                    target = torch.where(has, target, val[1].to(view.dtype))
+                elif self.pooling in ("span", "auto"):
+                    target = val[1].to(view.dtype)
+                new = v4 + m * (target[None, :, :] - pooled)[:, :, None, :]
                 return self.adapter.unview(new.reshape(R * B, P, U), out)
             if self.method == "resample" and self.control_source is not None:  # per position
                 v = self._token_draws(key, chunk, B, P, val).to(view.dtype)[None]
             else:
+                v = val.to(view.dtype)
                 v = v[None, None, None, :] if v.dim() == 1 else v[None, :, None, :]
             new = v4 * (1 - m) + m * v
             return self.adapter.unview(new.reshape(R * B, P, U), out)
@@ -767,7 +777,8 @@ def control_activations(adapter: ModelAdapter, scanner: Any, max_tokens: int = 8
                         ) -> dict[int, dict[str, torch.Tensor]]:
     """Concept-absent activations of every scanned site, from the ranking split's negatives (one pass).
 
-    Per site: ``pooled [n_neg, U]`` (each negative's pooled activation, the scan's pooling), ``token_mean [U]``
+    Per site: ``pooled [n_neg, U]`` (each negative's pooled activation, the scan's pooling; ``pooled_max`` the
+    same by max, the statistic of inputs without a marked span, e.g. task prompts), ``token_mean [U]``
     (the mean over every real token of the negatives) and ``tokens [n, U]`` (the real tokens' activations,
     a seeded random subset of at most ``max_tokens``). Every intervention draws its replacement from these,
     never from concept examples.
@@ -776,10 +787,12 @@ def control_activations(adapter: ModelAdapter, scanner: Any, max_tokens: int = 8
     if not negatives:
         raise NeuroLensError("this intervention needs concept-absent (negative) examples in the ranking split")
     pooled: dict[int, list[torch.Tensor]] = {k: [] for k in range(len(scanner.sites))}
+    pooled_max: dict[int, list[torch.Tensor]] = {k: [] for k in range(len(scanner.sites))}
     toks: dict[int, list[torch.Tensor]] = {k: [] for k in range(len(scanner.sites))}
     for _, batch in scanner.batches(negatives):
         def on_output(k: Any, a: torch.Tensor, b: Batch = batch) -> None:
             pooled[k].append(adapter.pool(a, b, scanner.pooling)[0].float().cpu())
+            pooled_max[k].append(adapter.pool(a, b, "max")[0].float().cpu())
             view = adapter.site_view(a)
             pm = b.position_mask
             flat = view[pm] if pm is not None else view.reshape(-1, view.shape[-1])
@@ -794,7 +807,8 @@ def control_activations(adapter: ModelAdapter, scanner: Any, max_tokens: int = 8
         mean = t.mean(0)
         if t.shape[0] > max_tokens:
             t = t[torch.randperm(t.shape[0], generator=g)[:max_tokens]]
-        out[k] = {"pooled": torch.cat(pooled[k]), "token_mean": mean, "tokens": t}
+        out[k] = {"pooled": torch.cat(pooled[k]), "pooled_max": torch.cat(pooled_max[k]), "token_mean": mean,
+                  "tokens": t}
     return out
 
 
