@@ -159,7 +159,7 @@ def part_nullprobe(runs: int, methods, seed: int) -> None:
     texts = [t for g in base["groups"].values() for t in g] + list(base["negative"])
     for method in methods:
         t0 = time.perf_counter()
-        any_valid = joint = n_cand = cand_p = 0
+        any_valid = joint = n_cand = cand_p = spec_raw = spec_holm = 0
         for run in range(runs):
             rng = random.Random(seed + run)
             sh = texts[:]
@@ -173,12 +173,16 @@ def part_nullprobe(runs: int, methods, seed: int) -> None:
             cands = [a for a in r.ablation.values() if a["tested_as"] == "candidate"]
             n_cand += len(cands)
             cand_p += sum(a["p_value"] <= 0.05 for a in cands)
+            spec_raw += sum((a["specificity_p"] or 1.0) <= 0.05 for a in cands)
+            spec_holm += sum((a["specificity_p_holm"] or 1.0) <= 0.05 for a in cands)
             any_valid += any(a["validated"] for a in r.ablation.values())
             joint += bool(r.ablation_summary.get("joint_beyond_null"))
         print(f"  {method} ({time.perf_counter() - t0:.0f} s):")
         print(line("runs that validate any neuron", any_valid / runs, runs, 0.05))
         print(line("runs whose joint set is beyond its null", joint / runs, runs, 0.05))
         print(line("candidates with raw p <= 0.05", cand_p / max(n_cand, 1), n_cand, 0.05))
+        print(line("candidates: specificity p <= 0.05 (raw)", spec_raw / max(n_cand, 1), n_cand, 0.05))
+        print(line("candidates: specificity Holm p <= 0.05", spec_holm / max(n_cand, 1), n_cand, 0.05))
 
 
 def main(argv=None) -> None:
