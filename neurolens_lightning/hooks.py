@@ -4,6 +4,11 @@ Two kinds: :func:`capture` observes a module's output (never alters it) and
 :func:`intervene` replaces it. Both remove every hook they registered when the body
 exits, also when it raises, so a probe can never leave a model modified.
 
+A site that is the *input* of a module (a gated MLP's neurons are the input of its
+down projection; no module outputs them) is named by :class:`InputOf`: hooking it
+"as an output" hooks that input, so :func:`capture`, :func:`intervene` and any code
+that calls ``site.register_forward_hook`` work on it unchanged.
+
 Example:
     >>> import torch
     >>> lin = torch.nn.Linear(2, 3)
@@ -16,7 +21,7 @@ Example:
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Hashable, Iterator, Mapping
+from typing import Any, Callable, Hashable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -31,6 +36,95 @@ def _first_tensor(output: object) -> torch.Tensor:
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         return output[0]
     raise TypeError(f"hooked module returned {type(output).__name__}, expected a tensor")
+
+
+class _Handles:
+    """Removes several hook handles at once (what :meth:`InputOf.register_forward_hook` returns)."""
+
+    def __init__(self, handles: list[Any]) -> None:
+        self.handles = handles
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+    def __enter__(self) -> "_Handles":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+class InputOf(nn.Module):
+    """The input of ``module`` (its first argument) as a hookable site.
+
+    ``InputOf(m).register_forward_hook(hook)`` registers a forward *pre*-hook on ``m`` that
+    calls ``hook(site, args, x)`` with ``x`` = the input about to enter ``m``; a non-None
+    return value replaces that input (as a forward hook's return value replaces an output).
+    So a site "the input of ``down_proj``" is captured and intervened on exactly like a
+    module output (``with_kwargs=True``: ``hook(site, args, kwargs, x)``). The stand-in is
+    never called and owns no parameters (``m`` is not registered as its submodule); the hooks
+    live on ``m`` (``count_hooks`` sees them) and the returned handle removes them. A pre-hook
+    on the stand-in itself would never run, so registering one is an error.
+
+    ``shape_from``: a module that runs before ``m`` and whose first input has the leading shape
+    to restore, for a module fed a flattened input (OPT's ``fc2`` gets ``[B*T, U]``; with
+    ``shape_from=layer`` the hook sees ``[B, T, U]``, and its result is flattened back).
+
+    Example:
+        >>> lin = torch.nn.Linear(3, 2)
+        >>> with capture({"in": InputOf(lin)}) as acts:
+        ...     _ = lin(torch.ones(1, 3))
+        >>> acts["in"].tolist(), len(lin._forward_pre_hooks)
+        ([[1.0, 1.0, 1.0]], 0)
+    """
+
+    def __init__(self, module: nn.Module, shape_from: nn.Module | None = None) -> None:
+        super().__init__()
+        object.__setattr__(self, "target", module)  # not a submodule: the site owns no parameters
+        object.__setattr__(self, "shape_from", shape_from)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("InputOf is a hook site, not a layer: run the model that contains its target")
+
+    def extra_repr(self) -> str:
+        return f"input of {type(self.target).__name__}"
+
+    def register_forward_pre_hook(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("InputOf never runs: hook the site with register_forward_hook (it sees the input), or "
+                           "register the pre-hook on its target")
+
+    def register_forward_hook(self, hook: Callable[..., Any], *, prepend: bool = False, with_kwargs: bool = False,
+                              always_call: bool = False) -> _Handles:
+        lead: list[torch.Size] = []  # the leading shape recorded by ``shape_from`` in this forward
+        handles: list[Any] = []
+
+        def record(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+            first = args[0] if args else next(v for v in kwargs.values() if isinstance(v, torch.Tensor))
+            lead[:] = [first.shape[:-1]]
+
+        def pre(_m: nn.Module, args: tuple, kwargs: dict) -> object:
+            key = None
+            if args:
+                x = args[0]
+            else:  # the input passed by keyword (nn.Linear's ``input``)
+                key = next(k for k, v in kwargs.items() if isinstance(v, torch.Tensor))
+                x = kwargs[key]
+            shape = x.shape
+            if lead and x.dim() == 2 and x.shape[0] == lead[0].numel():
+                x = x.reshape(*lead[0], x.shape[-1])
+            res = hook(self, args, kwargs, x) if with_kwargs else hook(self, args, x)
+            if res is None:
+                return None
+            new = _first_tensor(res).reshape(shape)
+            if key is None:
+                return (new, *args[1:]), kwargs
+            return args, {**kwargs, key: new}
+
+        if self.shape_from is not None:
+            handles.append(self.shape_from.register_forward_pre_hook(record, with_kwargs=True))
+        handles.append(self.target.register_forward_pre_hook(pre, prepend=prepend, with_kwargs=True))
+        return _Handles(handles)
 
 
 @contextmanager

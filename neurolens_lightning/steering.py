@@ -819,7 +819,7 @@ def _readout(adapter: ModelAdapter, scanner: Any, batch: Any, item: Any, max_new
     logits = outputs.logits
     pos = batch.target["pred_pos"][0]
     first = logits[0, 0] if getattr(outputs, "gathered", False) else logits[0, int(pos[0])]
-    if family == "gpt2":
+    if family in ("gpt2", "decoder"):  # causal LMs: next tokens and a greedy continuation
         if isinstance(item, TextTask):
             rec["target_logprob"] = y
             prompt_ids = adapter.tokenizer(item.prompt, add_special_tokens=False)["input_ids"]

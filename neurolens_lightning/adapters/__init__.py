@@ -15,22 +15,29 @@ import torch
 from torch import nn
 
 from neurolens_lightning.adapters.base import Batch, ModelAdapter, NeuronSite, auto_device, pool_activations
+from neurolens_lightning.adapters.decoder import DecoderAdapter, decoder_spec
 from neurolens_lightning.adapters.resnet import ResNetAdapter
 from neurolens_lightning.adapters.text import BertAdapter, GPT2Adapter, TextAdapter
 from neurolens_lightning.errors import NeuroLensError
 
-__all__ = ["Batch", "ModelAdapter", "NeuronSite", "TextAdapter", "GPT2Adapter", "BertAdapter", "ResNetAdapter",
-           "adapter_for", "auto_device", "pool_activations", "family_of"]
+__all__ = ["Batch", "ModelAdapter", "NeuronSite", "TextAdapter", "GPT2Adapter", "BertAdapter", "DecoderAdapter",
+           "ResNetAdapter", "adapter_for", "auto_device", "pool_activations", "family_of"]
 
 
 def family_of(model: nn.Module) -> str | None:
-    """``gpt2`` / ``bert`` / ``resnet`` for a supported module, else None."""
+    """``gpt2`` / ``bert`` / ``decoder`` / ``resnet`` for a supported module, else None.
+
+    ``decoder``: a ``*ForCausalLM`` (or the bare base model) of Llama, Mistral, Qwen2/Qwen3,
+    Gemma/Gemma2/Gemma3 (text), Phi-3, GPT-NeoX or OPT (see ``adapters/decoder.py``).
+    """
     cfg = getattr(model, "config", None)
     mtype = getattr(cfg, "model_type", None)
     if mtype == "gpt2":
         return "gpt2"
     if mtype in ("bert", "roberta", "xlm-roberta", "camembert", "electra"):
         return "bert"
+    if decoder_spec(model) is not None:
+        return "decoder"
     try:
         from torchvision.models import ResNet
     except Exception:  # pragma: no cover - torchvision missing
@@ -43,18 +50,19 @@ def family_of(model: nn.Module) -> str | None:
 def adapter_for(model: nn.Module, tokenizer: Any = None, name: str | None = None,
                 device: str | torch.device | None = None, check_tokenizer: bool = True, **kwargs: Any
                 ) -> ModelAdapter:
-    """Wrap a supported ``nn.Module`` in its adapter (GPT-2, BERT-like or ResNet)."""
+    """Wrap a supported ``nn.Module`` in its adapter (GPT-2, BERT-like, decoder LM or ResNet)."""
     if isinstance(model, ModelAdapter):
         return model
     family = family_of(model)
     name = name or type(model).__name__
     if family is None:
         raise NeuroLensError(
-            f"unsupported model type {type(model).__name__}: NeuroLens supports GPT-2, BERT/RoBERTa-like encoders "
-            "and torchvision ResNets (pass one of those, or a registry name such as 'minilm')")
+            f"unsupported model type {type(model).__name__}: NeuroLens supports GPT-2, BERT/RoBERTa-like encoders, "
+            "decoder LMs (Llama, Mistral, Qwen2/3, Gemma/2/3, Phi-3, GPT-NeoX, OPT: *ForCausalLM or the base "
+            "model) and torchvision ResNets (pass one of those, or a registry name such as 'minilm')")
     if family == "resnet":
         return ResNetAdapter(model, name=name, device=device, **kwargs)
-    cls = GPT2Adapter if family == "gpt2" else BertAdapter
+    cls = {"gpt2": GPT2Adapter, "decoder": DecoderAdapter}.get(family, BertAdapter)
     if tokenizer is None and not check_tokenizer:
         adapter = cls.__new__(cls)
         ModelAdapter.__init__(adapter, model, name=name, device=device)
