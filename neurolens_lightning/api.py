@@ -103,11 +103,16 @@ def scan(
     seed: int = 0,
     progress: bool = False,
     image_size: int | None = None,
+    site: str | None = None,
 ) -> ScanResult:
     """Score every neuron of ``layers`` for ``concept`` and rank them.
 
     Args:
         model: registry name (``minilm``, ``gpt2``, ...), local path, ``nn.Module`` or adapter.
+        site: ``"PATTERN[:input|:output]"``: the neurons are the input or output (default) of the
+            modules whose ``named_modules()`` names match the glob (``*`` = one path component),
+            numbered 0..L-1 in model order, units in the last dimension; for a text model
+            NeuroLens does not know (y: a fitted probe head; see ``adapters/sites.py``).
         concept: built-in name, probe JSON path, dict or :class:`Concept`.
         layers: layer indices (default: all).
         top_k: number of candidates (and of suppressors) reported, and ablated with
@@ -169,6 +174,10 @@ def scan(
             kwargs["pooling"] = pooling
         if image_size:
             kwargs["image_size"] = image_size
+        if site:
+            if isinstance(model, ModelAdapter):
+                raise NeuroLensError("site= names where a model's neurons are; pass the model, not an adapter")
+            kwargs["site"] = site
         if isinstance(model, ModelAdapter) and not (device is None or str(device) == "auto"):
             model.model.to(auto_device(device))  # load_model returns an adapter as it is
         adapter = load_model(model, tokenizer=tokenizer, weights=weights, arch=arch, device=device,

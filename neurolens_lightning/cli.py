@@ -83,6 +83,9 @@ def _add_scan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output folder (default reports/<model>-<concept>-<timestamp>/)")
     p.add_argument("--weights", choices=["pretrained", "random"], help="pretrained (default) or random init")
     p.add_argument("--arch", help="architecture of a .pt/.pth state dict (resnet18|resnet50)")
+    p.add_argument("--site", help="any other text model: its neurons as 'PATTERN[:input|:output]', a glob over "
+                   "module names ('*' = one path component; default :output), e.g. "
+                   "'model.layers.*.mlp.down_proj:input'")
     _add_runtime_flags(p, tokenizer_help="tokenizer directory (for local models / weights=random)")
     p.add_argument("--wandb", action="store_true", default=None, help="also log to Weights & Biases")
     p.add_argument("--cross-concept", action="store_true", default=None, dest="cross_concept",
@@ -129,7 +132,8 @@ def _join_distributed_launch() -> str | None:
 def cmd_scan(args: argparse.Namespace) -> int:
     from neurolens_lightning.config import ScanConfig, load_config
 
-    cfg = load_config(ScanConfig, args.config, list(args.overrides) + _flags_to_dotlist(args))
+    cfg = load_config(ScanConfig, args.config, list(args.overrides) + _flags_to_dotlist(args),
+                      {"site": args.site} if getattr(args, "site", None) else None)  # verbatim: ':' '*' in it
     neurons = [parse_neuron(n) for n in cfg.neurons] or None
     from neurolens_lightning.api import scan
 
@@ -146,6 +150,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         null_samples=cfg.null_samples, neurons=neurons, holdout=cfg.holdout, seed=cfg.seed, progress=True,
         image_size=cfg.image_size, min_selectivity=cfg.min_selectivity, alpha=cfg.alpha, min_effect=cfg.min_effect,
         cross_concept=cfg.cross_concept, also=list(cfg.also), direction=cfg.direction, suppressors=cfg.suppressors,
+        site=cfg.site,
     )
     from neurolens_lightning.distributed import dist_context
 

@@ -59,6 +59,7 @@ class ScanConfig:
     suppressors: int = 0
     weights: str = "pretrained"
     arch: Optional[str] = None
+    site: Optional[str] = None  # "PATTERN[:input|:output]": neurons of a model NeuroLens does not know
     tokenizer: Optional[str] = None
     device: str = "auto"
     download: bool = False

@@ -17,11 +17,13 @@ from torch import nn
 from neurolens_lightning.adapters.base import Batch, ModelAdapter, NeuronSite, auto_device, pool_activations
 from neurolens_lightning.adapters.decoder import DecoderAdapter, decoder_spec
 from neurolens_lightning.adapters.resnet import ResNetAdapter
+from neurolens_lightning.adapters.sites import SiteAdapter, match_modules, parse_site
 from neurolens_lightning.adapters.text import BertAdapter, GPT2Adapter, TextAdapter
 from neurolens_lightning.errors import NeuroLensError
 
 __all__ = ["Batch", "ModelAdapter", "NeuronSite", "TextAdapter", "GPT2Adapter", "BertAdapter", "DecoderAdapter",
-           "ResNetAdapter", "adapter_for", "auto_device", "pool_activations", "family_of"]
+           "ResNetAdapter", "adapter_for", "auto_device", "pool_activations", "family_of", "SiteAdapter",
+           "match_modules", "parse_site"]
 
 
 def family_of(model: nn.Module) -> str | None:
@@ -50,16 +52,27 @@ def family_of(model: nn.Module) -> str | None:
 def adapter_for(model: nn.Module, tokenizer: Any = None, name: str | None = None,
                 device: str | torch.device | None = None, check_tokenizer: bool = True, **kwargs: Any
                 ) -> ModelAdapter:
-    """Wrap a supported ``nn.Module`` in its adapter (GPT-2, BERT-like, decoder LM or ResNet)."""
+    """Wrap a supported ``nn.Module`` in its adapter (GPT-2, BERT-like, decoder LM or ResNet).
+
+    ``site="PATTERN[:input|:output]"`` (any text model, known or not): a :class:`SiteAdapter`
+    with the neurons at the matched modules (see ``adapters/sites.py``).
+    """
     if isinstance(model, ModelAdapter):
+        if kwargs.get("site"):
+            raise NeuroLensError("site= names where the neurons of a model are; pass the nn.Module, not an adapter")
         return model
+    if kwargs.get("site"):
+        return SiteAdapter(model, tokenizer, name=name or type(model).__name__, device=device, **kwargs)
+    kwargs.pop("site", None)
     family = family_of(model)
     name = name or type(model).__name__
     if family is None:
         raise NeuroLensError(
             f"unsupported model type {type(model).__name__}: NeuroLens supports GPT-2, BERT/RoBERTa-like encoders, "
             "decoder LMs (Llama, Mistral, Qwen2/3, Gemma/2/3, Phi-3, GPT-NeoX, OPT: *ForCausalLM or the base "
-            "model) and torchvision ResNets (pass one of those, or a registry name such as 'minilm')")
+            "model) and torchvision ResNets (pass one of those, or a registry name such as 'minilm'); for any other "
+            "text model name its neurons with --site 'PATTERN[:input|:output]' (Python: site=...), e.g. "
+            "'blocks.*.mlp.fc2:input'")
     if family == "resnet":
         return ResNetAdapter(model, name=name, device=device, **kwargs)
     cls = {"gpt2": GPT2Adapter, "decoder": DecoderAdapter}.get(family, BertAdapter)
