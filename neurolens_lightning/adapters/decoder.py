@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from neurolens_lightning.adapters.base import Batch, NeuronSite
-from neurolens_lightning.adapters.text import TextAdapter
+from neurolens_lightning.adapters.text import TextAdapter, causal_lm_confidence
 from neurolens_lightning.concepts import Example, TextTask
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.hooks import InputOf
@@ -223,34 +223,4 @@ class DecoderAdapter(TextAdapter):
 
     # ---------------------------------------------------------------- confidence inputs
     def encode_confidence(self, examples: Sequence[Example] | None, tasks: Sequence[TextTask] | None) -> Batch:
-        if tasks:
-            prefix = _special_prefix(self.tokenizer)
-            rows, pos, ids = [], [], []
-            for t in tasks:
-                p = prefix + self.tokenizer(t.prompt, add_special_tokens=False)["input_ids"][
-                    -(self.max_length - 8 - len(prefix)):]
-                if not p:
-                    raise NeuroLensError(f"task prompt {t.prompt!r} encodes to no tokens and {self.name}'s tokenizer "
-                                         "adds no BOS: nothing predicts the target")
-                tgt = self._target_ids(t.target)
-                rows.append(p + tgt)
-                pos.append(list(range(len(p) - 1, len(p) - 1 + len(tgt))))
-                ids.append(tgt)
-            input_ids = self._pad(rows, self.tokenizer.pad_token_id)
-            attn = self._pad([[1] * len(r) for r in rows], 0)
-            pm = self._pad([[0] * len(prefix) + [1] * (len(r) - len(prefix)) for r in rows], 0).bool()
-            target = {"pred_pos": self._pad(pos, 0), "target_ids": self._pad(ids, 0),
-                      "weight": self._pad([[1] * len(i) for i in ids], 0).float()}
-            return Batch(inputs={"input_ids": input_ids, "attention_mask": attn}, size=len(rows), position_mask=pm,
-                         span_mask=torch.zeros_like(pm), target=target,
-                         tokens=[self.tokenizer.convert_ids_to_tokens(r) for r in rows])
-        batch = self.encode(examples or [])
-        if self.has_output_head:
-            # predict token p+1 from position p wherever both are real tokens (any padding side)
-            attn = batch.inputs["attention_mask"].bool()
-            T = attn.shape[1]
-            pos = torch.arange(max(T - 1, 1)).unsqueeze(0).expand(batch.size, -1)
-            valid = (attn[:, :-1] & attn[:, 1:]).float() if T > 1 else torch.zeros(batch.size, 1)
-            valid = valid / valid.sum(1, keepdim=True).clamp_min(1)
-            batch.target = {"pred_pos": pos.clone(), "target_ids": torch.full_like(pos, -1), "weight": valid}
-        return batch
+        return causal_lm_confidence(self, examples, tasks, prefix=_special_prefix(self.tokenizer))

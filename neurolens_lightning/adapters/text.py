@@ -167,6 +167,43 @@ class TextAdapter(ModelAdapter):
         return self._score_positions(outputs.logits, batch.target, gathered=getattr(outputs, "gathered", False))
 
 
+def causal_lm_confidence(adapter: "TextAdapter", examples: Sequence[Example] | None,
+                          tasks: Sequence[TextTask] | None, prefix: Sequence[int] = ()) -> Batch:
+    """Confidence inputs of a causal LM (GPT-2 and the decoder adapters): tasks as ``prefix + prompt + target`` with
+    y read at the positions that predict the target tokens (``prefix``, e.g. a BOS, is neither pooled nor scored),
+    else the examples with y the log p of the model's own next token wherever both positions are real tokens."""
+    if tasks:
+        rows, pos, ids = [], [], []
+        for t in tasks:
+            p = list(prefix) + adapter.tokenizer(t.prompt, add_special_tokens=False)["input_ids"][
+                -(adapter.max_length - 8 - len(prefix)):]
+            if not p:
+                raise NeuroLensError(f"task prompt {t.prompt!r} encodes to no tokens and {adapter.name}'s tokenizer "
+                                     "adds no BOS: nothing predicts the target")
+            tgt = adapter._target_ids(t.target)
+            rows.append(p + tgt)
+            pos.append(list(range(len(p) - 1, len(p) - 1 + len(tgt))))
+            ids.append(tgt)
+        input_ids = adapter._pad(rows, adapter.tokenizer.pad_token_id)
+        attn = adapter._pad([[1] * len(r) for r in rows], 0)
+        pm = adapter._pad([[0] * len(prefix) + [1] * (len(r) - len(prefix)) for r in rows], 0).bool()
+        target = {"pred_pos": adapter._pad(pos, 0), "target_ids": adapter._pad(ids, 0),
+                  "weight": adapter._pad([[1] * len(i) for i in ids], 0).float()}
+        return Batch(inputs={"input_ids": input_ids, "attention_mask": attn}, size=len(rows), position_mask=pm,
+                     span_mask=torch.zeros_like(pm), target=target,
+                     tokens=[adapter.tokenizer.convert_ids_to_tokens(r) for r in rows])
+    batch = adapter.encode(examples or [])
+    if adapter.has_output_head:
+        # predict token p+1 from position p wherever both are real tokens (any padding side)
+        attn = batch.inputs["attention_mask"].bool()
+        T = attn.shape[1]
+        pos = torch.arange(max(T - 1, 1)).unsqueeze(0).expand(batch.size, -1)
+        valid = (attn[:, :-1] & attn[:, 1:]).float() if T > 1 else torch.zeros(batch.size, 1)
+        valid = valid / valid.sum(1, keepdim=True).clamp_min(1)
+        batch.target = {"pred_pos": pos.clone(), "target_ids": torch.full_like(pos, -1), "weight": valid}
+    return batch
+
+
 class GPT2Adapter(TextAdapter):
     """GPT-2 (``GPT2LMHeadModel`` or ``GPT2Model``); neurons at ``h[L].mlp.act``."""
 
@@ -213,32 +250,7 @@ class GPT2Adapter(TextAdapter):
         return SimpleNamespace(last_hidden_state=h, hidden_states=None)
 
     def encode_confidence(self, examples: Sequence[Example] | None, tasks: Sequence[TextTask] | None) -> Batch:
-        if tasks:
-            rows, pos, ids = [], [], []
-            for t in tasks:
-                p = self.tokenizer(t.prompt, add_special_tokens=False)["input_ids"][-(self.max_length - 8):]
-                tgt = self._target_ids(t.target)
-                rows.append(p + tgt)
-                pos.append(list(range(len(p) - 1, len(p) - 1 + len(tgt))))
-                ids.append(tgt)
-            input_ids = self._pad(rows, self.tokenizer.pad_token_id)
-            attn = self._pad([[1] * len(r) for r in rows], 0)
-            pm = attn.bool()
-            target = {"pred_pos": self._pad(pos, 0), "target_ids": self._pad(ids, 0),
-                      "weight": self._pad([[1] * len(i) for i in ids], 0).float()}
-            return Batch(inputs={"input_ids": input_ids, "attention_mask": attn}, size=len(rows), position_mask=pm,
-                         span_mask=torch.zeros_like(pm), target=target,
-                         tokens=[self.tokenizer.convert_ids_to_tokens(r) for r in rows])
-        batch = self.encode(examples or [])
-        if self.has_output_head:
-            # predict token p+1 from position p wherever both are real tokens (any padding side)
-            attn = batch.inputs["attention_mask"].bool()
-            T = attn.shape[1]
-            pos = torch.arange(max(T - 1, 1)).unsqueeze(0).expand(batch.size, -1)
-            valid = (attn[:, :-1] & attn[:, 1:]).float() if T > 1 else torch.zeros(batch.size, 1)
-            valid = valid / valid.sum(1, keepdim=True).clamp_min(1)
-            batch.target = {"pred_pos": pos.clone(), "target_ids": torch.full_like(pos, -1), "weight": valid}
-        return batch
+        return causal_lm_confidence(self, examples, tasks)
 
 
 class BertAdapter(TextAdapter):
