@@ -268,3 +268,18 @@ def test_cli_help_and_concepts_import_no_torch_transformers_or_lightning():
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_scan_of_a_headless_encoder_leaves_no_hooks():
+    """A model without an LM head used to be called with output_hidden_states=True, which transformers 5 answers
+    with output-capturing forward hooks that stayed on the user's model (4 after one scan): none may remain."""
+    from helpers import make_word_tokenizer, tiny_bert_encoder
+
+    from neurolens_lightning.hooks import count_hooks
+
+    tok = make_word_tokenizer("bert")
+    model = tiny_bert_encoder(tok, n_layer=2)
+    assert count_hooks(model) == 0
+    result = nl.scan(model, "negation", tokenizer=tok, top_k=2, ablate=True, null_samples=5)
+    assert result.head is not None  # y came from the probe head on the encoder's last hidden state
+    assert count_hooks(model) == 0

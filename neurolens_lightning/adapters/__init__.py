@@ -16,18 +16,29 @@ from torch import nn
 
 from neurolens_lightning.adapters.base import Batch, ModelAdapter, NeuronSite, auto_device, pool_activations
 from neurolens_lightning.adapters.decoder import DecoderAdapter, decoder_spec
+from neurolens_lightning.adapters.encoders import (DebertaV2Adapter, DistilBertAdapter, ElectraAdapter,
+                                                   ModernBertAdapter)
 from neurolens_lightning.adapters.resnet import ResNetAdapter
 from neurolens_lightning.adapters.sites import SiteAdapter, match_modules, parse_site
 from neurolens_lightning.adapters.text import BertAdapter, GPT2Adapter, TextAdapter
+from neurolens_lightning.adapters.vision import ConvNeXtAdapter, HFViTAdapter, TorchvisionViTAdapter
 from neurolens_lightning.errors import NeuroLensError
 
 __all__ = ["Batch", "ModelAdapter", "NeuronSite", "TextAdapter", "GPT2Adapter", "BertAdapter", "DecoderAdapter",
            "ResNetAdapter", "adapter_for", "auto_device", "pool_activations", "family_of", "SiteAdapter",
-           "match_modules", "parse_site"]
+           "match_modules", "parse_site", "DistilBertAdapter", "ElectraAdapter", "DebertaV2Adapter",
+           "ModernBertAdapter", "HFViTAdapter", "TorchvisionViTAdapter", "ConvNeXtAdapter"]
+
+#: ``config.model_type`` -> family of the encoders in ``adapters/encoders.py`` and HF ViT (``adapters/vision.py``)
+_HF_FAMILIES = {"distilbert": "distilbert", "electra": "electra", "deberta-v2": "deberta-v2",
+                "modernbert": "modernbert", "vit": "vit"}
+_FAMILY_ADAPTERS = {"distilbert": DistilBertAdapter, "electra": ElectraAdapter, "deberta-v2": DebertaV2Adapter,
+                    "modernbert": ModernBertAdapter}
 
 
 def family_of(model: nn.Module) -> str | None:
-    """``gpt2`` / ``bert`` / ``decoder`` / ``resnet`` for a supported module, else None.
+    """``gpt2`` / ``bert`` / ``decoder`` / ``resnet`` / ``distilbert`` / ``electra`` / ``deberta-v2`` /
+    ``modernbert`` / ``vit`` (Hugging Face or torchvision) / ``convnext`` for a supported module, else None.
 
     ``decoder``: a ``*ForCausalLM`` (or the bare base model) of Llama, Mistral, Qwen2/Qwen3,
     Gemma/Gemma2/Gemma3 (text), Phi-3, GPT-NeoX or OPT (see ``adapters/decoder.py``).
@@ -36,8 +47,10 @@ def family_of(model: nn.Module) -> str | None:
     mtype = getattr(cfg, "model_type", None)
     if mtype == "gpt2":
         return "gpt2"
-    if mtype in ("bert", "roberta", "xlm-roberta", "camembert", "electra"):
+    if mtype in ("bert", "roberta", "xlm-roberta", "camembert"):
         return "bert"
+    if mtype in _HF_FAMILIES:
+        return _HF_FAMILIES[mtype]
     if decoder_spec(model) is not None:
         return "decoder"
     try:
@@ -46,6 +59,14 @@ def family_of(model: nn.Module) -> str | None:
         ResNet = ()  # type: ignore[assignment]
     if ResNet and isinstance(model, ResNet):
         return "resnet"
+    try:
+        from torchvision.models import ConvNeXt, VisionTransformer
+    except Exception:  # pragma: no cover - torchvision missing
+        return None
+    if isinstance(model, VisionTransformer):
+        return "vit"
+    if isinstance(model, ConvNeXt):
+        return "convnext"
     return None
 
 
@@ -69,13 +90,19 @@ def adapter_for(model: nn.Module, tokenizer: Any = None, name: str | None = None
     if family is None:
         raise NeuroLensError(
             f"unsupported model type {type(model).__name__}: NeuroLens supports GPT-2, BERT/RoBERTa-like encoders, "
-            "decoder LMs (Llama, Mistral, Qwen2/3, Gemma/2/3, Phi-3, GPT-NeoX, OPT: *ForCausalLM or the base "
-            "model) and torchvision ResNets (pass one of those, or a registry name such as 'minilm'); for any other "
+            "DistilBERT, ELECTRA, DeBERTa-v2/v3, ModernBERT, decoder LMs (Llama, Mistral, Qwen2/3, Gemma/2/3, Phi-3, "
+            "GPT-NeoX, OPT: *ForCausalLM or the base model), ViTs (Hugging Face or torchvision) and torchvision "
+            "ResNets / ConvNeXts (pass one of those, or a registry name such as 'minilm'); for any other "
             "text model name its neurons with --site 'PATTERN[:input|:output]' (Python: site=...), e.g. "
             "'blocks.*.mlp.fc2:input'")
     if family == "resnet":
         return ResNetAdapter(model, name=name, device=device, **kwargs)
-    cls = {"gpt2": GPT2Adapter, "decoder": DecoderAdapter}.get(family, BertAdapter)
+    if family == "convnext":
+        return ConvNeXtAdapter(model, name=name, device=device, **kwargs)
+    if family == "vit":
+        vit = HFViTAdapter if getattr(model, "config", None) is not None else TorchvisionViTAdapter
+        return vit(model, name=name, device=device, **kwargs)
+    cls = {"gpt2": GPT2Adapter, "decoder": DecoderAdapter, **_FAMILY_ADAPTERS}.get(family, BertAdapter)
     if tokenizer is None and not check_tokenizer:
         adapter = cls.__new__(cls)
         ModelAdapter.__init__(adapter, model, name=name, device=device)

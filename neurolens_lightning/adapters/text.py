@@ -154,8 +154,15 @@ class TextAdapter(ModelAdapter):
         mask = batch.inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
 
+    def _needs_hidden_states(self) -> bool:
+        """Whether the features must come from ``hidden_states``: a model without an LM head that is not its own
+        base model (e.g. a sequence classifier) returns no ``last_hidden_state``. Hidden states are asked for only
+        then: transformers 5 answers ``output_hidden_states=True`` by installing output-capturing forward hooks
+        that stay on the user's model."""
+        return not self.has_output_head and getattr(self.model, "base_model", self.model) is not self.model
+
     def forward(self, batch: Batch) -> Any:
-        if self.has_output_head:
+        if not self._needs_hidden_states():
             return self.model(**batch.inputs)
         return self.model(**batch.inputs, output_hidden_states=True)
 
@@ -238,7 +245,7 @@ class GPT2Adapter(TextAdapter):
             # default positions under right padding (only the pads' own, never-read positions change), and no
             # host sync is needed to tell the padding side apart
             inputs["position_ids"] = (attn.long().cumsum(-1) - 1).clamp_min(0)
-        if self.has_output_head:
+        if not self._needs_hidden_states():
             return self.model(**inputs, use_cache=False)
         return self.model(**inputs, use_cache=False, output_hidden_states=True)
 
