@@ -53,7 +53,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import math
 import random
 import zlib
@@ -126,8 +125,7 @@ class AblationRunner:
     """
 
     def __init__(self, adapter: ModelAdapter, sites: Sequence[Any], jobs: Sequence[AblationJob], method: str = "zero",
-                 mean_values: torch.Tensor | None = None, offsets: Sequence[int] | None = None,
-                 head: Any = None, replicas: int = 8, resample_source: Callable[[int], torch.Tensor] | None = None,
+                 offsets: Sequence[int] | None = None, head: Any = None, replicas: int = 8,
                  control_jobs: Sequence[int] | None = None, reuse: bool = True,
                  row_jobs: Sequence[int] | None = None, rank: int | None = None,
                  world_size: int | None = None, clean_cache: dict[Any, Any] | None = None,
@@ -135,15 +133,12 @@ class AblationRunner:
                  pooling: str | None = None, seed: int = 0) -> None:
         if method not in METHODS:
             raise NeuroLensError(f"unknown ablation method {method!r}; use one of {', '.join(METHODS)}")
-        if method == "mean" and mean_values is None and control_source is None:
-            raise NeuroLensError("mean ablation needs the neurons' mean activations")
-        if method in ("interchange", "resample") and control_source is None and resample_source is None:
+        if method != "zero" and control_source is None:
             raise NeuroLensError(f"{method} ablation needs the concept-absent (control) activations (control_source)")
         if replicas < 1:
             raise NeuroLensError(f"replicas must be >= 1, got {replicas}")
         self.adapter, self.sites, self.jobs, self.method = adapter, list(sites), list(jobs), method
-        self.mean_values, self.offsets, self.head, self.replicas = mean_values, offsets, head, replicas
-        self.resample_source = resample_source
+        self.offsets, self.head, self.replicas = offsets, head, replicas
         # concept-absent activations per site (ranking-split negatives): pooled per example, token mean, token pool
         self.control_source, self.pooling, self.seed = control_source, pooling or adapter.pooling, seed
         self._draws: dict[Any, torch.Tensor] = {}  # resample: per (chunk, site) token draws shared by every job
@@ -189,18 +184,12 @@ class AblationRunner:
             if self.method == "zero":
                 val = torch.zeros(units, device=dev)
             elif self.method == "mean":
-                if self.control_source is not None:
-                    val = self.control_source(s)["token_mean"].to(dev, torch.float32)
-                else:
-                    lo = self.offsets[s]
-                    val = self.mean_values[lo:lo + units].to(dev, torch.float32)
+                val = self.control_source(s)["token_mean"].to(dev, torch.float32)
             elif self.method == "interchange":  # [2, B, U]: the negative's pooled activation, and its max
                 src = self.control_source(s)
                 idx = example_index.to(dev)
                 val = torch.stack([src["pooled"].to(dev, torch.float32)[idx],
                                    src.get("pooled_max", src["pooled"]).to(dev, torch.float32)[idx]])
-            elif self.control_source is None:  # legacy resample source: pooled activations broadcast
-                val = self.resample_source(s).to(dev, torch.float32)[example_index.to(dev)]
             else:  # the pool of concept-absent token activations; positions are drawn in edit (_token_draws)
                 val = self.control_source(s)["tokens"]
             out[s] = (mask.to(dev, non_blocking=True), val)
@@ -261,7 +250,7 @@ class AblationRunner:
                     target = val[1].to(view.dtype)
                 new = v4 + m * (target[None, :, :] - pooled)[:, :, None, :]
                 return self.adapter.unview(new.reshape(R * B, P, U), out)
-            if self.method == "resample" and self.control_source is not None:  # per position
+            if self.method == "resample":  # per position
                 v = self._token_draws(key, chunk, B, P, val).to(view.dtype)[None]
             else:
                 v = val.to(view.dtype)
@@ -576,10 +565,6 @@ class AblationPlan:
     def joint(self) -> int | None:
         return next((k for k, j in enumerate(self.jobs) if j.kind == "joint"), None)
 
-    def families(self) -> tuple[list[int]]:
-        """The Holm family: every tested neuron, whatever its direction (one family: FWER <= alpha over all)."""
-        return (self.tested,)
-
     def null_deltas(self, stat: np.ndarray) -> dict[int, list[float]]:
         """The statistic of each single-neuron null job, per layer, in sampling order."""
         out: dict[int, list[float]] = {l: [] for l in self.null_order}
@@ -761,18 +746,6 @@ def plan_ablation(result: Any, scanner: Any, method: str = DEFAULT_METHOD, null_
                         null_sign, joint_sets, len(first_sets), rules)
 
 
-def pooled_site_activations(adapter: ModelAdapter, scanner: Any, s: int) -> torch.Tensor:
-    """Pooled activations ``[n_examples, units]`` of site ``s`` on the scanner's (ranking-split) examples."""
-    rows = []
-    for _, batch in scanner.batches():
-        got: dict[int, torch.Tensor] = {}
-        with torch.no_grad(), eval_mode(adapter.model), capture(
-                {s: scanner.sites[s].module}, on_output=lambda k, a, b=batch: got.__setitem__(k, adapter.pool(a, b, scanner.pooling)[0])):
-            adapter.forward(batch)
-        rows.append(got[s].float().cpu())
-    return torch.cat(rows)
-
-
 def control_activations(adapter: ModelAdapter, scanner: Any, max_tokens: int = 8192, seed: int = 0
                         ) -> dict[int, dict[str, torch.Tensor]]:
     """Concept-absent activations of every scanned site, from the ranking split's negatives (one pass).
@@ -820,7 +793,7 @@ def make_runner(plan: AblationPlan, result: Any, adapter: ModelAdapter, scanner:
         acts = control_activations(adapter, scanner, seed=plan.seed)
         control = acts.__getitem__
     return AblationRunner(adapter, scanner.sites, plan.jobs, method=plan.method,
-                          mean_values=result.scores.mean_activation, offsets=scanner.offsets, head=scanner.head,
+                          offsets=scanner.offsets, head=scanner.head,
                           replicas=replicas, control_source=control, control_jobs=plan.control_jobs,
                           reuse=reuse, row_jobs=plan.row_jobs, pooling=scanner.pooling, seed=plan.seed)
 
@@ -959,8 +932,7 @@ def _grow_null_and_summarize(result: Any, plan: AblationPlan, runner: AblationRu
             break
         rounds += 1
         extra = AblationRunner(adapter, scanner.sites, new, method=plan.method,
-                               mean_values=runner.mean_values, offsets=runner.offsets, head=runner.head,
-                               replicas=replicas, resample_source=runner.resample_source, control_jobs=[],
+                               offsets=runner.offsets, head=runner.head, replicas=replicas, control_jobs=[],
                                reuse=reuse, row_jobs=[], clean_cache=runner.clean_cache,
                                control_source=runner.control_source, pooling=runner.pooling, seed=runner.seed)
         run_chunks(extra, adapter, scanner, chunks, seed, kinds=("concept",), progress=progress,

@@ -35,15 +35,9 @@ import torch
 from torch import nn
 
 from neurolens_lightning.adapters.base import Batch, NeuronSite
-from neurolens_lightning.adapters.text import BertAdapter, TextAdapter
+from neurolens_lightning.adapters.text import BertAdapter
 from neurolens_lightning.concepts import Example
 from neurolens_lightning.hooks import InputOf
-
-
-def _forward(adapter: BertAdapter, batch: Batch) -> Any:
-    """The model's outputs (:meth:`TextAdapter.forward`: hidden states only where no ``last_hidden_state``
-    comes back)."""
-    return TextAdapter.forward(adapter, batch)
 
 
 class _EncoderAdapter(BertAdapter):
@@ -83,9 +77,6 @@ class _EncoderAdapter(BertAdapter):
     def blocks(self) -> list[nn.Module] | None:
         return None
 
-    def forward(self, batch: Batch) -> Any:
-        return _forward(self, batch)
-
     def encode(self, examples: Sequence[Example]) -> Batch:
         batch = super().encode(examples)
         for k in self.drop_inputs:
@@ -116,9 +107,6 @@ class ElectraAdapter(BertAdapter):
 
     family = "electra"
 
-    def forward(self, batch: Batch) -> Any:
-        return _forward(self, batch)
-
     @property
     def blocks(self) -> list[nn.Module] | None:
         name = type(self.model).__name__
@@ -138,9 +126,6 @@ class DebertaV2Adapter(BertAdapter):
     """DeBERTa-v2/v3; BERT's layout (``deberta.encoder.layer[L].intermediate``); full forwards only."""
 
     family = "deberta-v2"
-
-    def forward(self, batch: Batch) -> Any:
-        return _forward(self, batch)
 
     @property
     def blocks(self) -> list[nn.Module] | None:
