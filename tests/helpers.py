@@ -16,6 +16,7 @@ so tests never touch the Hugging Face hub.
 
 from __future__ import annotations
 
+import random
 import string
 from functools import lru_cache
 from typing import Iterable, Sequence
@@ -343,3 +344,131 @@ def planted_bert(tok, seed: int = 0, w_out: float = 1.0, v_throne: float = 2.0, 
         head.weight.copy_(torch.eye(32))
         head.bias.zero_()
     return model
+
+
+class TokenSequences(torch.utils.data.Dataset):
+    """Fixed-length token sequences of probe-like words (no padding) with their index, so that the batch order
+    of a fit can be compared (the callback and decoder fine-tuning tests)."""
+
+    WORDS = ["the", "king", "queen", "farmer", "sat", "on", "his", "throne", "spoke", "to", "people", "a",
+             "baker", "doctor", "at", "night", "old", "chair", "saw", "prince"]
+
+    def __init__(self, tokenizer, n: int, length: int, seed: int = 0) -> None:
+        rng = random.Random(seed)
+        rows = []
+        for _ in range(n):
+            ids: list[int] = []
+            while len(ids) < length:
+                ids += tokenizer(" " + " ".join(rng.choice(self.WORDS) for _ in range(4)), add_special_tokens=False)[
+                    "input_ids"]
+            rows.append(ids[:length])
+        self.ids = torch.tensor(rows, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"input_ids": self.ids[i], "attention_mask": torch.ones(self.ids.shape[1], dtype=torch.long), "idx": i}
+
+
+def naive_deltas(adapter, batch, jobs) -> torch.Tensor:
+    """Reference Δ ``[J, B]``: one plain full forward per ablation job with its units zeroed via ``intervene``.
+
+    Own-prediction targets are fixed to the clean model's prediction first (DESIGN §2: y scores the
+    original top-1), the same convention the runner follows."""
+    from neurolens_lightning.hooks import intervene
+
+    with torch.no_grad():
+        clean = adapter.forward(batch)
+        batch = adapter.fix_targets(batch, clean)
+        y = adapter.confidence(batch, clean).float()
+        rows = []
+        for job in jobs:
+            by_site: dict[int, list[int]] = {}
+            for s, u in job.units:
+                by_site.setdefault(s, []).append(u)
+
+            def edit(key, t, by_site=by_site):
+                t = t.clone()
+                v = adapter.site_view(t)
+                v[..., by_site[key]] = 0
+                return adapter.unview(v, t)
+
+            with intervene({s: adapter.sites[s].module for s in by_site}, edit):
+                rows.append(y - adapter.confidence(batch, adapter.forward(batch)).float())
+    return torch.stack(rows).double()
+
+
+def steered_confidence(adapter, scanner, chunks, kind: str, neurons, scale: float) -> "torch.Tensor | None":
+    """Reference y of every input chunk of ``kind`` under ``steer(neurons, scale)``, one plain forward per chunk
+    (own-prediction targets fixed to the clean model's first), concatenated; None without such chunks."""
+    from neurolens_lightning.steering import _task_items, steer
+
+    want = []
+    with torch.no_grad():
+        for k, items in chunks:
+            if k != kind:
+                continue
+            batch = scanner.encode_confidence(items, tasks=_task_items(scanner, items))
+            batch = adapter.fix_targets(batch, adapter.forward(batch))
+            with steer(adapter, neurons, scale=scale):
+                want.append(adapter.confidence(batch, adapter.forward(batch), None).double())
+    return torch.cat(want) if want else None
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface (for a gloo rendezvous)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_ranks(script, args, devices: int, cwd):
+    """Start ``devices`` processes of ``python script args...`` as a torchrun would (one plain process when
+    ``devices == 1``): gloo over loopback, offline, one thread each, this checkout and ``tests/`` importable."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root.parent), str(root), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", WANDB_MODE="offline")
+    for k in ("LOCAL_RANK", "RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK"):
+        env.pop(k, None)
+    if Path("/sys/class/net/lo").exists():
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    port = free_port()
+    procs = []
+    for r in range(devices):
+        e = dict(env)
+        if devices > 1:
+            e.update(RANK=str(r), LOCAL_RANK=str(r), NODE_RANK="0", WORLD_SIZE=str(devices),
+                     LOCAL_WORLD_SIZE=str(devices), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        procs.append(subprocess.Popen([sys.executable, str(script), *map(str, args)], cwd=str(cwd), env=e,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                      start_new_session=True))
+    return procs
+
+
+def wait_ranks(procs, timeout: float, what: str) -> None:
+    """Wait for the processes of :func:`start_ranks`; kill them all and fail after ``timeout`` s; every one must
+    exit 0 (the failing ranks' output tails are shown)."""
+    import os
+    import signal
+    import subprocess
+
+    import pytest
+
+    logs = []
+    try:
+        for p in procs:
+            logs.append(p.communicate(timeout=timeout)[0])
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGKILL)
+        pytest.fail(f"{what} still running after {timeout} s (killed)")
+    bad = [(r, p.returncode, log[-4000:]) for r, (p, log) in enumerate(zip(procs, logs)) if p.returncode != 0]
+    assert not bad, bad

@@ -27,8 +27,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from helpers import (CONCEPT, NEGATIVE, PLANTED, make_word_tokenizer, planted_bert, planted_gpt2, planted_probe,
-                     tiny_bert, tiny_gpt2)
+from helpers import (CONCEPT, NEGATIVE, PLANTED, make_word_tokenizer, naive_deltas, planted_bert, planted_gpt2,
+                     planted_probe, tiny_bert, tiny_gpt2)
 
 import neurolens_lightning as nl
 from neurolens_lightning.ablation import (AblationJob, AblationPlan, AblationRunner, bootstrap_ci, null_size_needed,
@@ -125,32 +125,6 @@ def y_with(adapter, batch, site: int, units, value) -> torch.Tensor:
             return adapter.confidence(batch, adapter.forward(batch)).double()
         with intervene({site: adapter.sites[site].module}, edit):
             return adapter.confidence(batch, adapter.forward(batch)).double()
-
-
-def naive_deltas(adapter, batch, jobs) -> torch.Tensor:
-    """Reference Δ ``[J, B]``: one plain full forward per job with its units zeroed via ``intervene``.
-
-    Own-prediction targets are fixed to the clean model's prediction first (DESIGN §2: y scores the
-    original top-1), the same convention the runner follows."""
-    with torch.no_grad():
-        clean = adapter.forward(batch)
-        batch = adapter.fix_targets(batch, clean)
-        y = adapter.confidence(batch, clean).float()
-        rows = []
-        for job in jobs:
-            by_site: dict[int, list[int]] = {}
-            for s, u in job.units:
-                by_site.setdefault(s, []).append(u)
-
-            def edit(key, t, by_site=by_site):
-                t = t.clone()
-                v = adapter.site_view(t)
-                v[..., by_site[key]] = 0
-                return adapter.unview(v, t)
-
-            with intervene({s: adapter.sites[s].module for s in by_site}, edit):
-                rows.append(y - adapter.confidence(batch, adapter.forward(batch)).float())
-    return torch.stack(rows).double()
 
 
 # ----------------------------------------------------------------------------- 1. ground truth

@@ -48,7 +48,7 @@ for p in (str(TESTS), str(ROOT)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-from helpers import make_word_tokenizer, small_probe_dict  # noqa: E402
+from helpers import TokenSequences, make_word_tokenizer, small_probe_dict  # noqa: E402
 
 from neurolens_lightning.callback import NeuroLensCallback  # noqa: E402
 from neurolens_lightning.finetune import CausalLM  # noqa: E402
@@ -61,29 +61,6 @@ DDP_TIMEOUT_S = 240
 
 
 # ------------------------------------------------------------------------------------------ fixtures/helpers
-
-
-class _Sequences(Dataset):
-    """Fixed-length token sequences (no padding, so DDP halves of a batch weigh exactly half)."""
-
-    def __init__(self, tokenizer: Any, n: int = N_SEQ, length: int = SEQ_LEN, seed: int = 0) -> None:
-        words = ["the", "king", "queen", "farmer", "sat", "on", "his", "throne", "spoke", "to", "people", "a",
-                 "baker", "doctor", "at", "night", "old", "chair", "saw", "prince"]
-        rng = random.Random(seed)
-        rows = []
-        for _ in range(n):
-            ids: list[int] = []
-            while len(ids) < length:
-                ids += tokenizer(" " + " ".join(rng.choice(words) for _ in range(4)), add_special_tokens=False)[
-                    "input_ids"]
-            rows.append(ids[:length])
-        self.ids = torch.tensor(rows, dtype=torch.long)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"input_ids": self.ids[i], "attention_mask": torch.ones(SEQ_LEN, dtype=torch.long), "idx": i}
 
 
 class _RecordingLM(CausalLM):
@@ -127,7 +104,7 @@ def tok():
 
 @pytest.fixture(scope="module")
 def data(tok):
-    return _Sequences(tok)
+    return TokenSequences(tok, N_SEQ, SEQ_LEN)
 
 
 def _fit(tok: Any, data: Dataset, callbacks: list, max_steps: int = 6, shuffle: bool = True, seed: int = 0,
@@ -562,7 +539,7 @@ def _ddp_fit(out: Path, devices: int) -> None:
     AblationRunner.step = spy_runner
     try:
         tokenizer = make_word_tokenizer("gpt2")
-        data = _Sequences(tokenizer)
+        data = TokenSequences(tokenizer, N_SEQ, SEQ_LEN)
         pl.seed_everything(0, verbose=False)
         module = _make_module(tokenizer, dropout=0.0, optimizer="sgd", lr=0.05)
         cb = _callback(concepts=_ddp_probe(), report_dir=str(out / "reports"), ablate_top_k=2)

@@ -15,10 +15,6 @@ after a timeout instead of blocking the suite.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -30,6 +26,8 @@ TESTS = Path(__file__).resolve().parent
 TIMEOUT_S = 300
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
+
+from helpers import start_ranks, wait_ranks  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------ the two workloads
@@ -114,40 +112,10 @@ def _dump(out: Path, rank: int, world: int, result, shares, tag: str = "") -> No
 
 
 # ------------------------------------------------------------------------------------------ the launcher
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(out: Path, mode: str, devices: int) -> None:
     """Start ``devices`` ranks of this file as a torchrun would (or one plain process), wait, check."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(TESTS), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", WANDB_MODE="offline")
-    for k in ("LOCAL_RANK", "RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK"):
-        env.pop(k, None)
-    if Path("/sys/class/net/lo").exists():
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    port = _free_port()
-    procs = []
-    for r in range(devices):
-        e = dict(env)
-        if devices > 1:
-            e.update(RANK=str(r), LOCAL_RANK=str(r), NODE_RANK="0", WORLD_SIZE=str(devices),
-                     LOCAL_WORLD_SIZE=str(devices), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        procs.append(subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", str(out), mode,
-                                       str(devices)], cwd=str(out), env=e, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True, start_new_session=True))
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=TIMEOUT_S)[0])
-    except subprocess.TimeoutExpired:
-        for p in procs:
-            os.killpg(p.pid, signal.SIGKILL)
-        pytest.fail(f"{mode} with {devices} processes still running after {TIMEOUT_S} s (killed)")
-    bad = [(r, p.returncode, log[-4000:]) for r, (p, log) in enumerate(zip(procs, logs)) if p.returncode != 0]
-    assert not bad, bad
+    procs = start_ranks(Path(__file__).resolve(), ["--worker", out, mode, devices], devices, out)
+    wait_ranks(procs, TIMEOUT_S, f"{mode} with {devices} processes")
 
 
 def _load(out: Path, world: int, tag: str = "") -> list[dict]:

@@ -15,11 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import random
-import signal
-import socket
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,7 +28,8 @@ for _p in (str(TESTS), str(ROOT)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from helpers import make_word_tokenizer, small_probe_dict, tiny_gpt2  # noqa: E402
+from helpers import (TokenSequences, make_word_tokenizer, small_probe_dict, start_ranks, tiny_gpt2,  # noqa: E402
+                     wait_ranks)
 
 SEQ_LEN, N_SEQ = 12, 16
 DDP_TIMEOUT_S = 180
@@ -61,29 +57,6 @@ def tok():
 # ------------------------------------------------------------------------------------------ callback
 
 
-class _Sequences(torch.utils.data.Dataset):
-    """Fixed-length token sequences (no padding) with their index, so the batch order can be compared."""
-
-    def __init__(self, tokenizer: Any, n: int = N_SEQ, length: int = SEQ_LEN, seed: int = 0) -> None:
-        words = ["the", "king", "queen", "farmer", "sat", "on", "his", "throne", "spoke", "to", "people", "a",
-                 "baker", "doctor", "at", "night", "old", "chair", "saw", "prince"]
-        rng = random.Random(seed)
-        rows = []
-        for _ in range(n):
-            ids: list[int] = []
-            while len(ids) < length:
-                ids += tokenizer(" " + " ".join(rng.choice(words) for _ in range(4)), add_special_tokens=False)[
-                    "input_ids"]
-            rows.append(ids[:length])
-        self.ids = torch.tensor(rows, dtype=torch.long)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"input_ids": self.ids[i], "attention_mask": torch.ones(SEQ_LEN, dtype=torch.long), "idx": i}
-
-
 def _recording_module(tok: Any):
     from neurolens_lightning.finetune import CausalLM
 
@@ -104,7 +77,7 @@ def _fit(tok: Any, callbacks: list, max_steps: int = 2):
 
     pl.seed_everything(0, verbose=False)
     module = _recording_module(tok)
-    loader = torch.utils.data.DataLoader(_Sequences(tok), batch_size=4, shuffle=True)
+    loader = torch.utils.data.DataLoader(TokenSequences(tok, N_SEQ, SEQ_LEN), batch_size=4, shuffle=True)
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=max_steps, callbacks=callbacks, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          num_sanity_val_steps=0, deterministic=True)
@@ -230,38 +203,10 @@ def _worker(out: Path) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_llama_scan_under_two_gloo_processes_equals_one_process(tok, tmp_path):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(TESTS), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", WANDB_MODE="offline")
-    for k in ("LOCAL_RANK", "RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK"):
-        env.pop(k, None)
-    if Path("/sys/class/net/lo").exists():
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    port = _free_port()
-    procs = []
-    for r in range(2):
-        e = dict(env, RANK=str(r), LOCAL_RANK=str(r), NODE_RANK="0", WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
-                 MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        procs.append(subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", str(tmp_path)],
-                                      cwd=str(tmp_path), env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True, start_new_session=True))
+    procs = start_ranks(Path(__file__).resolve(), ["--worker", tmp_path], 2, tmp_path)
     single = _scan_llama(tok)  # the reference, in this process, while the ranks start up
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=DDP_TIMEOUT_S)[0])
-    except subprocess.TimeoutExpired:
-        for p in procs:
-            os.killpg(p.pid, signal.SIGKILL)
-        pytest.fail(f"2-process scan still running after {DDP_TIMEOUT_S} s (killed)")
-    bad = [(r, p.returncode, log[-4000:]) for r, (p, log) in enumerate(zip(procs, logs)) if p.returncode != 0]
-    assert not bad, bad
+    wait_ranks(procs, DDP_TIMEOUT_S, "2-process scan")
 
     ref = single.scores
     assert torch.isfinite(ref.selectivity).all() and ref.selectivity.std() > 0  # not vacuous

@@ -22,7 +22,7 @@ import math
 import pytest
 import torch
 import transformers as T
-from helpers import make_word_tokenizer, planted_probe
+from helpers import naive_deltas, planted_probe, steered_confidence
 from tokenizers import processors
 
 import neurolens_lightning as nl
@@ -298,28 +298,6 @@ def test_tail_reproduces_the_forward(family, right):
     assert count_hooks(model) == 0
 
 
-def _naive_deltas(adapter, batch, jobs) -> torch.Tensor:
-    """Δ ``[J, B]`` by one full forward per job with its units zeroed (own-prediction targets fixed first)."""
-    with torch.no_grad():
-        clean = adapter.forward(batch)
-        batch = adapter.fix_targets(batch, clean)
-        y = adapter.confidence(batch, clean).float()
-        rows = []
-        for job in jobs:
-            by_site: dict[int, list[int]] = {}
-            for s, u in job.units:
-                by_site.setdefault(s, []).append(u)
-
-            def edit(key, t, by_site=by_site):
-                t = t.clone()
-                adapter.site_view(t)[..., by_site[key]] = 0
-                return t
-
-            with intervene({s: adapter.sites[s].module for s in by_site}, edit):
-                rows.append(y - adapter.confidence(batch, adapter.forward(batch)).float())
-    return torch.stack(rows).double()
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_ablation_with_reentry_equals_full_forwards(family, right):
     model = tiny(family, right)
@@ -331,7 +309,7 @@ def test_ablation_with_reentry_equals_full_forwards(family, right):
     assert (chunks[1].inputs["attention_mask"] == 0).any()
     pairs = [(0, 1), (1, 5), (2, 7), (0, 40), (2, 3), (1, 47)]
     jobs = [AblationJob([p], "null", p[0]) for p in pairs] + [AblationJob([(0, 2), (2, 9)], "joint")]
-    ref = torch.cat([_naive_deltas(adapter, b, jobs) for b in chunks], dim=1)
+    ref = torch.cat([naive_deltas(adapter, b, jobs) for b in chunks], dim=1)
     # the jobs have measurable effects (OPT's ReLU may leave a unit dead on these inputs)
     assert (ref.abs().max(dim=1).values > 1e-3).sum() >= len(jobs) - 1, ref
 
@@ -361,7 +339,7 @@ def test_replicated_steering_matches_steer(family, right):
     """Steering's replicated re-entry (steering.py) on decoder blocks gives what ``steer`` gives, replica by replica."""
     from neurolens_lightning.ablation import ablation_inputs
     from neurolens_lightning.scanner import ConceptScanner
-    from neurolens_lightning.steering import _ReplicaSteering, _task_items, steer
+    from neurolens_lightning.steering import _ReplicaSteering
 
     model = tiny(family, right)
     adapter = adapter_for(model, right)
@@ -374,16 +352,9 @@ def test_replicated_steering_matches_steer(family, right):
         got = _ReplicaSteering(adapter, scanner, chunks, [1, 2], replicas=3).run(reps)
         for r, (neurons, s) in enumerate(reps):
             for kind in ("concept", "control"):
-                want = []
-                for k, items in chunks:
-                    if k != kind:
-                        continue
-                    batch = scanner.encode_confidence(items, tasks=_task_items(scanner, items))
-                    batch = adapter.fix_targets(batch, adapter.forward(batch))
-                    with steer(adapter, neurons, scale=s):
-                        want.append(adapter.confidence(batch, adapter.forward(batch), None).double())
-                if want:
-                    torch.testing.assert_close(torch.from_numpy(got[kind][r]), torch.cat(want), atol=1e-4, rtol=1e-5)
+                want = steered_confidence(adapter, scanner, chunks, kind, neurons, s)
+                if want is not None:
+                    torch.testing.assert_close(torch.from_numpy(got[kind][r]), want, atol=1e-4, rtol=1e-5)
     assert count_hooks(model) == 0
 
 

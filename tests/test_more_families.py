@@ -92,6 +92,20 @@ def _next_linear(adapter, i: int) -> torch.nn.Linear:
     return layer.output.dense
 
 
+def _sites_and_prehooks(adapter, downs, batch):
+    """One forward of ``batch``: the adapter's site activations (``capture``) and, from plain forward pre-hooks,
+    the inputs of the ``downs`` modules (what each site must equal). Returns ``(acts, plain, outputs)``."""
+    plain: dict[int, torch.Tensor] = {}
+    handles = [m.register_forward_pre_hook(lambda _m, a, i=i: plain.__setitem__(i, a[0])) for i, m in enumerate(downs)]
+    try:
+        with torch.no_grad(), capture({i: s.module for i, s in enumerate(adapter.sites)}) as acts:
+            out = adapter.forward(batch)
+    finally:
+        for h in handles:
+            h.remove()
+    return acts, plain, out
+
+
 @pytest.mark.parametrize("family", list(TEXT))
 def test_text_family_sites_and_capture(family, tok):
     cls = TEXT[family][0]
@@ -106,15 +120,7 @@ def test_text_family_sites_and_capture(family, tok):
     assert len({s.name for s in adapter.sites}) == N_LAYERS
 
     batch = adapter.encode(EXAMPLES)
-    plain: dict[int, torch.Tensor] = {}
-    handles = [_next_linear(adapter, i).register_forward_pre_hook(lambda m, a, i=i: plain.__setitem__(i, a[0]))
-               for i in range(N_LAYERS)]
-    try:
-        with torch.no_grad(), capture({i: s.module for i, s in enumerate(adapter.sites)}) as acts:
-            out = adapter.forward(batch)
-    finally:
-        for h in handles:
-            h.remove()
+    acts, plain, out = _sites_and_prehooks(adapter, [_next_linear(adapter, i) for i in range(N_LAYERS)], batch)
     assert count_hooks(model) == 0
     for i in range(N_LAYERS):
         assert acts[i].shape == (batch.size, batch.inputs["input_ids"].shape[1], UNITS)
@@ -249,15 +255,7 @@ def test_vit_sites_capture_pooling_and_zeroing(which):
 
     batch = adapter.encode(_images())
     assert batch.position_mask.shape == (3, n_tok) and not batch.position_mask[:, 0].any()
-    plain: dict[int, torch.Tensor] = {}
-    handles = [_vit_down(adapter, i).register_forward_pre_hook(lambda m, a, i=i: plain.__setitem__(i, a[0]))
-               for i in range(N_LAYERS)]
-    try:
-        with torch.no_grad(), capture({i: s.module for i, s in enumerate(adapter.sites)}) as acts:
-            out = adapter.forward(batch)
-    finally:
-        for h in handles:
-            h.remove()
+    acts, plain, out = _sites_and_prehooks(adapter, [_vit_down(adapter, i) for i in range(N_LAYERS)], batch)
     assert count_hooks(model) == 0
     for i in range(N_LAYERS):
         assert acts[i].shape == (3, n_tok, 64) and torch.allclose(acts[i], plain[i], atol=1e-6, rtol=0)

@@ -19,7 +19,8 @@ import re
 import numpy as np
 import pytest
 import torch
-from helpers import CONCEPT, DECOY, NEGATIVE, PLANTED, make_word_tokenizer, planted_gpt2, planted_probe
+from helpers import (CONCEPT, DECOY, NEGATIVE, PLANTED, make_word_tokenizer, planted_gpt2, planted_probe,
+                     steered_confidence)
 from test_report import console_errors, needs_chromium, render, strip_scripts
 
 from neurolens_lightning.adapters import adapter_for
@@ -179,7 +180,7 @@ def test_replicated_steering_matches_steer(model, tok):
     from neurolens_lightning.ablation import ablation_inputs
     from neurolens_lightning.concepts import load_concept
     from neurolens_lightning.scanner import ConceptScanner
-    from neurolens_lightning.steering import _ReplicaSteering, _task_items
+    from neurolens_lightning.steering import _ReplicaSteering
 
     adapter = adapter_for(model, tok)
     rank, held = load_concept(planted_probe("gpt2")).split(0.5, seed=0)
@@ -191,15 +192,8 @@ def test_replicated_steering_matches_steer(model, tok):
         got = _ReplicaSteering(adapter, scanner, chunks, [0, 1], replicas=3).run(reps)
         for r, (neurons, s) in enumerate(reps):
             for kind in ("concept", "control"):
-                want = []
-                for k, items in chunks:
-                    if k != kind:
-                        continue
-                    batch = scanner.encode_confidence(items, tasks=_task_items(scanner, items))
-                    batch = adapter.fix_targets(batch, adapter.forward(batch))
-                    with steer(adapter, neurons, scale=s):
-                        want.append(adapter.confidence(batch, adapter.forward(batch), None).double())
-                torch.testing.assert_close(torch.from_numpy(got[kind][r]), torch.cat(want), atol=1e-4, rtol=1e-5)
+                want = steered_confidence(adapter, scanner, chunks, kind, neurons, s)
+                torch.testing.assert_close(torch.from_numpy(got[kind][r]), want, atol=1e-4, rtol=1e-5)
     assert count_hooks(model) == 0
 
 
