@@ -1,4 +1,4 @@
-"""Ground truth for the gated-MLP decoders (Llama, Mistral, Qwen2, Gemma, Phi-3): planted neurons must be found.
+"""Ground truth for the gated-MLP decoders (Llama, Mistral, Qwen2/3, Gemma/2/3, Phi-3): planted neurons must be found.
 
 A neuron of these families is the input of ``mlp.down_proj`` (``adapters/decoder.py``):
 ``act(gate_proj(x)) * up_proj(x)`` (Phi-3: from the fused ``gate_up_proj``). Construction, per
@@ -20,6 +20,12 @@ the residual dimensions of ``helpers._plant_embeddings`` (0 = concept, 1 = king 
 * MUTE (unit 13): the gate / up rows of PLANTED, an all-zero ``down_proj`` column.
 * DECOY (unit 11): the gate reads the king-only direction, the same write as PLANTED: it fires
   on one of the four phrasings of the concept (king) only.
+* Gemma-2/3 normalize the MLP's output before adding it to the residual ("sandwich" norms):
+  ``(1 + w) * x / sqrt(mean(x^2) + eps)``. With the default eps a near-zero write (a silent unit's
+  GELU tail) is blown up to unit RMS, so no linear write can be planted. Their configs take
+  ``eps = 100`` (the norm is then ~linear, ``x / 10`` for the writes here) and layer 0's
+  ``post_feedforward_layernorm`` weight ``sqrt(eps) - 1`` undoes the division: the same construction
+  as the others, through the family's own modules.
 * Layer 0's attention output projection is zeroed (attention adds nothing before the MLP);
   everything else keeps its random init (std 0.02: tiny next to the planted values).
 
@@ -48,7 +54,8 @@ CONST, C = 6, 8.0          # the constant residual direction and its value on ev
 T_RAW = 5.0                # gate threshold on the raw concept value (negatives <= 3.5 < T < 8 = concept words)
 G, U = 4.0, 0.3            # gate gain (on the normalized input) and the up projection's weight on dim 6
 W_OUT, V_THRONE = 4.0, 2.0
-FAMILIES = ["llama", "mistral", "qwen2", "gemma", "phi3"]
+SANDWICH_EPS = 100.0      # Gemma-2/3 normalize the MLP's output too (see the module docstring)
+FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3"]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +70,10 @@ def _config(family: str, tok):
     return {"llama": lambda: (T.LlamaForCausalLM, T.LlamaConfig(**kw)),
             "mistral": lambda: (T.MistralForCausalLM, T.MistralConfig(**kw)),
             "qwen2": lambda: (T.Qwen2ForCausalLM, T.Qwen2Config(**kw)),
+            "qwen3": lambda: (T.Qwen3ForCausalLM, T.Qwen3Config(**kw, head_dim=8)),
             "gemma": lambda: (T.GemmaForCausalLM, T.GemmaConfig(**kw, head_dim=8)),
+            "gemma2": lambda: (T.Gemma2ForCausalLM, T.Gemma2Config(**kw, head_dim=8, rms_norm_eps=SANDWICH_EPS)),
+            "gemma3": lambda: (T.Gemma3ForCausalLM, T.Gemma3TextConfig(**kw, head_dim=8, rms_norm_eps=SANDWICH_EPS)),
             "phi3": lambda: (T.Phi3ForCausalLM, T.Phi3Config(**kw))}[family]()
 
 
@@ -107,6 +117,9 @@ def planted_decoder(family: str, tok, seed: int = 0, mute_column: float = 0.0):
         gate[MUTE], up[MUTE] = gate[PLANTED], up[PLANTED]
         down[:, MUTE] = 0
         down[2, MUTE] = mute_column * scale
+        post = getattr(layer0, "post_feedforward_layernorm", None)
+        if post is not None:  # Gemma-2/3: out = (1 + w) * x / sqrt(mean(x^2) + eps) ~ x for small x
+            post.weight.fill_(SANDWICH_EPS ** 0.5 - 1.0)
     return model
 
 
