@@ -195,7 +195,10 @@ class ConceptScanner:
         stats: dict[str, dict[int, torch.Tensor]] = {"pooled": {}, "argpos": {}, "act_sum": {}, "counts": {}}
         pm = batch.position_mask
 
+        device = batch.device
+
         def on_output(key: Any, act: torch.Tensor) -> None:
+            act = act.to(device)  # a model dispatched over devices: statistics are gathered on the input's
             view = self.adapter.site_view(act)
             stats["pooled"][key], stats["argpos"][key] = self.adapter.pool(act, batch, self.pooling)
             if pm is not None:
@@ -337,8 +340,8 @@ class ConceptScanner:
         attn = batch.inputs.get("attention_mask")
         ag_parts, g_parts = [], []
         for k, g in zip(range(len(self.sites)), grads):
-            a = self.adapter.site_view(acts[k].detach())
-            g = torch.zeros_like(a) if g is None else self.adapter.site_view(g)
+            a = self.adapter.site_view(acts[k].detach().to(batch.device))
+            g = torch.zeros_like(a) if g is None else self.adapter.site_view(g.to(batch.device))
             if attn is not None:
                 g = g * attn.unsqueeze(-1).to(g.dtype)
             ag_parts.append((a * g).sum(1))

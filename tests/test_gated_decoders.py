@@ -470,3 +470,36 @@ def test_steering_readout_of_a_decoder_is_a_causal_lm_readout(right):
     outs = res["examples"][0]["outputs"]
     assert all("continuation" in o and "top_next" in o and "top_fills" not in o for o in outs), outs
     assert res["test"]["null_n"] >= 10 and isinstance(res["test"]["beyond_null"], bool)
+
+
+def test_model_dispatched_with_device_map_is_scanned_where_it_lies(tmp_path, right):
+    """A Llama loaded with accelerate's ``device_map`` (layer 0 on CPU; the embeddings and layers 1-2 offloaded to disk: their
+    weights sit on the meta device and are loaded by accelerate's hooks during each forward) is scanned,
+    ablated and steered in place: the same selectivity, importance, Δ and steering as the model in memory;
+    its placement, hooks and modes are left as they were; an explicit device is refused in one line."""
+    pytest.importorskip("accelerate")
+    from neurolens_lightning.steering import dose_response
+
+    model = tiny("llama", right)
+    model.save_pretrained(tmp_path / "m")
+    dmap = {"model.embed_tokens": "disk", "model.layers.0": "cpu", "model.layers.1": "disk",
+            "model.layers.2": "disk", "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}
+    placed = T.LlamaForCausalLM.from_pretrained(tmp_path / "m", device_map=dmap, offload_folder=tmp_path / "off")
+    assert placed.model.layers[1].mlp.down_proj.weight.device.type == "meta"  # really offloaded
+    hooks_before = count_hooks(placed)
+    probe = planted_probe("gpt2")
+    kw = dict(tokenizer=right, ablate=True, top_k=1, null_samples=20, neurons=[(1, 5), (2, 7)])
+    ref, got = nl.scan(model, probe, **kw), nl.scan(placed, probe, **kw)
+    torch.testing.assert_close(got.scores.selectivity, ref.scores.selectivity, atol=1e-6, rtol=0)
+    torch.testing.assert_close(got.scores.importance, ref.scores.importance, atol=1e-6, rtol=0)
+    for key in ((1, 5), (2, 7)):
+        assert abs(got.ablation[key]["delta"] - ref.ablation[key]["delta"]) <= 1e-6
+        assert got.ablation[key]["verdict"] == ref.ablation[key]["verdict"]
+    assert count_hooks(placed) == hooks_before and placed.hf_device_map == dmap
+    assert placed.model.layers[1].mlp.down_proj.weight.device.type == "meta"
+    s_ref = dose_response(model, probe, [(2, 7)], scales=[0, 2], tokenizer=right, n_examples=2, null_sets=19)
+    s_got = dose_response(placed, probe, [(2, 7)], scales=[0, 2], tokenizer=right, n_examples=2, null_sets=19)
+    for side in ("concept_inputs", "control_inputs"):
+        assert s_got.to_dict()[side]["mean_y"] == pytest.approx(s_ref.to_dict()[side]["mean_y"], abs=1e-5)
+    with pytest.raises(NeuroLensError, match="device_map.*device=None"):
+        nl.scan(placed, probe, tokenizer=right, device="cpu")

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from neurolens_lightning.concepts import Example, ImageTask, TextTask
-from neurolens_lightning.errors import NeuroLensError
+from neurolens_lightning.errors import ModelLoadError, NeuroLensError
 
 Pooling = Literal["auto", "max", "mean", "span", "last"]
 
@@ -46,6 +46,14 @@ class Batch:
     span_mask: torch.Tensor | None = None
     target: dict[str, torch.Tensor] = field(default_factory=dict)
     tokens: list[list[str]] | None = None
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the model inputs (where the statistics of this batch are gathered)."""
+        for t in self.inputs.values():
+            if isinstance(t, torch.Tensor):
+                return t.device
+        return torch.device("cpu")
 
     def to(self, device: torch.device) -> "Batch":
         mv = lambda t: t.to(device, non_blocking=True) if isinstance(t, torch.Tensor) else t  # noqa: E731
@@ -123,15 +131,18 @@ class ModelAdapter(ABC):
         self.name = name
         self.pooling = pooling or self.default_pooling
         if device is not None:
+            if dispatched(model):
+                raise ModelLoadError(
+                    f"this model is dispatched with device_map ({sorted(set(map(str, model.hf_device_map.values())))}); "
+                    "NeuroLens scans it where it lies: pass device=None (CLI: --device auto)")
             self.model.to(torch.device(device))
 
     # ---------------------------------------------------------------- neurons
     @property
     def device(self) -> torch.device:
-        try:
-            return next(self.model.parameters()).device
-        except StopIteration:  # pragma: no cover - parameterless model
-            return torch.device("cpu")
+        """Where inputs go and statistics are gathered: the device of the model's parameters, or for a
+        model dispatched with ``device_map`` (accelerate) the execution device of its input embeddings."""
+        return input_device(self.model)
 
     @property
     @abstractmethod
@@ -218,6 +229,31 @@ class ModelAdapter(ABC):
         sites = self.sites
         return {"name": self.name, "family": self.family, "modality": self.modality, "n_layers": len(sites),
                 "units": [s.units for s in sites], "type": type(self.model).__name__}
+
+
+def dispatched(model: nn.Module) -> bool:
+    """True for a model placed by accelerate's ``device_map`` (its modules may sit on several devices,
+    CPU or disk)."""
+    return bool(getattr(model, "hf_device_map", None))
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """The device a forward of ``model`` takes its inputs on (see ``ModelAdapter.device``)."""
+    if dispatched(model):
+        get = getattr(model, "get_input_embeddings", None)
+        emb = get() if callable(get) else None
+        for m in ([emb] if emb is not None else []) + list(model.modules()):
+            hook = getattr(m, "_hf_hook", None)
+            dev = getattr(hook, "execution_device", None)
+            if dev is not None:
+                return torch.device(f"cuda:{dev}" if isinstance(dev, int) else dev)
+            w = getattr(m, "weight", None)
+            if isinstance(w, torch.Tensor) and w.device.type != "meta":
+                return w.device
+    for p in model.parameters():
+        if p.device.type != "meta":
+            return p.device
+    return torch.device("cpu")
 
 
 def auto_device(device: str | torch.device | None = None) -> torch.device:
