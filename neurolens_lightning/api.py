@@ -16,12 +16,13 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from neurolens_lightning.adapters import ModelAdapter, auto_device
-from neurolens_lightning.concepts import Concept, load_concept, split_text
-from neurolens_lightning.distributed import dist_context, gather_cat
+from neurolens_lightning.concepts import Concept, load_concept
+from neurolens_lightning.distributed import gather_cat
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.registry import load_model, preserved_rng
 from neurolens_lightning.results import ScanResult
-from neurolens_lightning.scanner import ConceptScanner
+from neurolens_lightning.pipeline import build_result, check_for_model, make_scanner, score, test_causally
+from neurolens_lightning.settings import ScanSettings
 
 
 def _tensor_devices(module: torch.nn.Module) -> list[tuple[torch.nn.Module, str, str, torch.device]]:
@@ -104,6 +105,7 @@ def scan(
     progress: bool = False,
     image_size: int | None = None,
     site: str | None = None,
+    settings: ScanSettings | None = None,
 ) -> ScanResult:
     """Score every neuron of ``layers`` for ``concept`` and rank them.
 
@@ -153,11 +155,20 @@ def scan(
     tokenizer's pad token (set for padding while the scan runs), and the global RNG state of
     the CPU and of every initialized CUDA device (``weights="random"`` draws from ``seed``).
 
+        settings: a :class:`~neurolens_lightning.settings.ScanSettings` holding the scoring and causal-test
+            arguments at once (the same object drives eval, the callback, steer and compare); a keyword
+            argument above that differs from its default overrides its field.
+
     Returns:
         a :class:`ScanResult`; ``result.save(out_dir)`` writes results.json (+ report.html).
     """
-    if top_k < 1:
-        raise NeuroLensError(f"top_k must be >= 1, got {top_k}")
+    overrides = {"layers": layers, "top_k": top_k, "ablate": ablate, "importance": importance, "baseline": baseline,
+                 "pooling": pooling, "batch_size": batch_size, "max_neurons": max_neurons, "fdr_q": fdr_q,
+                 "min_selectivity": min_selectivity, "top_examples": top_examples, "ablation": ablation,
+                 "null_samples": null_samples, "neurons": list(neurons or []), "test_top_k": test_top_k,
+                 "suppressors": suppressors, "direction": direction, "min_effect": min_effect, "alpha": alpha,
+                 "holdout": holdout, "seed": seed}
+    s = ScanSettings.resolve(settings, overrides).check()
     # never disturb the user's objects: the global RNGs (CPU and CUDA), and a given module's device(s),
     # train/eval modes and tokenizer pad token, are as they were when scan returns or raises
     user_module = (model.model if isinstance(model, ModelAdapter) else
@@ -170,8 +181,8 @@ def scan(
         t_start = time.perf_counter()
         concept_obj = load_concept(concept)
         kwargs: dict[str, Any] = {}
-        if pooling:
-            kwargs["pooling"] = pooling
+        if s.pooling:
+            kwargs["pooling"] = s.pooling
         if image_size:
             kwargs["image_size"] = image_size
         if site:
@@ -181,74 +192,23 @@ def scan(
         if isinstance(model, ModelAdapter) and not (device is None or str(device) == "auto"):
             model.model.to(auto_device(device))  # load_model returns an adapter as it is
         adapter = load_model(model, tokenizer=tokenizer, weights=weights, arch=arch, device=device,
-                             download=download, seed=seed, **kwargs)
-        adapter.select_sites(layers)  # validate before any work
-        if ablate:
-            from neurolens_lightning.ablation import check_ablation_args
-
-            check_ablation_args(adapter, layers, ablation, null_samples, neurons)
-            if direction not in ("importance", "drop", "rise"):
-                raise NeuroLensError(f"direction must be importance, drop or rise, got {direction!r}")
-        rank_concept, held_out = concept_obj, None
-        if ablate and holdout > 0:
-            rank_concept, held_out = concept_obj.split(holdout, seed=seed)
-        t0 = time.perf_counter()
-        t_load = t0 - t_start  # loading the probe and the model (and checking the arguments)
+                             download=download, seed=s.seed, **kwargs)
+        check_for_model(adapter, s)  # before any work
         # inside a distributed launch (torchrun, a Lightning DDP process) every rank scores its share of the
         # examples and the metrics sync; the ablation shares its jobs the same way
-        rank, world = dist_context()
-        scanner = ConceptScanner(adapter, rank_concept, layers=layers, batch_size=batch_size, importance=importance,
-                                 baseline=baseline, top_examples=top_examples, progress=progress, fdr_q=fdr_q,
-                                 min_d=min_selectivity, rank=rank, world_size=world)
-        fused = scanner.can_fuse()
-        if fused:  # activations and importance of the positives from one forward + backward
-            scanner.run_fused_pass()
-            t1 = time.perf_counter()
-        else:
-            scanner.run_activation_pass()
-            t1 = time.perf_counter()
-            if importance:
-                scanner.run_importance_pass(gather=gather_cat)
-        t2 = time.perf_counter()
-        scores = scanner.compute()
-        t_stats = time.perf_counter() - t2
-        head = None
-        if scanner.head is not None:
-            head = {"kind": "logistic probe on mean-pooled last hidden state",
-                    "train_accuracy": round(scanner.head.train_accuracy, 4),
-                    "heldout_accuracy": round(scanner.head.heldout_accuracy, 4)}
-        result = ScanResult(
-            model={**adapter.describe(), "weights": weights if not isinstance(model, torch.nn.Module) else "given"},
-            concept=rank_concept, layers=scanner.layers, units=[s.units for s in scanner.sites], scores=scores,
-            top_k=top_k, max_neurons=max_neurons, fdr_q=fdr_q, min_selectivity=min_selectivity, head=head,
-            settings={"importance": importance, "baseline": baseline, "pooling": scanner.pooling,
-                      "batch_size": batch_size, "device": str(adapter.device), "ablate": ablate,
-                      "seed": seed, "holdout": holdout if ablate else 0.0,
-                      **({"ablation": ablation, "direction": direction, "suppressors": suppressors}
-                         if ablate else {}),
-                      "split": split_text(rank_concept, held_out, ablate)},
-            timings={"load_model": t_load, **({"scoring_pass": t1 - t0} if fused else
-                                               {"activation_pass": t1 - t0, "importance_pass": t2 - t1}),
-                     "statistics": t_stats},
-            warnings=[scanner.pooling_warning] if scanner.pooling_warning else [],
-        )
-        if ablate:
-            from neurolens_lightning.ablation import run_ablation
-
-            t3 = time.perf_counter()
-            run_ablation(result, adapter, scanner, held_out or concept_obj, method=ablation,
-                         null_samples=null_samples, neurons=neurons, test_top_k=test_top_k, seed=seed,
-                         direction=direction, suppressors=suppressors,
-                         batch_size=batch_size, progress=progress, min_effect=min_effect, alpha=alpha,
-                         split=None if held_out is not None else
-                         "the same examples that ranked the neurons (no held-out split: holdout=0)")
-            result.timings["ablation"] = time.perf_counter() - t3
+        run = make_scanner(adapter, concept_obj, s, progress=progress)
+        run.timings["load_model"] = time.perf_counter() - t_start  # the probe, the model and the checks
+        score(run, gather=gather_cat)
+        result = build_result(run, weights=weights if not isinstance(model, torch.nn.Module) else "given")
+        if s.tests_causally:
+            test_causally(result, run, progress=progress)
         if cross_concept or also:
             from neurolens_lightning.cross_concept import cross_concept_for_result
 
             t4 = time.perf_counter()
-            result.extra["cross_concept"] = cross_concept_for_result(result, adapter, also, batch_size=batch_size,
+            result.extra["cross_concept"] = cross_concept_for_result(result, adapter, also, batch_size=s.batch_size,
                                                                      full_concept=concept_obj)
             result.timings["cross_concept"] = time.perf_counter() - t4
         result.timings["total"] = time.perf_counter() - t_start  # every stage above, and what runs between them
         return result
+

@@ -53,12 +53,13 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from neurolens_lightning.adapters import ModelAdapter, adapter_for, family_of
-from neurolens_lightning.concepts import Concept, load_concept, split_text
+from neurolens_lightning.concepts import Concept, load_concept
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.modules import gather_rows
 from neurolens_lightning.ranking import ROLE_NAMES
 from neurolens_lightning.results import ScanResult
-from neurolens_lightning.scanner import ConceptScanner
+from neurolens_lightning.pipeline import run_scan
+from neurolens_lightning.settings import ScanSettings
 
 
 def find_network(pl_module: pl.LightningModule) -> torch.nn.Module:
@@ -155,8 +156,8 @@ class NeuroLensCallback(Callback):
         tokenizer: the text model's tokenizer (default: ``pl_module.tokenizer``).
         top_k: neurons recorded per probe point.
         importance: compute gradient x activation importance (one extra forward/backward per probe).
-        batch_size: probe batch size.
-        null_samples: random neurons per layer in the ablation null.
+        batch_size: probe batch size (default: ``ScanSettings``' 16).
+        null_samples: random neurons per layer in the ablation null (default: ``ScanSettings``' 50).
         fdr_q: Benjamini-Hochberg level for the significant-neuron counts.
         probe_at_start: probe the network before the first step (the emergence baseline); skipped when
             a resumed run already has a history.
@@ -167,6 +168,9 @@ class NeuroLensCallback(Callback):
             neurons, 332 kB for GPT-2's 36,864), so the final top neurons' trajectories are continuous from the
             first point. False: only each point's top-k is kept, and a final top neuron has gaps where it was
             not in that point's top-k.
+        settings: a :class:`~neurolens_lightning.settings.ScanSettings` for every probe's scan and causal test
+            (split, intervention, null, alpha ...): the same object that drives ``scan()``, eval, steer and
+            compare; the arguments above that differ from their defaults override its fields.
 
     Probe points never repeat a ``global_step`` and are skipped in the sanity check, under
     ``fast_dev_run`` and outside ``Trainer.fit``. Under ``ddp_spawn`` the callback object of the
@@ -188,14 +192,15 @@ class NeuroLensCallback(Callback):
         tokenizer: Any = None,
         top_k: int = 10,
         importance: bool = True,
-        batch_size: int = 32,
-        null_samples: int = 20,
+        batch_size: int | None = None,
+        null_samples: int | None = None,
         fdr_q: float = 0.05,
         probe_at_start: bool = True,
         probe_at_end: bool = True,
         log_charts: bool = True,
         store_scores: bool = True,
         steer_scales: Sequence[float] | None = None,
+        settings: ScanSettings | None = None,
     ) -> None:
         super().__init__()
         items = [concepts] if isinstance(concepts, (str, Concept, dict, Path)) else list(concepts)
@@ -208,9 +213,22 @@ class NeuroLensCallback(Callback):
         for name, val in (("every_n_train_steps", every_n_train_steps), ("every_n_epochs", every_n_epochs)):
             if val is not None and (not isinstance(val, int) or val < 1):
                 raise NeuroLensError(f"{name} must be a positive integer or None, got {val!r}")
-        for name, val, low in (("top_k", top_k, 1), ("ablate_top_k", ablate_top_k, 0), ("batch_size", batch_size, 1)):
+        for name, val, low in (("top_k", top_k, 1), ("ablate_top_k", ablate_top_k, 0),
+                               ("batch_size", 1 if batch_size is None else batch_size, 1),
+                               ("null_samples", 2 if null_samples is None else null_samples, 2)):
             if not isinstance(val, int) or isinstance(val, bool) or val < low:
                 raise NeuroLensError(f"{name} must be an integer >= {low}, got {val!r}")
+        # the one settings object of each probe's scan (and causal test): ``settings`` with the arguments above
+        # that differ from their defaults applied; ablate_top_k > 0 asks for the causal test of the top k
+        over: dict[str, Any] = {"layers": list(layers) if layers is not None else None, "importance": importance,
+                                "fdr_q": fdr_q}
+        over.update({k: v for k, v in (("batch_size", batch_size), ("null_samples", null_samples)) if v is not None})
+        if ablate_top_k > 0:
+            over.update(ablate=True, top_k=ablate_top_k)
+        self.settings = ScanSettings.resolve(settings, over).check()
+        ablate_top_k = self.settings.top_k if self.settings.tests_causally else 0
+        layers, importance, fdr_q = self.settings.layers, self.settings.importance, self.settings.fdr_q
+        batch_size, null_samples = self.settings.batch_size, self.settings.null_samples
         if not (every_n_train_steps or every_n_epochs or on_checkpoint or on_validation_end):
             every_n_epochs = 1  # default cadence: once per epoch
         self.layers = list(layers) if layers is not None else None
@@ -383,42 +401,12 @@ class NeuroLensCallback(Callback):
 
     def _score(self, adapter: ModelAdapter, concept: Concept, pl_module: pl.LightningModule, rank: int,
                world: int) -> ScanResult:
-        rank_concept, held_out = concept, None
-        if self.ablate_top_k > 0:
-            rank_concept, held_out = concept.split(0.5, seed=0)
+        """One probe point: the pipeline of ``scan()`` with this callback's settings, on the network in training."""
         t0 = time.perf_counter()
-        scanner = ConceptScanner(adapter, rank_concept, self.layers, batch_size=self.batch_size,
-                                 importance=self.importance, rank=rank, world_size=world, fdr_q=self.fdr_q)
-        if scanner.can_fuse():  # activations and importance of the positives from one forward + backward
-            scanner.run_fused_pass()
-            timings = {"scoring_pass": time.perf_counter() - t0}
-        else:
-            scanner.run_activation_pass()
-            timings = {"activation_pass": time.perf_counter() - t0}
-            if self.importance:
-                t1 = time.perf_counter()
-                scanner.run_importance_pass(gather=(lambda t: gather_rows(pl_module, t)) if world > 1 else None)
-                timings["importance_pass"] = time.perf_counter() - t1
-        t2 = time.perf_counter()
-        scores = scanner.compute()
-        timings["statistics"] = time.perf_counter() - t2
-        result = ScanResult(model=adapter.describe(), concept=rank_concept, layers=scanner.layers,
-                            units=[s.units for s in scanner.sites], scores=scores,
-                            top_k=max(self.top_k, self.ablate_top_k), fdr_q=self.fdr_q,
-                            settings={"importance": self.importance, "device": str(adapter.device),
-                                      "pooling": scanner.pooling, "split": split_text(rank_concept, held_out)},
-                            timings=timings,
-                            warnings=[scanner.pooling_warning] if scanner.pooling_warning else [])
-        if self.ablate_top_k > 0 and held_out is not None:
-            from neurolens_lightning.ablation import run_ablation
-
-            t3 = time.perf_counter()
-            result.top_k = self.ablate_top_k
-            run_ablation(result, adapter, scanner, held_out, null_samples=self.null_samples,
-                         batch_size=self.batch_size)
-            result.top_k = max(self.top_k, self.ablate_top_k)
-            timings["ablation"] = time.perf_counter() - t3
-        timings["total"] = time.perf_counter() - t0
+        result, _ = run_scan(adapter, concept, self.settings, weights="given", rank=rank, world=world,
+                             gather=(lambda t: gather_rows(pl_module, t)) if world > 1 else None)
+        result.top_k = max(self.top_k, self.settings.top_k)  # the timeline's head, beyond the tested top-k
+        result.timings["total"] = time.perf_counter() - t0
         return result
 
     def _score_entry(self, result: ScanResult, step: int) -> dict[str, Any]:

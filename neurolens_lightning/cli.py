@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from neurolens_lightning.errors import NeuroLensError
+from neurolens_lightning.settings import ScanSettings, parse_neuron
 
 
 def _quiet_libraries() -> None:
@@ -42,13 +43,6 @@ def _slug(text: str) -> str:
 def default_out_dir(model: str, concept: str) -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("reports") / f"{_slug(model)}-{_slug(Path(concept).stem)}-{stamp}"
-
-
-def parse_neuron(spec: str) -> tuple[int, int]:
-    m = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", str(spec))
-    if not m:
-        raise NeuroLensError(f"neuron {spec!r} is not LAYER:INDEX (e.g. 2:37)")
-    return int(m.group(1)), int(m.group(2))
 
 
 def _add_runtime_flags(p: argparse.ArgumentParser, tokenizer_help: str) -> None:
@@ -134,24 +128,17 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
     cfg = load_config(ScanConfig, args.config, list(args.overrides) + _flags_to_dotlist(args),
                       {"site": args.site} if getattr(args, "site", None) else None)  # verbatim: ':' '*' in it
-    neurons = [parse_neuron(n) for n in cfg.neurons] or None
     from neurolens_lightning.api import scan
 
+    # --neurons alone tests just those; with --ablate the top-k too
+    settings = ScanSettings.from_any(cfg, test_top_k=cfg.test_top_k and (cfg.ablate or not cfg.neurons)).check()
     device = None if cfg.device == "auto" else cfg.device
     launched = _join_distributed_launch()
     if launched is not None and device is None:
         device = launched
-    result = scan(
-        model=cfg.model, concept=cfg.concept, layers=cfg.layers, top_k=cfg.top_k, ablate=cfg.ablate or bool(neurons),
-        test_top_k=cfg.ablate or not neurons,  # --neurons alone tests just those; with --ablate the top-k too
-        tokenizer=cfg.tokenizer, weights=cfg.weights, arch=cfg.arch, device=device,
-        download=cfg.download, importance=cfg.importance, baseline=cfg.baseline, pooling=cfg.pooling,
-        batch_size=cfg.batch_size, max_neurons=cfg.max_neurons, fdr_q=cfg.fdr_q, ablation=cfg.ablation,
-        null_samples=cfg.null_samples, neurons=neurons, holdout=cfg.holdout, seed=cfg.seed, progress=True,
-        image_size=cfg.image_size, min_selectivity=cfg.min_selectivity, alpha=cfg.alpha, min_effect=cfg.min_effect,
-        cross_concept=cfg.cross_concept, also=list(cfg.also), direction=cfg.direction, suppressors=cfg.suppressors,
-        site=cfg.site,
-    )
+    result = scan(model=cfg.model, concept=cfg.concept, tokenizer=cfg.tokenizer, weights=cfg.weights, arch=cfg.arch,
+                  device=device, download=cfg.download, progress=True, image_size=cfg.image_size,
+                  cross_concept=cfg.cross_concept, also=list(cfg.also), site=cfg.site, settings=settings)
     from neurolens_lightning.distributed import dist_context
 
     if dist_context()[0] != 0:  # every rank holds the result; rank 0 alone writes and reports it
@@ -283,11 +270,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if len(cfg.models) < 2:
         raise NeuroLensError(f"compare needs at least two models (--models A B, or models=[A,B]), got {cfg.models}")
     out = Path(cfg.out) if cfg.out else default_compare_out_dir(cfg.concept)
-    comp = compare(cfg.models, cfg.concept, out=out, top_k=cfg.top_k, ablate=cfg.ablate, weights=cfg.weights,
-                   grid=cfg.grid, tokenizer=cfg.tokenizer, device=None if cfg.device == "auto" else cfg.device,
-                   download=cfg.download, importance=cfg.importance, baseline=cfg.baseline,
-                   batch_size=cfg.batch_size, fdr_q=cfg.fdr_q, ablation=cfg.ablation, null_samples=cfg.null_samples,
-                   holdout=cfg.holdout, seed=cfg.seed, report=cfg.report, progress=True)
+    comp = compare(cfg.models, cfg.concept, out=out, weights=cfg.weights, grid=cfg.grid, tokenizer=cfg.tokenizer,
+                   device=None if cfg.device == "auto" else cfg.device, download=cfg.download, report=cfg.report,
+                   progress=True, settings=ScanSettings.from_any(cfg))
     _print_comparison(comp, out)
     return 0
 

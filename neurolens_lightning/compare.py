@@ -57,6 +57,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from neurolens_lightning.errors import ModelLoadError, NeuroLensError
+from neurolens_lightning.settings import ScanSettings
 
 __all__ = [
     "ModelSpec", "parse_model_spec", "relative_depths", "layer_distribution", "resample_distribution",
@@ -425,6 +426,7 @@ def compare(
     seed: int = 0,
     report: bool = True,
     progress: bool = False,
+    settings: ScanSettings | None = None,
 ) -> dict[str, Any]:
     """Scan ``concept`` in every model and compare where along the depth each encodes it.
 
@@ -438,6 +440,9 @@ def compare(
         weights: default weights of specs without a ``:WEIGHTS`` suffix.
         grid: number of points G of the common relative-depth grid.
         report: also write each model's own report.html.
+        settings: a :class:`~neurolens_lightning.settings.ScanSettings` for every model's scan (the same object
+            that drives ``scan()``, eval, the callback and steer); the keyword arguments above that differ from
+            their defaults override its fields. ``layers`` must be None (the models' depths are aligned).
 
     Returns:
         the comparison dict (what ``comparison.json`` holds); each model's full results are
@@ -447,8 +452,12 @@ def compare(
 
     if grid < 2:
         raise NeuroLensError(f"grid must be >= 2, got {grid}")
-    if top_k < 1:
-        raise NeuroLensError(f"top_k must be >= 1, got {top_k}")
+    st = ScanSettings.resolve(settings, {
+        "top_k": top_k, "ablate": ablate, "importance": importance, "baseline": baseline, "batch_size": batch_size,
+        "fdr_q": fdr_q, "ablation": ablation, "null_samples": null_samples, "holdout": holdout, "seed": seed}).check()
+    if st.layers is not None:
+        raise NeuroLensError("compare scans every layer of each model (depths are aligned): leave layers unset")
+    seed, top_k, ablate = st.seed, st.top_k, st.tests_causally
     specs = _to_specs(list(models), weights)
     if len(specs) < 2:
         raise NeuroLensError(f"compare needs at least two models (--models A B), got {len(specs)}")
@@ -474,19 +483,17 @@ def compare(
             print(f"[{i + 1}/{len(specs)}] scanning {s.label} ({adapter.num_layers} layers) for "
                   f"'{concept_obj.name}' ...", flush=True)
         t0 = time.perf_counter()
-        res = scan(model=adapter, concept=concept_obj, top_k=top_k, ablate=ablate, weights=s.weights,
-                   importance=importance, baseline=baseline, batch_size=batch_size, fdr_q=fdr_q,
-                   ablation=ablation, null_samples=null_samples, holdout=holdout, seed=seed, progress=progress)
+        res = scan(model=adapter, concept=concept_obj, weights=s.weights, progress=progress, settings=st)
         res.model["label"] = s.label
         res.timings["total"] = time.perf_counter() - t0
         results.append(res)
         adapters[i] = None  # free the model once scanned
     datas = [r.to_dict() for r in results]
-    settings = {"top_k": top_k, "ablate": ablate, "weights": weights, "importance": importance,
-                "baseline": baseline, "batch_size": batch_size, "fdr_q": fdr_q, "grid": grid, "seed": seed}
+    recorded = {"top_k": top_k, "ablate": ablate, "weights": weights, "importance": st.importance,
+                "baseline": st.baseline, "batch_size": st.batch_size, "fdr_q": st.fdr_q, "grid": grid, "seed": seed}
     if ablate:
-        settings.update(ablation=ablation, null_samples=null_samples, holdout=holdout)
-    comp = build_comparison(datas, [s.label for s in specs], top_k=top_k, grid=grid, settings=settings)
+        recorded.update(ablation=st.ablation, null_samples=st.null_samples, holdout=st.holdout)
+    comp = build_comparison(datas, [s.label for s in specs], top_k=top_k, grid=grid, settings=recorded)
     slugs = _dir_names([s.label for s in specs])
     for m, slug, r in zip(comp["models"], slugs, results):
         m["scan_dir"] = f"models/{slug}"

@@ -29,6 +29,8 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Type, 
 
 from omegaconf import OmegaConf
 
+from neurolens_lightning.settings import ScanSettings
+
 T = TypeVar("T")
 
 
@@ -44,65 +46,38 @@ class WandbConfig:
 
 
 @dataclass
-class ScanConfig:
-    """``neurolens scan``: score (and optionally ablate) one concept in one model."""
+class ScanConfig(ScanSettings):
+    """``neurolens scan``: score (and optionally ablate) one concept in one model. The scoring and causal-test
+    fields are :class:`~neurolens_lightning.settings.ScanSettings`' (one schema for every entry point)."""
 
     model: str = "minilm"
     concept: str = "royalty"
-    layers: Optional[List[int]] = None
-    top_k: int = 10
-    ablate: bool = False
-    ablation: str = "interchange"
-    null_samples: int = 50
-    neurons: List[str] = field(default_factory=list)
-    direction: str = "importance"
-    suppressors: int = 0
     weights: str = "pretrained"
     arch: Optional[str] = None
     site: Optional[str] = None  # "PATTERN[:input|:output]": neurons of a model NeuroLens does not know
     tokenizer: Optional[str] = None
     device: str = "auto"
     download: bool = False
-    importance: bool = True
-    baseline: str = "zero"
-    pooling: Optional[str] = None
     image_size: Optional[int] = None
-    batch_size: int = 16
-    max_neurons: int = 500
-    fdr_q: float = 0.05
-    min_selectivity: float = 0.5
-    alpha: float = 0.05
-    min_effect: Optional[float] = None
     cross_concept: bool = False
     also: List[str] = field(default_factory=list)
-    holdout: float = 0.5
-    seed: int = 0
     out: Optional[str] = None
     report: bool = True
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
 @dataclass
-class CompareConfig:
+class CompareConfig(ScanSettings):
     """``neurolens compare``: the same probe on several models, layers aligned by relative depth.
 
     ``models`` entries are ``NAME`` or ``NAME:WEIGHTS`` (``minilm:random``); a name without a
-    suffix uses ``weights``. See :mod:`neurolens_lightning.compare`.
+    suffix uses ``weights``. See :mod:`neurolens_lightning.compare`. The scoring fields are
+    :class:`~neurolens_lightning.settings.ScanSettings`' (``layers`` must stay None: depths are aligned).
     """
 
     models: List[str] = field(default_factory=list)
     concept: str = "negation"
     weights: Literal["pretrained", "random"] = "pretrained"
-    top_k: int = 10
-    ablate: bool = False
-    ablation: Literal["interchange", "zero", "mean", "resample"] = "interchange"
-    null_samples: int = 50
-    importance: bool = True
-    baseline: Literal["zero", "mean"] = "zero"
-    batch_size: int = 16
-    fdr_q: float = 0.05
-    holdout: float = 0.5
-    seed: int = 0
     grid: int = 21
     tokenizer: Optional[str] = None
     device: str = "auto"
@@ -132,8 +107,8 @@ class CallbackConfig:
     tokenizer: Optional[str] = None
     top_k: int = 10
     importance: bool = True
-    batch_size: int = 32
-    null_samples: int = 20
+    batch_size: Optional[int] = None    # None = ScanSettings' default (16)
+    null_samples: Optional[int] = None  # None = ScanSettings' default (50)
     fdr_q: float = 0.05
     probe_at_start: bool = True
     probe_at_end: bool = True
@@ -176,7 +151,7 @@ class TrainerConfig:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(ScanSettings):
     """``neurolens eval``: score one concept as ``Trainer.validate(ProbeModule, ...)``.
 
     With ``ablate`` (or any ``neurons``) the probe is split like ``neurolens scan --ablate``
@@ -189,22 +164,8 @@ class EvalConfig:
 
     model: str = "minilm"
     concept: str = "royalty"
-    layers: Optional[List[int]] = None
     weights: Literal["pretrained", "random"] = "pretrained"
     tokenizer: Optional[str] = None
-    importance: bool = True
-    baseline: Literal["zero", "mean"] = "zero"
-    top_k: int = 10
-    batch_size: int = 16
-    fdr_q: float = 0.05
-    ablate: bool = False
-    ablation: Literal["interchange", "zero", "mean", "resample"] = "interchange"
-    null_samples: int = 50
-    neurons: List[str] = field(default_factory=list)
-    alpha: float = 0.05
-    min_effect: Optional[float] = None
-    holdout: float = 0.5
-    seed: int = 0
     out: Optional[str] = None
     report: bool = True
     logger: LoggerConfig = field(default_factory=LoggerConfig)

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from neurolens_lightning.errors import NeuroLensError
+from neurolens_lightning.settings import ScanSettings, parse_neuron
 
 __all__ = ["make_logger", "run_eval", "register_cli"]
 
@@ -103,36 +104,16 @@ def make_logger(cfg: Any, out: str | Path) -> Any:
     raise NeuroLensError(f"logger.kind must be csv or wandb, got {lc.kind!r}")  # pragma: no cover (schema)
 
 
-def _ablation_args(cfg: Any) -> tuple[bool, list[tuple[int, int]] | None]:
-    """Whether the run ablates, and the named neurons; checks what needs no model (before any work)."""
-    from neurolens_lightning.ablation import METHODS
-    from neurolens_lightning.cli import parse_neuron
-
-    neurons: Any = []
+def _check_neuron_spelling(cfg: Any) -> None:
+    """Named neurons are quoted "L:I" strings: YAML 1.1 reads an unquoted 5:17 as the base-60 integer 317."""
     for spec in cfg.neurons:
         try:
-            neurons.append(parse_neuron(spec))
+            parse_neuron(spec)
         except NeuroLensError as e:
-            if str(spec).strip().isdigit():  # YAML 1.1 reads an unquoted 5:17 as the base-60 integer 317
+            if str(spec).strip().isdigit():
                 raise NeuroLensError(f"{e}; write neurons as quoted strings, e.g. neurons=[\"5:17\"] (YAML reads "
                                      "an unquoted 5:17 as the base-60 number 317)") from None
             raise
-    neurons = neurons or None
-    ablate = bool(cfg.ablate or neurons)  # naming neurons asks for their ablation, as in `neurolens scan`
-    if not ablate:
-        return False, None
-    if cfg.ablation not in METHODS:
-        raise NeuroLensError(f"unknown ablation method {cfg.ablation!r}; use one of {', '.join(METHODS)}")
-    if cfg.null_samples < 2:
-        raise NeuroLensError(f"null_samples must be >= 2 to estimate a null spread, got {cfg.null_samples}")
-    if not 0 <= cfg.holdout < 1:
-        raise NeuroLensError(f"holdout must be in [0, 1) (the held-out fraction of the probe; 0 = rank and ablate "
-                             f"on the same examples), got {cfg.holdout}")
-    if not 0 < cfg.alpha < 1:
-        raise NeuroLensError(f"alpha must be in (0, 1), got {cfg.alpha}")
-    if cfg.min_effect is not None and cfg.min_effect < 0:
-        raise NeuroLensError(f"min_effect must be >= 0 (a size of |Δ| in y's units), got {cfg.min_effect}")
-    return True, neurons
 
 
 def run_eval(cfg: Any) -> dict[str, Any]:
@@ -146,31 +127,23 @@ def run_eval(cfg: Any) -> dict[str, Any]:
 
     import lightning.pytorch as pl
 
-    from neurolens_lightning.concepts import load_concept, split_text
+    from neurolens_lightning.concepts import load_concept
     from neurolens_lightning.modules import AblationModule, ProbeModule
     from neurolens_lightning.registry import load_model
 
     t_start = time.perf_counter()
-    if cfg.top_k < 1:
-        raise NeuroLensError(f"top_k must be >= 1, got {cfg.top_k}")
-    ablate, neurons = _ablation_args(cfg)
+    settings = ScanSettings.from_any(cfg)
+    _check_neuron_spelling(cfg)
+    settings.check()
+    ablate = settings.tests_causally  # naming neurons asks for their ablation, as in `neurolens scan`
     out = Path(cfg.out) if cfg.out else _default_out(cfg)
     if out.exists() and not out.is_dir():
         raise NeuroLensError(f"output {str(out)!r} exists and is not a folder")
     # everything that can fail on user input happens before the logger creates a folder
     concept = load_concept(cfg.concept)
-    rank_concept, held_out = concept, None
-    if ablate and cfg.holdout > 0:
-        rank_concept, held_out = concept.split(cfg.holdout, seed=cfg.seed)
     # the adapter is loaded here (as `neurolens scan` does) so random weights are drawn from `seed`
     adapter = load_model(cfg.model, tokenizer=cfg.tokenizer, weights=cfg.weights, device="cpu", seed=cfg.seed)
-    module = ProbeModule(adapter, rank_concept, layers=cfg.layers, importance=cfg.importance,
-                         baseline=cfg.baseline, top_k=cfg.top_k, batch_size=cfg.batch_size, fdr_q=cfg.fdr_q,
-                         weights=cfg.weights)
-    if ablate:
-        from neurolens_lightning.ablation import check_ablation_args
-
-        check_ablation_args(module.adapter, cfg.layers, cfg.ablation, cfg.null_samples, neurons)
+    module = ProbeModule(adapter, concept, weights=cfg.weights, settings=settings)  # checks layers and neurons
     datamodule = module.datamodule()
     t_loaded = time.perf_counter()
     logger = make_logger(cfg, out)
@@ -190,26 +163,14 @@ def run_eval(cfg: Any) -> dict[str, Any]:
         raise NeuroLensError("the validation run produced no result")
     result.timings.update({"load_model": t_loaded - t_start, "scoring": t_scored - t0})
     ablation_metrics: list[dict[str, Any]] = []
-    if ablate:
-        sc = module.scanner  # (a model without an output head gets its probe head fitted by AblationModule)
-        abl = AblationModule(result, module.adapter, sc, held_out if held_out is not None else concept,
-                             method=cfg.ablation, null_samples=cfg.null_samples, neurons=neurons, seed=cfg.seed,
-                             batch_size=cfg.batch_size, min_effect=cfg.min_effect, alpha=cfg.alpha)
+    if ablate:  # (a model without an output head gets its probe head fitted by AblationModule)
         t3 = time.perf_counter()
-        ablation_metrics = trainer.validate(abl, verbose=False)
+        ablation_metrics = trainer.validate(AblationModule.from_scoring(result, module.scoring), verbose=False)
         result.timings["ablation"] = time.perf_counter() - t3
-        if held_out is None and result.ablation_summary is not None:
-            result.ablation_summary["split"] = ("the same examples that ranked the neurons (no held-out split: "
-                                                "holdout=0)")
     result.timings["total"] = time.perf_counter() - t_start
     if trainer.is_global_zero:
-        result.model = {**result.model, "weights": cfg.weights}
-        result.settings.update({"batch_size": cfg.batch_size, "pooling": module.adapter.pooling,
-                                "runner": "lightning Trainer.validate (neurolens eval)",
-                                "logger": cfg.logger.kind, "world_size": trainer.world_size, "ablate": ablate,
-                                "split": split_text(rank_concept, held_out, ablate)})
-        if ablate:
-            result.settings.update({"holdout": cfg.holdout, "seed": cfg.seed})
+        result.settings.update({"runner": "lightning Trainer.validate (neurolens eval)", "logger": cfg.logger.kind,
+                                "world_size": trainer.world_size})
         result.save(out, report=cfg.report)
         try:
             from lightning.pytorch.loggers import WandbLogger

@@ -33,7 +33,9 @@ from neurolens_lightning.distributed import gather_cat
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.registry import load_model
 from neurolens_lightning.results import ScanResult
+from neurolens_lightning.pipeline import SAME_EXAMPLES, build_result, check_for_model, make_scanner
 from neurolens_lightning.scanner import ConceptScanner
+from neurolens_lightning.settings import ScanSettings
 
 
 class _Indices(Dataset):
@@ -134,26 +136,34 @@ class ProbeModule(pl.LightningModule):
     def __init__(self, model: "str | torch.nn.Module | ModelAdapter" = "minilm",
                  concept: "str | Concept" = "royalty", layers: Sequence[int] | None = None,
                  tokenizer: Any = None, importance: bool = True, baseline: str = "zero", top_k: int = 10,
-                 batch_size: int = 16, fdr_q: float = 0.05, weights: str = "pretrained") -> None:
+                 batch_size: int = 16, fdr_q: float = 0.05, weights: str = "pretrained",
+                 settings: ScanSettings | None = None) -> None:
         super().__init__()
-        self.adapter = load_model(model, tokenizer=tokenizer, weights=weights, device="cpu")
+        self.settings = ScanSettings.resolve(settings, {
+            "layers": list(layers) if layers is not None else None, "importance": importance, "baseline": baseline,
+            "top_k": top_k, "batch_size": batch_size, "fdr_q": fdr_q}).check()
+        self.adapter = load_model(model, tokenizer=tokenizer, weights=weights, device="cpu", seed=self.settings.seed)
         self.model = self.adapter.model  # registered so Lightning moves it to the right device
-        self.concept = load_concept(concept)
-        self.adapter.select_sites(layers)
-        self.layers, self.importance, self.baseline = layers, importance, baseline
-        self.top_k, self.batch_size, self.fdr_q = top_k, batch_size, fdr_q
-        self.scanner: ConceptScanner | None = None
+        self.weights = weights
+        check_for_model(self.adapter, self.settings)
+        #: the probe split as the settings say (a causal test's held-out part: ``scoring.held_out``)
+        self.scoring = make_scanner(self.adapter, load_concept(concept), self.settings, rank=0, world=1)
+        self.concept = self.scoring.rank_concept
         self.result: ScanResult | None = None
         self._head_ready = False
 
+    @property
+    def scanner(self) -> ConceptScanner:
+        return self._ensure_scanner()
+
     def _ensure_scanner(self) -> ConceptScanner:
-        if self.scanner is None or self.scanner.selectivity.device != self.device:
-            self.scanner = ConceptScanner(self.adapter, self.concept, self.layers, batch_size=self.batch_size,
-                                          importance=self.importance, baseline=self.baseline, fdr_q=self.fdr_q)
-        return self.scanner
+        run = self.scoring
+        if run.scanner.selectivity.device != self.device:  # Lightning moved the model: metrics follow
+            self.scoring = make_scanner(self.adapter, run.concept, self.settings, rank=0, world=1)
+        return self.scoring.scanner
 
     def datamodule(self) -> ConceptDataModule:
-        return ConceptDataModule(self._ensure_scanner(), self.batch_size, self.importance)
+        return ConceptDataModule(self._ensure_scanner(), self.settings.batch_size, self.settings.importance)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)
@@ -181,14 +191,11 @@ class ProbeModule(pl.LightningModule):
         return gather_rows(self, rows)
 
     def on_validation_epoch_end(self) -> None:
-        sc = self._ensure_scanner()
-        scores = sc.compute()  # collective: every rank computes (metrics sync)
-        self.result = ScanResult(model=self.adapter.describe(), concept=self.concept, layers=sc.layers,
-                                 units=[s.units for s in sc.sites], scores=scores, top_k=self.top_k,
-                                 fdr_q=self.fdr_q, settings={"importance": self.importance,
-                                                             "baseline": self.baseline, "pooling": sc.pooling},
-                                 warnings=[sc.pooling_warning] if sc.pooling_warning else [])
-        top = scores.order[: max(1, min(self.top_k, scores.n_candidates))]
+        self._ensure_scanner()
+        # collective: every rank computes (metrics sync); the same result as scan()'s pipeline
+        self.result = build_result(self.scoring, weights=self.weights)
+        scores = self.result.scores
+        top = scores.order[: max(1, min(self.settings.top_k, scores.n_candidates))]
         self.log_dict({
             "neurolens/n_significant_fdr": float(self.result.n_significant_fdr),
             "neurolens/top_selectivity": float(scores.selectivity[top].mean()),
@@ -209,14 +216,15 @@ class AblationModule(pl.LightningModule):
                  method: str = "interchange", null_samples: int = 50, neurons: Sequence[tuple[int, int]] | None = None,
                  replicas: int = 8, batch_size: int = 16, seed: int = 0, audit_samples: int = 20,
                  min_effect: float | None = None, alpha: float = 0.05, n_boot: int = 1000,
-                 suppressors: int | None = None, test_top_k: bool = True) -> None:
+                 suppressors: int | None = None, test_top_k: bool = True, direction: str = "importance",
+                 split: str | None = None) -> None:
         super().__init__()
         self.result, self.adapter, self.scanner, self.held_out = result, adapter, scanner, held_out
         self.model = adapter.model
         self.plan = plan_ablation(result, scanner, method, null_samples, neurons, audit_samples, seed, alpha=alpha,
-                                  suppressors=suppressors, test_top_k=test_top_k)
+                                  suppressors=suppressors, test_top_k=test_top_k, direction=direction)
         self.replicas, self.batch_size, self.seed = replicas, batch_size, seed
-        self.min_effect, self.alpha, self.n_boot = min_effect, alpha, n_boot
+        self.min_effect, self.alpha, self.n_boot, self.split = min_effect, alpha, n_boot, split
         self.runner = None
         self._chunks = ablation_inputs(adapter, scanner, held_out, batch_size, seed)
 
@@ -245,12 +253,22 @@ class AblationModule(pl.LightningModule):
         # finish_ablation reuse this clean forward under the same key
         self.runner.step(batch["kind"], batch["batch"], batch["src"], key=batch_idx)
 
+    @classmethod
+    def from_scoring(cls, result: ScanResult, scoring: Any) -> "AblationModule":
+        """The causal test of a :class:`~neurolens_lightning.pipeline.Scoring`'s settings on its held-out part
+        (``neurolens eval``'s second validate: the Lightning form of ``pipeline.test_causally``)."""
+        s = scoring.settings
+        return cls(result, scoring.adapter, scoring.scanner, scoring.held_out or scoring.concept, method=s.ablation,
+                   null_samples=s.null_samples, neurons=s.named_neurons(), batch_size=s.batch_size, seed=s.seed,
+                   min_effect=s.min_effect, alpha=s.alpha, suppressors=s.suppressors, test_top_k=s.test_top_k,
+                   direction=s.direction, split=None if scoring.held_out is not None else SAME_EXAMPLES)
+
     def on_validation_epoch_end(self) -> None:
         # the first pass ran as this loop; the null grows (plain loop over the same inputs) only
         # where a tested neuron's p-value is not settled yet, then the statistics
         finish_ablation(self.result, self.plan, self.runner, self.adapter, self.scanner, self._chunks,
                         min_effect=self.min_effect, alpha=self.alpha, n_boot=self.n_boot, seed=self.seed,
-                        replicas=self.replicas)
+                        replicas=self.replicas, split=self.split)
         logs: dict[str, float] = {}
         for (l, i), ab in self.result.ablation.items():
             logs[f"ablation/delta/{l}:{i}"] = ab["delta"]

@@ -79,6 +79,7 @@ from neurolens_lightning.adapters import ModelAdapter, adapter_for
 from neurolens_lightning.concepts import Concept, ImageTask, TextExample, TextTask, load_concept
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.hooks import eval_mode, intervene
+from neurolens_lightning.settings import ScanSettings
 
 DEFAULT_SCALES = (0.0, 0.5, 1.0, 2.0, 4.0)
 SCHEMA_VERSION = 1
@@ -542,7 +543,8 @@ def dose_response(model: "str | Path | nn.Module | ModelAdapter", concept: "str 
                   device: "str | torch.device | None" = None, holdout: float = 0.5, seed: int = 0,
                   inputs: str = "heldout", direction: int = 1, null_sets: int = 199, h: int = 10,
                   batch_size: int = 16, replicas: int = 16, n_boot: int = 1000, n_examples: int = 4,
-                  max_new_tokens: int = 8, alpha: float = 0.05, progress: bool = False) -> SteeringResult:
+                  max_new_tokens: int = 8, alpha: float = 0.05, progress: bool = False,
+                  settings: "ScanSettings | None" = None) -> SteeringResult:
     """y on concept and control inputs at each scale, the verdict against random neurons, readable outputs.
 
     Args:
@@ -564,6 +566,9 @@ def dose_response(model: "str | Path | nn.Module | ModelAdapter", concept: "str 
         n_examples: concept inputs shown with before/after outputs.
         max_new_tokens: length of the greedy continuations (GPT-2).
         progress: tqdm bars for the forwards (the CLI turns them on).
+        settings: the :class:`~neurolens_lightning.settings.ScanSettings` of the scan that chose the neurons:
+            its ``holdout``, ``seed`` and ``batch_size`` give the same split (``holdout``, ``seed`` and
+            ``batch_size`` above, where they differ from their defaults, override them).
     """
     from neurolens_lightning.ablation import ablation_inputs, y_description
     from neurolens_lightning.registry import load_model
@@ -587,6 +592,8 @@ def dose_response(model: "str | Path | nn.Module | ModelAdapter", concept: "str 
         raise NeuroLensError(f"a dose-response needs two different scales, got {scales}")
     if mode == "set" and not scales:
         raise NeuroLensError("mode 'set' needs at least one value to set the neurons to")
+    st = ScanSettings.resolve(settings, {"holdout": holdout, "seed": seed, "batch_size": batch_size})
+    holdout, seed, batch_size = st.holdout, st.seed, st.batch_size
     neurons = list(dict.fromkeys((int(l), int(i)) for l, i in neurons))
     concept_obj = load_concept(concept)
     adapter = load_model(model, tokenizer=tokenizer, weights=weights, device=device, seed=seed)
