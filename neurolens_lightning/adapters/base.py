@@ -228,7 +228,23 @@ class ModelAdapter(ABC):
     def describe(self) -> dict[str, Any]:
         sites = self.sites
         return {"name": self.name, "family": self.family, "modality": self.modality, "n_layers": len(sites),
-                "units": [s.units for s in sites], "type": type(self.model).__name__}
+                "units": [s.units for s in sites], "type": type(self.model).__name__, "neuron": site_pattern(sites)}
+
+
+def site_pattern(sites: Sequence[NeuronSite]) -> str:
+    """Where the neurons are, as one module-path pattern over the layers (``*`` where the layers' paths differ):
+    ``"model.layers.*.mlp.down_proj:input"`` (the unit dimension of that module's input or output).
+
+    >>> import torch
+    >>> site_pattern([NeuronSite(i, f"h.{i}.mlp.act", torch.nn.Identity(), 4) for i in range(3)])
+    'h.*.mlp.act'
+    """
+    parts = [s.name.split(".") for s in sites]
+    if not parts:
+        return ""
+    if len({len(p) for p in parts}) != 1:
+        return f"{sites[0].name} … {sites[-1].name}"
+    return ".".join(col[0] if len(set(col)) == 1 else "*" for col in zip(*parts))
 
 
 def dispatched(model: nn.Module) -> bool:
