@@ -40,7 +40,7 @@ from neurolens_lightning.report import (
 )
 from neurolens_lightning.ablation import verdict_word
 from neurolens_lightning.report.figures import STATUS_COLORS, VERDICTS, scatter_reduction
-from neurolens_lightning.report.synthetic import synthetic_results
+from synthetic import synthetic_results
 
 CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
 REQUIRE_CHROMIUM = any(os.environ.get(k, "").strip().lower() not in ("", "0", "false", "no")

@@ -21,7 +21,7 @@ wandb = pytest.importorskip("wandb")
 
 from neurolens_lightning.report import log_scan_to_wandb, wandb_run_for  # noqa: E402
 from neurolens_lightning.report import wandb_logging  # noqa: E402
-from neurolens_lightning.report.synthetic import synthetic_results  # noqa: E402
+from synthetic import synthetic_results  # noqa: E402
 
 
 def wandb_records(path: Path):

@@ -1,4 +1,4 @@
-"""Synthetic ``results.json`` dicts with the full schema (version 2), for tests, demos and size checks.
+"""Test fixture: synthetic ``results.json`` dicts with the full schema (version 2), for the page, W&B and size tests.
 
 The numbers are random (seeded) but internally consistent with the core's rules:
 
