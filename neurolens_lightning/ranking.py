@@ -32,34 +32,9 @@ from __future__ import annotations
 
 import torch
 
-
-def bh_qvalues(p: torch.Tensor) -> torch.Tensor:
-    """Benjamini-Hochberg adjusted p-values (q-values), same order as ``p``."""
-    p = p.double().flatten()
-    m = p.numel()
-    if m == 0:
-        return p
-    order = torch.argsort(p)
-    ranked = p[order] * m / torch.arange(1, m + 1, dtype=p.dtype, device=p.device)
-    ranked = torch.flip(torch.cummin(torch.flip(ranked, [0]), 0).values, [0]).clamp(max=1.0)
-    q = torch.empty_like(p)
-    q[order] = ranked
-    return q
-
-
-def holm_adjust(p: torch.Tensor) -> torch.Tensor:
-    """Holm-Bonferroni adjusted p-values (family-wise error), same order as ``p``."""
-    p = p.double().flatten()
-    m = p.numel()
-    if m == 0:
-        return p
-    order = torch.argsort(p)
-    adj = p[order] * (m - torch.arange(m, dtype=p.dtype, device=p.device))
-    adj = torch.cummax(adj, 0).values.clamp(max=1.0)
-    out = torch.empty_like(p)
-    out[order] = adj
-    return out
-
+# re-exported: the scanner and the tests import them from here
+from neurolens_lightning.functional.statistics import bh_qvalues as bh_qvalues
+from neurolens_lightning.functional.statistics import holm_adjust as holm_adjust
 
 ROLE_NONE, ROLE_CANDIDATE, ROLE_SUPPRESSOR = 0, 1, 2
 ROLE_NAMES = {ROLE_NONE: None, ROLE_CANDIDATE: "candidate", ROLE_SUPPRESSOR: "suppressor"}
