@@ -23,7 +23,7 @@ from neurolens_lightning.errors import NeuroLensError
 
 __all__ = ["ScanSettings", "parse_neuron", "format_neuron", "METHODS", "DIRECTIONS"]
 
-#: interventions of the causal test (``ablation.py``): interchange tests the concept, the others necessity
+#: interventions of the causal test (``ablation/runner.py``): interchange tests the concept, the others necessity
 METHODS: Tuple[str, ...] = ("interchange", "zero", "mean", "resample")
 #: how a named neuron's predicted direction is chosen (``ablation.DIRECTION_RULES``)
 DIRECTIONS: Tuple[str, ...] = ("importance", "drop", "rise")

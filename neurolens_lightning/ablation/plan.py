@@ -30,8 +30,8 @@ import torch
 from neurolens_lightning.adapters import ModelAdapter
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.functional.statistics import sequential_p
+from neurolens_lightning.settings import DIRECTIONS, METHODS
 
-METHODS = ("interchange", "zero", "mean", "resample")
 DEFAULT_METHOD = "interchange"
 #: method -> what it asks, in words (results.json ``ablation_summary["question"]``, the page)
 QUESTIONS = {
@@ -302,7 +302,7 @@ def plan_ablation(result: Any, scanner: Any, method: str = DEFAULT_METHOD, null_
     (default; its null neurons are signed by their own importance), or ``drop`` / ``rise`` as the user states.
     """
     check_ablation_args(scanner.adapter, scanner.layers, method, null_samples, neurons)
-    if direction not in ("importance", "drop", "rise"):
+    if direction not in DIRECTIONS:
         raise NeuroLensError(f"direction must be importance, drop or rise, got {direction!r}")
     imp = result.scores.importance
     site_pos = {s.layer: i for i, s in enumerate(scanner.sites)}
