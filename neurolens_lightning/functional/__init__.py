@@ -10,3 +10,9 @@ from neurolens_lightning.functional.selectivity import cohens_d, selectivity, we
 
 __all__ = ["class_moments", "mean_var", "cohens_d", "welch_t_test", "selectivity", "group_effects",
            "consistency_from_effects", "consistency", "importance"]
+
+# divergences and dose-response trends (no torch in either)
+from neurolens_lightning.functional.divergence import js_divergence  # noqa: E402
+from neurolens_lightning.functional.trend import monotonic_test, slope_per_input  # noqa: E402
+
+__all__ += ["js_divergence", "monotonic_test", "slope_per_input"]
