@@ -9,9 +9,8 @@ Example:
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -19,55 +18,11 @@ from neurolens_lightning.adapters import ModelAdapter, auto_device
 from neurolens_lightning.concepts import Concept, load_concept
 from neurolens_lightning.distributed import gather_cat
 from neurolens_lightning.errors import NeuroLensError
-from neurolens_lightning.registry import load_model, preserved_rng
+from neurolens_lightning.guards import untouched, user_objects
+from neurolens_lightning.registry import load_model
 from neurolens_lightning.results import ScanResult
 from neurolens_lightning.pipeline import build_result, check_for_model, make_scanner, score, test_causally
 from neurolens_lightning.settings import ScanSettings
-
-
-def _tensor_devices(module: torch.nn.Module) -> list[tuple[torch.nn.Module, str, str, torch.device]]:
-    """(owner module, "p"/"b", name, device) of every parameter and buffer of ``module``."""
-    out = []
-    for m in module.modules():
-        out += [(m, "p", k, t.device) for k, t in m._parameters.items() if t is not None]
-        out += [(m, "b", k, t.device) for k, t in m._buffers.items() if t is not None]
-    return out
-
-
-@contextmanager
-def preserved_module(module: torch.nn.Module, tokenizer: Any = None) -> Iterator[None]:
-    """Leave a user's module (and tokenizer) as they were: device(s), each submodule's train/eval
-    flag and the tokenizer's pad token are restored on exit, also on an exception.
-
-    A module on one device is moved back with ``module.to(device)`` (parameters stay the same
-    objects, as with any ``.to``); a module spread over several devices is moved back tensor by
-    tensor.
-    """
-    modes = [(m, m.training) for m in module.modules()]
-    placed = _tensor_devices(module)
-    devices = {d for *_, d in placed}
-    pad = getattr(tokenizer, "pad_token", None) if tokenizer is not None else None
-    try:
-        yield
-    finally:
-        if len(devices) == 1:
-            module.to(next(iter(devices)))
-        elif devices:
-            with torch.no_grad():
-                for m, kind, name, dev in placed:
-                    t = (m._parameters if kind == "p" else m._buffers).get(name)
-                    if t is None or t.device == dev:
-                        continue
-                    if kind == "p":
-                        t.data = t.data.to(dev)
-                        if t.grad is not None:
-                            t.grad = t.grad.to(dev)
-                    else:
-                        m._buffers[name] = t.to(dev)
-        for m, was_training in modes:
-            m.training = was_training
-        if tokenizer is not None and hasattr(tokenizer, "pad_token") and tokenizer.pad_token != pad:
-            tokenizer.pad_token = pad
 
 
 def scan(
@@ -171,13 +126,7 @@ def scan(
     s = ScanSettings.resolve(settings, overrides).check()
     # never disturb the user's objects: the global RNGs (CPU and CUDA), and a given module's device(s),
     # train/eval modes and tokenizer pad token, are as they were when scan returns or raises
-    user_module = (model.model if isinstance(model, ModelAdapter) else
-                   model if isinstance(model, torch.nn.Module) else None)
-    with ExitStack() as guards:
-        guards.enter_context(preserved_rng())
-        if user_module is not None:
-            user_tok = None if isinstance(model, ModelAdapter) or isinstance(tokenizer, (str, Path)) else tokenizer
-            guards.enter_context(preserved_module(user_module, user_tok))
+    with untouched(*user_objects(model, tokenizer)):
         t_start = time.perf_counter()
         concept_obj = load_concept(concept)
         kwargs: dict[str, Any] = {}

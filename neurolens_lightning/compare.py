@@ -45,24 +45,24 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import shutil
-import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from neurolens_lightning.concepts import load_concept
 from neurolens_lightning.errors import ModelLoadError, NeuroLensError
+from neurolens_lightning.io import publish, rounded, slug
 from neurolens_lightning.settings import ScanSettings
 
 __all__ = [
     "ModelSpec", "parse_model_spec", "relative_depths", "layer_distribution", "resample_distribution",
-    "js_divergence", "model_entry", "build_comparison", "compare", "render_comparison", "write_comparison",
-    "summary_sentences", "depth_figure", "SCHEMA_VERSION", "DISTRIBUTION_DEFINITION", "RESAMPLING_DEFINITION",
+    "model_entry", "build_comparison", "compare", "write_comparison", "SCHEMA_VERSION", "DISTRIBUTION_DEFINITION",
+    "RESAMPLING_DEFINITION",
 ]
 
 SCHEMA_VERSION = 1
@@ -131,8 +131,7 @@ def _unique_labels(specs: list[ModelSpec]) -> None:
             s.label = f"{s.label} #{seen[s.label]}"
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_.") or "model"
+_slug = slug  # the name cli.default_compare_out_dir imports
 
 
 def _static_modality(spec: ModelSpec) -> str | None:
@@ -142,7 +141,7 @@ def _static_modality(spec: ModelSpec) -> str | None:
     """
     if not isinstance(spec.model, (str, Path)):
         return None
-    from neurolens_lightning.registry import REGISTRY
+    from neurolens_lightning.registry import REGISTRY  # torch: not at import (neurolens --help)
 
     name = str(spec.model)
     if name in REGISTRY:
@@ -234,44 +233,11 @@ def resample_distribution(rel_depth: Sequence[float], profile: Sequence[float], 
     return vals / total
 
 
-def js_divergence(p: Sequence[float], q: Sequence[float]) -> float:
-    """Jensen–Shannon divergence in bits (base 2, in [0, 1]) of two distributions (renormalised).
-
-    Example:
-        >>> js_divergence([1, 0], [0, 1]), js_divergence([0.5, 0.5], [0.5, 0.5])
-        (1.0, 0.0)
-    """
-    a = np.asarray(p, dtype=np.float64)
-    b = np.asarray(q, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1:
-        raise NeuroLensError(f"distributions must be 1-D of equal length, got {a.shape} and {b.shape}")
-    if np.any(a < 0) or np.any(b < 0) or a.sum() <= 0 or b.sum() <= 0:
-        raise NeuroLensError("distributions must be non-negative with positive mass")
-    a, b = a / a.sum(), b / b.sum()
-    m = 0.5 * (a + b)
-
-    def kl(x: np.ndarray) -> float:
-        nz = x > 0
-        return float(np.sum(x[nz] * np.log2(x[nz] / m[nz])))
-
-    js = 0.5 * kl(a) + 0.5 * kl(b)
-    return float(min(1.0, max(0.0, js)))
-
-
-def _f(x: Any, nd: int = 6) -> float | None:
-    if x is None:
-        return None
-    v = float(x)
-    if not math.isfinite(v):
-        return None
-    return float(f"{v:.{nd}g}")
-
-
 def _neuron_summary(n: Mapping[str, Any], n_layers: int) -> dict[str, Any]:
     layer = int(n.get("layer", 0))
     rec: dict[str, Any] = {
         "rank": n.get("rank"), "layer": layer, "index": n.get("index"), "role": n.get("role"),
-        "rel_depth": _f(relative_depths(n_layers, [layer])[0]) if 0 <= layer < max(n_layers, 1) else None,
+        "rel_depth": rounded(relative_depths(n_layers, [layer])[0]) if 0 <= layer < max(n_layers, 1) else None,
         "selectivity": n.get("selectivity"), "selectivity_q": n.get("selectivity_q"),
         "consistency": n.get("consistency"), "importance": n.get("importance"), "score": n.get("score"),
     }
@@ -319,15 +285,15 @@ def model_entry(data: Mapping[str, Any], label: str | None = None, top_k: int | 
         "n_neurons_scanned": int(data.get("n_neurons_scanned") or sum(units)),
         "n_significant": int(sum(sig)),
         "n_significant_positive": int(sum(pos)),
-        "max_selectivity": _f(max((float(s["max_selectivity"]) for s in summ
+        "max_selectivity": rounded(max((float(s["max_selectivity"]) for s in summ
                                    if isinstance(s.get("max_selectivity"), (int, float))), default=math.nan)),
-        "layers": [{"layer": l, "rel_depth": _f(d), "n_units": u, "n_significant": s, "n_significant_positive": p,
-                    "fraction": _f(fr), "share": _f(sh)}
+        "layers": [{"layer": l, "rel_depth": rounded(d), "n_units": u, "n_significant": s, "n_significant_positive": p,
+                    "fraction": rounded(fr), "share": rounded(sh)}
                    for l, d, u, s, p, fr, sh in zip(layers, depth, units, sig, pos, frac, share)],
         "peak_layer": layers[peak_i] if peak_i is not None else None,
-        "peak_rel_depth": _f(depth[peak_i]) if peak_i is not None else None,
-        "mean_rel_depth": _f(float(np.dot(share, depth))) if has else None,
-        "grid_distribution": [_f(v) for v in dist] if dist is not None else None,
+        "peak_rel_depth": rounded(depth[peak_i]) if peak_i is not None else None,
+        "mean_rel_depth": rounded(float(np.dot(share, depth))) if has else None,
+        "grid_distribution": [rounded(v) for v in dist] if dist is not None else None,
         "n_candidates": data.get("n_candidates"),
         "top_neurons": [_neuron_summary(n, n_layers) for n in neurons],
         "confidence_head": data.get("confidence_head"),
@@ -357,6 +323,8 @@ def build_comparison(results: Sequence[Mapping[str, Any]], labels: Sequence[str]
     mods = {(r.get("model_info") or {}).get("modality") for r in results} - {None}
     if len(mods) > 1:
         raise NeuroLensError(f"models must share a modality, got {sorted(mods)}")
+    from neurolens_lightning.functional import js_divergence  # functional/__init__ imports torch
+
     models = [model_entry(r, l, top_k, grid) for r, l in zip(results, labels)]
     n = len(models)
     matrix: list[list[float | None]] = [[None] * n for _ in range(n)]
@@ -366,7 +334,7 @@ def build_comparison(results: Sequence[Mapping[str, Any]], labels: Sequence[str]
             pi, pj = models[i]["grid_distribution"], models[j]["grid_distribution"]
             if pi is None or pj is None:
                 continue
-            matrix[i][j] = 0.0 if i == j else _f(js_divergence(pi, pj))
+            matrix[i][j] = 0.0 if i == j else rounded(js_divergence(pi, pj))
         for j in range(i + 1, n):
             pairs.append({"a": labels[i], "b": labels[j], "js": matrix[i][j]})
     first = results[0]
@@ -381,7 +349,7 @@ def build_comparison(results: Sequence[Mapping[str, Any]], labels: Sequence[str]
         "top_k": int(top_k if top_k is not None else first.get("top_k") or 10),
         "distribution": {"definition": DISTRIBUTION_DEFINITION, "resampling": RESAMPLING_DEFINITION,
                          "alignment": "relative depth l/(L-1); a one-layer model sits at 0",
-                         "grid": [_f(x) for x in np.linspace(0.0, 1.0, grid)]},
+                         "grid": [rounded(x) for x in np.linspace(0.0, 1.0, grid)]},
         "models": models,
         "divergence": {"measure": "jensen-shannon", "base": 2, "definition": DIVERGENCE_DEFINITION,
                        "names": labels, "matrix": matrix, "pairs": pairs},
@@ -390,7 +358,8 @@ def build_comparison(results: Sequence[Mapping[str, Any]], labels: Sequence[str]
 
 
 # ---------------------------------------------------------------------------- running
-def _to_specs(models: Sequence[Any], weights: str) -> list[ModelSpec]:
+def _to_specs(models: Sequence[Any], weights: str, tokenizer: Any = None) -> list[ModelSpec]:
+    """The compared models as uniquely labelled specs (at least two); ``tokenizer`` for those without one."""
     specs = []
     for m in models:
         if isinstance(m, ModelSpec):
@@ -401,6 +370,11 @@ def _to_specs(models: Sequence[Any], weights: str) -> list[ModelSpec]:
             label = getattr(m, "name", None) or type(getattr(m, "model", m)).__name__
             specs.append(ModelSpec(str(label), m, weights))
     _unique_labels(specs)
+    if len(specs) < 2:
+        raise NeuroLensError(f"compare needs at least two models (--models A B), got {len(specs)}")
+    if tokenizer is not None:
+        for s in specs:
+            s.tokenizer = s.tokenizer if s.tokenizer is not None else tokenizer
     return specs
 
 
@@ -448,55 +422,19 @@ def compare(
         the comparison dict (what ``comparison.json`` holds); each model's full results are
         written to ``out/models/<label>/``.
     """
-    from neurolens_lightning.concepts import load_concept
-
-    if grid < 2:
-        raise NeuroLensError(f"grid must be >= 2, got {grid}")
-    st = ScanSettings.resolve(settings, {
+    st = _scan_settings(settings, grid, {
         "top_k": top_k, "ablate": ablate, "importance": importance, "baseline": baseline, "batch_size": batch_size,
-        "fdr_q": fdr_q, "ablation": ablation, "null_samples": null_samples, "holdout": holdout, "seed": seed}).check()
-    if st.layers is not None:
-        raise NeuroLensError("compare scans every layer of each model (depths are aligned): leave layers unset")
-    seed, top_k, ablate = st.seed, st.top_k, st.tests_causally
-    specs = _to_specs(list(models), weights)
-    if len(specs) < 2:
-        raise NeuroLensError(f"compare needs at least two models (--models A B), got {len(specs)}")
-    if tokenizer is not None:
-        for s in specs:
-            s.tokenizer = s.tokenizer if s.tokenizer is not None else tokenizer
+        "fdr_q": fdr_q, "ablation": ablation, "null_samples": null_samples, "holdout": holdout, "seed": seed})
+    specs = _to_specs(list(models), weights, tokenizer)
     concept_obj = load_concept(concept)
     # fail fast, before any model is loaded: unknown names, mixed modalities
     _check_modalities([s.label for s in specs], [_static_modality(s) for s in specs], concept_obj)
-    from neurolens_lightning.registry import load_model
-
-    # random-weight models are drawn from ``seed`` (reproducible), without touching the global RNG
-    adapters = [load_model(s.model, tokenizer=s.tokenizer, weights=s.weights, device=device, download=download,
-                           seed=seed) for s in specs]
-    _check_modalities([s.label for s in specs], [a.modality for a in adapters], concept_obj)
-
-    from neurolens_lightning.api import scan
-
-    results = []
-    t_all = time.perf_counter()
-    for i, (s, adapter) in enumerate(zip(specs, adapters)):
-        if progress:
-            print(f"[{i + 1}/{len(specs)}] scanning {s.label} ({adapter.num_layers} layers) for "
-                  f"'{concept_obj.name}' ...", flush=True)
-        t0 = time.perf_counter()
-        res = scan(model=adapter, concept=concept_obj, weights=s.weights, progress=progress, settings=st)
-        res.model["label"] = s.label
-        res.timings["total"] = time.perf_counter() - t0
-        results.append(res)
-        adapters[i] = None  # free the model once scanned
+    results, t_all = _load_and_scan(specs, concept_obj, st, device, download, progress)
     datas = [r.to_dict() for r in results]
-    recorded = {"top_k": top_k, "ablate": ablate, "weights": weights, "importance": st.importance,
-                "baseline": st.baseline, "batch_size": st.batch_size, "fdr_q": st.fdr_q, "grid": grid, "seed": seed}
-    if ablate:
-        recorded.update(ablation=st.ablation, null_samples=st.null_samples, holdout=st.holdout)
-    comp = build_comparison(datas, [s.label for s in specs], top_k=top_k, grid=grid, settings=recorded)
-    slugs = _dir_names([s.label for s in specs])
-    for m, slug, r in zip(comp["models"], slugs, results):
-        m["scan_dir"] = f"models/{slug}"
+    comp = build_comparison(datas, [s.label for s in specs], top_k=st.top_k, grid=grid,
+                            settings=_recorded(st, weights, grid))
+    for m, name, r in zip(comp["models"], _dir_names([s.label for s in specs]), results):
+        m["scan_dir"] = f"models/{name}"
         m["timing_s"] = round(r.timings.get("total", 0.0), 3)
     comp["timings_s"] = {"total": round(time.perf_counter() - t_all, 3)}
     if out is not None:
@@ -504,10 +442,62 @@ def compare(
     return comp
 
 
+def _scan_settings(settings: ScanSettings | None, grid: int, overrides: dict[str, Any]) -> ScanSettings:
+    """Every model's scan settings (checked); the grid and layers checked for a comparison."""
+    if grid < 2:
+        raise NeuroLensError(f"grid must be >= 2, got {grid}")
+    st = ScanSettings.resolve(settings, overrides).check()
+    if st.layers is not None:
+        raise NeuroLensError("compare scans every layer of each model (depths are aligned): leave layers unset")
+    return st
+
+
+def _load_and_scan(specs: list[ModelSpec], concept_obj: Any, st: ScanSettings, device: Any, download: bool,
+                   progress: bool) -> tuple[list[Any], float]:
+    """Every model loaded, then scanned one by one (each freed once scanned); the user's modules, tokenizers
+    and the global RNGs are left as they were. Returns the results and the time the scans started."""
+    from neurolens_lightning.api import scan  # torch: not at import (neurolens --help)
+    from neurolens_lightning.guards import preserved_module, untouched, user_objects  # torch, as above
+    from neurolens_lightning.registry import load_model  # torch, as above
+
+    with ExitStack() as guards:
+        guards.enter_context(untouched())
+        for s in specs:
+            module, tok = user_objects(s.model, s.tokenizer)
+            if module is not None:
+                guards.enter_context(preserved_module(module, tok))
+        # random-weight models are drawn from ``seed`` (reproducible), without touching the global RNG
+        adapters = [load_model(s.model, tokenizer=s.tokenizer, weights=s.weights, device=device, download=download,
+                               seed=st.seed) for s in specs]
+        _check_modalities([s.label for s in specs], [a.modality for a in adapters], concept_obj)
+        results = []
+        t_all = time.perf_counter()
+        for i, (s, adapter) in enumerate(zip(specs, adapters)):
+            if progress:
+                print(f"[{i + 1}/{len(specs)}] scanning {s.label} ({adapter.num_layers} layers) for "
+                      f"'{concept_obj.name}' ...", flush=True)
+            t0 = time.perf_counter()
+            res = scan(model=adapter, concept=concept_obj, weights=s.weights, progress=progress, settings=st)
+            res.model["label"] = s.label
+            res.timings["total"] = time.perf_counter() - t0
+            results.append(res)
+            adapters[i] = None  # free the model once scanned
+    return results, t_all
+
+
+def _recorded(st: ScanSettings, weights: str, grid: int) -> dict[str, Any]:
+    """comparison.json's ``settings``: what every model was scanned with."""
+    recorded = {"top_k": st.top_k, "ablate": st.tests_causally, "weights": weights, "importance": st.importance,
+                "baseline": st.baseline, "batch_size": st.batch_size, "fdr_q": st.fdr_q, "grid": grid, "seed": st.seed}
+    if st.tests_causally:
+        recorded.update(ablation=st.ablation, null_samples=st.null_samples, holdout=st.holdout)
+    return recorded
+
+
 def _dir_names(labels: Sequence[str]) -> list[str]:
     out: list[str] = []
     for l in labels:
-        base = _slug(l)
+        base = slug(l)
         name, k = base, 2
         while name in out:
             name, k = f"{base}-{k}", k + 1
@@ -515,50 +505,19 @@ def _dir_names(labels: Sequence[str]) -> list[str]:
     return out
 
 
-def _move_into(tmp: Path, out: Path) -> None:
-    """Atomically publish ``tmp`` as ``out`` (child by child when ``out`` exists)."""
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    for child in tmp.iterdir():
-        target = out / child.name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        os.replace(child, target)
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
 def write_comparison(comp: dict[str, Any], out: str | Path, results: Sequence[Any] = (),
                      scan_reports: bool = True) -> Path:
     """Write ``comparison.json``, ``report.html`` and each model's scan folder into ``out`` atomically."""
-    from neurolens_lightning.report import compare_page
+    from neurolens_lightning.report import compare_page  # plotly: only when a page is written
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NeuroLensError(f"output {str(out)!r} exists and is not a folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         for m, r in zip(comp["models"], results):
-            r.save(tmp / m.get("scan_dir", f"models/{_slug(m['name'])}"), report=scan_reports)
+            r.save(tmp / m.get("scan_dir", f"models/{slug(m['name'])}"), report=scan_reports)
         (tmp / "comparison.json").write_text(json.dumps(comp, indent=1, allow_nan=False), encoding="utf-8")
         (tmp / "report.html").write_text(compare_page.render_comparison(comp), encoding="utf-8")
-        _move_into(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
 
-
-# ---------------------------------------------------------------------------- page (re-exported)
-_PAGE_NAMES = ("render_comparison", "summary_sentences", "depth_figure")
-
-
-def __getattr__(name: str) -> Any:
-    """The page functions of :mod:`neurolens_lightning.report.compare_page`, importable from here too; loaded on
-    first use so that importing this module (and building the ``neurolens`` parser) does not import plotly."""
-    if name in _PAGE_NAMES:
-        from neurolens_lightning.report import compare_page
-
-        return getattr(compare_page, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return publish(out, write)

@@ -27,15 +27,15 @@ import hashlib
 import importlib.util
 import os
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import torch
 
 from neurolens_lightning.adapters import ModelAdapter, adapter_for, auto_device
 from neurolens_lightning.errors import ModelLoadError
+from neurolens_lightning.guards import seeded_rng
 
 Weights = Literal["pretrained", "random"]
 
@@ -355,46 +355,6 @@ def _load_torchvision(entry: RegistryEntry, weights: Weights, download: bool) ->
         except Exception as e:
             raise ModelLoadError(f"downloading {entry.name!r} weights failed: {e}") from None
     raise _missing(entry.name, "weights", str(file))
-
-
-@contextmanager
-def preserved_rng() -> Iterator[None]:
-    """Leave the global torch RNGs as they were: the CPU generator and every CUDA device's.
-
-    CUDA states are saved (and restored) only where CUDA is already initialized, so this never
-    initializes CUDA. Devices that CUDA initializes inside the block (a model moved there for the
-    first time) are reset afterwards to their fresh state (their initial seed, offset 0), as if
-    they had been initialized after the block. On exit (also on an exception) the states are
-    restored exactly.
-    """
-    cpu = torch.get_rng_state()
-    cuda_was_initialized = torch.cuda.is_initialized()
-    cuda = torch.cuda.get_rng_state_all() if cuda_was_initialized else None
-    try:
-        yield
-    finally:
-        torch.set_rng_state(cpu)
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
-        elif torch.cuda.is_initialized():  # initialized inside the block: back to the fresh state
-            for i in range(torch.cuda.device_count()):
-                gen = torch.cuda.default_generators[i]
-                gen.manual_seed(gen.initial_seed())
-
-
-@contextmanager
-def seeded_rng(seed: int) -> Iterator[None]:
-    """Draw from ``seed`` inside the block; the global CPU and CUDA RNG states are restored after.
-
-    Unlike ``torch.manual_seed`` (which also queues a seed for every CUDA device when CUDA is not
-    initialized yet, applied at its first use, and which ``fork_rng(devices=[])`` does not undo),
-    this seeds the CPU generator and, only when CUDA is already initialized, every CUDA device.
-    """
-    with preserved_rng():
-        torch.default_generator.manual_seed(seed)
-        if torch.cuda.is_initialized():
-            torch.cuda.manual_seed_all(seed)  # CUDA is initialized: runs now, nothing is queued
-        yield
 
 
 def load_model(

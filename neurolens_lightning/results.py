@@ -8,10 +8,6 @@ an error never leaves a half-written report behind.
 from __future__ import annotations
 
 import json
-import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +15,7 @@ from typing import Any
 import torch
 
 from neurolens_lightning.concepts import Concept, ImageExample, TextExample
+from neurolens_lightning.io import publish, rounded
 from neurolens_lightning.ranking import ROLE_CANDIDATE, ROLE_NAMES, ROLE_SUPPRESSOR
 from neurolens_lightning.scanner import NeuronScores
 
@@ -36,16 +33,6 @@ def small_probe_warning(n_pos: int, n_neg: int) -> str | None:
     return (f"small probe: the neurons were ranked on {n_pos} concept and {n_neg} control examples; below "
             f"{SMALL_PROBE} per class effect sizes are noisy (see each d's 95% CI) and real concept neurons are "
             "often missed - add examples (README: How many examples a concept needs)")
-
-
-def _f(x: Any, nd: int = 6) -> float | None:
-    """A JSON-safe rounded float (None for NaN)."""
-    v = float(x)
-    if math.isnan(v):
-        return None
-    if math.isinf(v):
-        return 1e308 if v > 0 else -1e308
-    return float(f"{v:.{nd}g}")
 
 
 def no_candidates_warning(fdr_q: float, min_selectivity: float) -> str:
@@ -94,17 +81,17 @@ class ScanResult:
         s = self.scores
         rec = {
             "layer": int(s.layer[i]), "index": int(s.index[i]), "role": ROLE_NAMES[int(s.role[i])],
-            "selectivity": _f(s.selectivity[i]),
-            "selectivity_ci": [_f(s.selectivity_ci_low[i], 4), _f(s.selectivity_ci_high[i], 4)],
-            "selectivity_layer": _f(s.selectivity_layer[i]),
-            "selectivity_p": _f(s.selectivity_p[i]),
-            "selectivity_q": _f(s.selectivity_q[i]), "consistency": _f(s.consistency[i]),
-            "importance": None if s.importance is None else _f(s.importance[i]),
-            "importance_zero": None if s.importance_zero is None else _f(s.importance_zero[i]),
-            "importance_mean": None if s.importance_mean is None else _f(s.importance_mean[i]),
-            "score": _f(s.score[i]), "rank": rank,
-            "mean_pos": _f(s.mean_pos[i]), "mean_neg": _f(s.mean_neg[i]),
-            "group_d": [_f(v, 4) for v in s.group_d[:, i].tolist()],
+            "selectivity": rounded(s.selectivity[i]),
+            "selectivity_ci": [rounded(s.selectivity_ci_low[i], 4), rounded(s.selectivity_ci_high[i], 4)],
+            "selectivity_layer": rounded(s.selectivity_layer[i]),
+            "selectivity_p": rounded(s.selectivity_p[i]),
+            "selectivity_q": rounded(s.selectivity_q[i]), "consistency": rounded(s.consistency[i]),
+            "importance": None if s.importance is None else rounded(s.importance[i]),
+            "importance_zero": None if s.importance_zero is None else rounded(s.importance_zero[i]),
+            "importance_mean": None if s.importance_mean is None else rounded(s.importance_mean[i]),
+            "score": rounded(s.score[i]), "rank": rank,
+            "mean_pos": rounded(s.mean_pos[i]), "mean_neg": rounded(s.mean_neg[i]),
+            "group_d": [rounded(v, 4) for v in s.group_d[:, i].tolist()],
             "ablation": self.ablation.get((int(s.layer[i]), int(s.index[i]))),
         }
         return rec
@@ -159,9 +146,9 @@ class ScanResult:
             out.append({
                 "layer": layer, "n_units": units, "n_significant": int(sig[m].sum()),
                 "n_significant_positive": int((sig & (s.selectivity > 0))[m].sum()),
-                "top_score": _f(s.score[m].max()), "max_selectivity": _f(s.selectivity[m].max()),
-                "mean_abs_selectivity": _f(s.selectivity[m].abs().mean()),
-                "sum_score": _f(s.score[m].sum()),
+                "top_score": rounded(s.score[m].max()), "max_selectivity": rounded(s.selectivity[m].max()),
+                "mean_abs_selectivity": rounded(s.selectivity[m].abs().mean()),
+                "sum_score": rounded(s.score[m].sum()),
             })
         return out
 
@@ -176,7 +163,7 @@ class ScanResult:
             if eid < 0 or eid >= len(items):
                 continue
             ex = items[eid]
-            rec: dict[str, Any] = {"activation": _f(v), "positive": eid < n_pos, "position": int(pos)}
+            rec: dict[str, Any] = {"activation": rounded(v), "positive": eid < n_pos, "position": int(pos)}
             if isinstance(ex, TextExample):
                 rec["text"] = ex.text
                 rec["span"] = list(ex.span) if ex.span else None
@@ -232,37 +219,27 @@ class ScanResult:
         if include_all:
             data["all_neurons"] = {
                 "layers": self.layers,
-                "selectivity": [[_f(v, 4) for v in s.selectivity[s.layer == l].tolist()] for l in self.layers],
-                "consistency": [[_f(v, 4) for v in s.consistency[s.layer == l].tolist()] for l in self.layers],
+                "selectivity": [[rounded(v, 4) for v in s.selectivity[s.layer == l].tolist()] for l in self.layers],
+                "consistency": [[rounded(v, 4) for v in s.consistency[s.layer == l].tolist()] for l in self.layers],
                 "importance": None if s.importance is None else
-                [[_f(v, 4) for v in s.importance[s.layer == l].tolist()] for l in self.layers],
-                "score": [[_f(v, 4) for v in s.score[s.layer == l].tolist()] for l in self.layers],
+                [[rounded(v, 4) for v in s.importance[s.layer == l].tolist()] for l in self.layers],
+                "score": [[rounded(v, 4) for v in s.score[s.layer == l].tolist()] for l in self.layers],
             }
         data.update(self.extra)
         return data
 
     def save(self, out_dir: str | Path, report: bool = True) -> Path:
         """Write ``results.json`` (and ``report.html`` when ``report``) into ``out_dir`` atomically."""
-        out = Path(out_dir)
         data = self.to_dict()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        try:
+
+        def write(tmp: Path) -> None:
             (tmp / "results.json").write_text(json.dumps(data, indent=1, allow_nan=False), encoding="utf-8")
             if report:
-                try:
+                try:  # plotly, imported only when a page is written
                     from neurolens_lightning.report import write_report
                 except ImportError:
                     write_report = None
                 if write_report is not None:
                     write_report(data, tmp / "report.html", result=self)
-            if out.exists():
-                for child in tmp.iterdir():
-                    os.replace(child, out / child.name)
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                os.replace(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return out
+
+        return publish(out_dir, write)

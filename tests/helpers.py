@@ -402,7 +402,8 @@ def naive_deltas(adapter, batch, jobs) -> torch.Tensor:
 def steered_confidence(adapter, scanner, chunks, kind: str, neurons, scale: float) -> "torch.Tensor | None":
     """Reference y of every input chunk of ``kind`` under ``steer(neurons, scale)``, one plain forward per chunk
     (own-prediction targets fixed to the clean model's first), concatenated; None without such chunks."""
-    from neurolens_lightning.steering import _task_items, steer
+    from neurolens_lightning.steering import steer
+    from neurolens_lightning.steering.replicas import _task_items
 
     want = []
     with torch.no_grad():

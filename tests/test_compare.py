@@ -22,10 +22,11 @@ import pytest
 
 from neurolens_lightning.cli import main
 from neurolens_lightning.compare import (DISTRIBUTION_DEFINITION, ModelSpec, build_comparison, compare,
-                                         js_divergence, layer_distribution, parse_model_spec,
-                                         relative_depths, render_comparison, resample_distribution,
-                                         summary_sentences)
+                                         layer_distribution, parse_model_spec, relative_depths,
+                                         resample_distribution)
 from neurolens_lightning.errors import NeuroLensError
+from neurolens_lightning.functional import js_divergence
+from neurolens_lightning.report.compare_page import render_comparison, summary_sentences
 
 CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
 # in CI (CI or NEUROLENS_REQUIRE_CHROMIUM set) a missing Chromium fails the rendering tests instead of skipping them

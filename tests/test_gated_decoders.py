@@ -339,7 +339,7 @@ def test_replicated_steering_matches_steer(family, right):
     """Steering's replicated re-entry (steering.py) on decoder blocks gives what ``steer`` gives, replica by replica."""
     from neurolens_lightning.ablation import ablation_inputs
     from neurolens_lightning.scanner import ConceptScanner
-    from neurolens_lightning.steering import _ReplicaSteering
+    from neurolens_lightning.steering.replicas import _ReplicaSteering
 
     model = tiny(family, right)
     adapter = adapter_for(model, right)

@@ -180,7 +180,7 @@ def test_replicated_steering_matches_steer(model, tok):
     from neurolens_lightning.ablation import ablation_inputs
     from neurolens_lightning.concepts import load_concept
     from neurolens_lightning.scanner import ConceptScanner
-    from neurolens_lightning.steering import _ReplicaSteering
+    from neurolens_lightning.steering.replicas import _ReplicaSteering
 
     adapter = adapter_for(model, tok)
     rank, held = load_concept(planted_probe("gpt2")).split(0.5, seed=0)

@@ -19,16 +19,13 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from neurolens_lightning.io import json_safe
 from neurolens_lightning.report.page import _CSS, _e, _figure_html, _fmt, _g, plotlyjs_tag
 
 __all__ = ["dose_response_figure", "null_figure", "render_steering_report", "verdict_sentence",
            "write_steering_report"]
 
 _COLORS = {"concept": ("#2c7fb8", "rgba(44,127,184,0.18)"), "control": ("#8c6d62", "rgba(140,109,98,0.18)")}
-
-
-def _finite(xs: list[Any]) -> list[float | None]:
-    return [x if isinstance(x, (int, float)) and math.isfinite(x) else None for x in xs]
 
 
 def dose_response_figure(data: dict[str, Any]) -> go.Figure:
@@ -40,7 +37,7 @@ def dose_response_figure(data: dict[str, Any]) -> go.Figure:
     fig = go.Figure()
     for kind, name in (("concept", "concept inputs"), ("control", "control inputs")):
         blk = data.get(f"{kind}_inputs") or {}
-        mean, lo, hi = _finite(blk.get("mean_y") or []), _finite(blk.get("ci_low") or []), _finite(blk.get("ci_high") or [])
+        mean, lo, hi = (json_safe(list(blk.get(k) or [])) for k in ("mean_y", "ci_low", "ci_high"))
         if not mean:
             continue
         line, band = _COLORS[kind]
@@ -65,7 +62,7 @@ def null_figure(data: dict[str, Any]) -> go.Figure | None:
     t = data.get("test")
     if not isinstance(t, dict) or not t.get("null_effects"):
         return None
-    vals = _finite(t["null_effects"])
+    vals = json_safe(list(t["null_effects"]))
     n = len(data.get("neurons") or [])
     fig = go.Figure(go.Histogram(x=[v for v in vals if v is not None], nbinsx=40, marker={"color": "#9aa5b1"},
                                  name=f"random sets of {n} (n = {len(vals)})",
