@@ -1,7 +1,7 @@
 """LightningModule wrappers for fine-tuning the networks NeuroLens scans.
 
 Each wrapper stores the network it trains as ``self.model`` (and a text tokenizer as
-``self.tokenizer``), which is where :class:`~neurolens_lightning.callback.NeuroLensCallback`
+``self.tokenizer``), which is where :class:`~neurolens_lightning.training.callback.NeuroLensCallback`
 looks for it, so tracking concept emergence during fine-tuning needs no model code:
 
 * :class:`TextClassifier` - a BERT-like encoder (``"minilm"`` or any ``BertModel``) with a
@@ -24,7 +24,7 @@ layers), so without this the network would fine-tune with dropout off. A submodu
 
 Example:
     >>> import lightning.pytorch as pl
-    >>> from neurolens_lightning.callback import NeuroLensCallback
+    >>> from neurolens_lightning.training.callback import NeuroLensCallback
     >>> module = TextClassifier("minilm", num_labels=2, lr=3e-5)                       # doctest: +SKIP
     >>> loader = DataLoader(pairs, batch_size=16, shuffle=True, collate_fn=module.collate)  # doctest: +SKIP
     >>> pl.Trainer(max_epochs=3, callbacks=[NeuroLensCallback("negation")]).fit(module, loader)  # doctest: +SKIP

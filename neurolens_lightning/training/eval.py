@@ -4,7 +4,7 @@
     neurolens eval --config configs/eval_minilm.yaml layers=[5] logger.kind=wandb
     neurolens eval --config configs/eval_minilm.yaml layers=[4,5] ablate=true null_samples=100
 
-The run builds a :class:`~neurolens_lightning.modules.ProbeModule`, validates it with
+The run builds a :class:`~neurolens_lightning.training.modules.ProbeModule`, validates it with
 ``lightning.Trainer(inference_mode=False, logger=..., ...)`` on ``module.datamodule()``
 (importance needs gradients, hence ``inference_mode=False``), logs the headline scalars
 (``neurolens/n_significant_fdr``, ``neurolens/top_selectivity`` ...) to the configured
@@ -14,7 +14,7 @@ Lightning logger and saves ``module.result`` to the output folder (``results.jso
 Causal validation (``ablate=true``, or any ``neurons``): the probe is split like
 ``neurolens scan --ablate`` (``concept.split(holdout, seed=seed)``); the scoring validate runs on
 the ranking split, then a second ``trainer.validate`` of an
-:class:`~neurolens_lightning.modules.AblationModule` ablates the top-k candidates, the top
+:class:`~neurolens_lightning.training.modules.AblationModule` ablates the top-k candidates, the top
 suppressors and the named ``neurons`` on the held-out split and logs ``ablation/delta/L:I``,
 ``ablation/p/L:I``, ``ablation/validated/L:I``, ``ablation/joint_delta``,
 ``ablation/n_validated`` and ``ablation/n_suppressors_validated`` to the same logger;
@@ -128,7 +128,7 @@ def run_eval(cfg: Any) -> dict[str, Any]:
     import lightning.pytorch as pl
 
     from neurolens_lightning.concepts import load_concept
-    from neurolens_lightning.modules import AblationModule, ProbeModule
+    from neurolens_lightning.training.modules import AblationModule, ProbeModule
     from neurolens_lightning.registry import load_model
 
     t_start = time.perf_counter()

@@ -55,7 +55,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from neurolens_lightning.adapters import ModelAdapter, adapter_for, family_of
 from neurolens_lightning.concepts import Concept, load_concept
 from neurolens_lightning.errors import NeuroLensError
-from neurolens_lightning.modules import gather_rows
+from neurolens_lightning.training.modules import gather_rows
 from neurolens_lightning.ranking import ROLE_NAMES
 from neurolens_lightning.results import ScanResult
 from neurolens_lightning.pipeline import run_scan
@@ -138,7 +138,7 @@ class NeuroLensCallback(Callback):
     The network is ``pl_module.model`` when that is a supported network (GPT-2, BERT-like,
     torchvision ResNet), else the first supported submodule, else ``model_getter(pl_module)``;
     the tokenizer is ``tokenizer`` or ``pl_module.tokenizer``. The
-    :mod:`neurolens_lightning.finetune` wrappers follow that layout.
+    :mod:`neurolens_lightning.training.finetune` wrappers follow that layout.
 
     Args:
         concepts: built-in concept names, probe JSON paths, dicts or :class:`Concept` objects.

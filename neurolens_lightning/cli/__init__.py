@@ -4,7 +4,7 @@
     neurolens scan --config configs/scan.yaml model=minilm top_k=20
     neurolens concepts
     neurolens compare --models minilm minilm:random --concept negation     (runs neurolens_lightning.compare)
-    neurolens eval --config configs/eval_minilm.yaml                         (neurolens_lightning.eval_run)
+    neurolens eval --config configs/eval_minilm.yaml                         (neurolens_lightning.training.eval)
 
 Every user error prints one line (``neurolens: error: ...``) and exits with status 2;
 nothing is written.
@@ -431,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_optional_commands(sub: Any) -> None:
     """Commands defined in other modules (eval) register themselves here when present."""
-    for modname in ("neurolens_lightning.eval_run",):
+    for modname in ("neurolens_lightning.training.eval",):
         try:
             mod = __import__(modname, fromlist=["register_cli"])
         except ImportError:
