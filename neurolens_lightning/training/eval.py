@@ -43,22 +43,29 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import os
+import re
+import time
 from pathlib import Path
 from typing import Any
 
-from neurolens_lightning.errors import NeuroLensError
-from neurolens_lightning.settings import ScanSettings, parse_neuron
+import lightning.pytorch as pl
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-__all__ = ["make_logger", "run_eval", "register_cli"]
+from neurolens_lightning.concepts import load_concept
+from neurolens_lightning.errors import NeuroLensError
+from neurolens_lightning.registry import load_model
+from neurolens_lightning.report import log_scan_to_wandb, wandb_logging
+from neurolens_lightning.results import ScanResult
+from neurolens_lightning.settings import ScanSettings, parse_neuron
+from neurolens_lightning.training.modules import AblationModule, ProbeModule
+
+__all__ = ["make_logger", "run_eval"]
 
 
 def _default_out(cfg: Any) -> Path:
-    import re
-
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     slug = lambda t: re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(t).name or t).strip("_") or "x"  # noqa: E731
     return Path("reports") / f"eval-{slug(cfg.model)}-{slug(Path(cfg.concept).stem)}-{stamp}"
@@ -70,9 +77,7 @@ def _wandb_mode(mode: str | None) -> str:
     env = os.environ.get("WANDB_MODE")
     if env:
         return "offline" if env == "dryrun" else env
-    from neurolens_lightning.report.wandb_logging import _api_key_configured
-
-    return "online" if _api_key_configured() else "offline"
+    return "online" if wandb_logging._api_key_configured() else "offline"
 
 
 def make_logger(cfg: Any, out: str | Path) -> Any:
@@ -84,14 +89,8 @@ def make_logger(cfg: Any, out: str | Path) -> Any:
     lc = cfg.logger
     save_dir = Path(lc.save_dir) if lc.save_dir else Path(out) / "logs"
     if lc.kind == "csv":
-        from lightning.pytorch.loggers import CSVLogger
-
         return CSVLogger(save_dir=str(save_dir), name=lc.name, version=lc.version)
     if lc.kind == "wandb":
-        try:
-            from lightning.pytorch.loggers import WandbLogger
-        except ImportError as e:  # pragma: no cover
-            raise NeuroLensError(f"logger.kind=wandb needs wandb (pip install wandb): {e}") from None
         mode = _wandb_mode(lc.mode)
         save_dir.mkdir(parents=True, exist_ok=True)
         kwargs: dict[str, Any] = {"project": lc.project, "entity": lc.entity, "save_dir": str(save_dir),
@@ -123,14 +122,6 @@ def run_eval(cfg: Any) -> dict[str, Any]:
     are the scoring run's logged scalars, ``ablation_metrics`` the ablation run's (empty without
     ``ablate``); ``global_zero`` is False on the other ranks of a DDP run (only rank 0 saves).
     """
-    import time
-
-    import lightning.pytorch as pl
-
-    from neurolens_lightning.concepts import load_concept
-    from neurolens_lightning.training.modules import AblationModule, ProbeModule
-    from neurolens_lightning.registry import load_model
-
     t_start = time.perf_counter()
     settings = ScanSettings.from_any(cfg)
     _check_neuron_spelling(cfg)
@@ -147,14 +138,7 @@ def run_eval(cfg: Any) -> dict[str, Any]:
     datamodule = module.datamodule()
     t_loaded = time.perf_counter()
     logger = make_logger(cfg, out)
-    tc = cfg.trainer
-    trainer_kwargs: dict[str, Any] = {"inference_mode": False, "logger": logger, "accelerator": tc.accelerator,
-                                      "devices": tc.devices, "enable_progress_bar": tc.enable_progress_bar,
-                                      "enable_model_summary": False, "enable_checkpointing": False,
-                                      "default_root_dir": str(out)}
-    if tc.precision:
-        trainer_kwargs["precision"] = tc.precision
-    trainer = pl.Trainer(**trainer_kwargs)
+    trainer = _build_trainer(cfg, logger, out)
     t0 = time.perf_counter()
     metrics = trainer.validate(module, datamodule=datamodule, verbose=False)
     t_scored = time.perf_counter()
@@ -162,113 +146,46 @@ def run_eval(cfg: Any) -> dict[str, Any]:
     if result is None:  # pragma: no cover - validate always runs the epoch end
         raise NeuroLensError("the validation run produced no result")
     result.timings.update({"load_model": t_loaded - t_start, "scoring": t_scored - t0})
-    ablation_metrics: list[dict[str, Any]] = []
-    if ablate:  # (a model without an output head gets its probe head fitted by AblationModule)
-        t3 = time.perf_counter()
-        ablation_metrics = trainer.validate(AblationModule.from_scoring(result, module.scoring), verbose=False)
-        result.timings["ablation"] = time.perf_counter() - t3
+    ablation_metrics = _validate_ablation(trainer, module) if ablate else []
     result.timings["total"] = time.perf_counter() - t_start
     if trainer.is_global_zero:
-        result.settings.update({"runner": "lightning Trainer.validate (neurolens eval)", "logger": cfg.logger.kind,
-                                "world_size": trainer.world_size})
-        result.save(out, report=cfg.report)
-        try:
-            from lightning.pytorch.loggers import WandbLogger
-        except ImportError:  # pragma: no cover
-            WandbLogger = ()  # type: ignore[assignment]
-        if WandbLogger and isinstance(logger, WandbLogger) and cfg.logger.log_report and \
-                _wandb_mode(cfg.logger.mode) != "disabled":
-            from neurolens_lightning.report import log_scan_to_wandb
-
-            data = json.loads((out / "results.json").read_text(encoding="utf-8"))
-            report = out / "report.html"
-            log_scan_to_wandb(data, report_path=report if report.exists() else None, run=logger,
-                              step=trainer.global_step)
+        _save_and_log(cfg, trainer, logger, result, out)
     return {"out": out, "result": result, "logger": logger, "metrics": metrics[0] if metrics else {},
             "ablation_metrics": ablation_metrics[0] if ablation_metrics else {},
             "global_zero": trainer.is_global_zero}
 
 
-def _print_ablation(result: Any, n_show: int = 10) -> None:
-    """The ablation verdicts: how many validated, and Δ / p / verdict of the first tested neurons."""
-    summ = result.ablation_summary
-    if summ is None:
-        return
-    print(f"\nablation ({summ['method']}) on {summ.get('split')}: validated {summ['n_validated']} of "
-          f"{summ['n_candidates']} candidates and {summ['n_suppressors_validated']} of {summ['n_suppressors']} "
-          f"suppressors; {summ.get('n_causal_not_candidate', 0)} causal, not a candidate; "
-          f"{summ.get('n_not_causal', 0)} not causal ({summ['n_tested']} neurons tested"
-          f"{', ' + str(summ['n_named']) + ' named' if summ.get('n_named') else ''}); "
-          f"y = {summ['y']}, minimum effect {summ['min_effect']:g}")
-    if summ.get("question"):
-        print(f"  question: {summ['question']}")
-    if summ.get("joint_delta") is not None:
-        beyond = summ.get("joint_beyond_null")
-        vs = ("" if beyond is None else
-              f"; {'beyond' if beyond else 'NOT beyond'} {summ.get('joint_null_n')} random sets of the same size, "
-              f"p = {summ.get('joint_p_null') or float('nan'):.3g}")
-        print(f"  joint Δ = {summ['joint_delta']:.4g} [{summ['joint_ci_low']:.4g}, {summ['joint_ci_high']:.4g}] "
-              f"({summ.get('joint_size', 0)} neurons intervened on together{vs})")
-    items = list(result.ablation.items())
-    for (l, i), ab in items[:n_show]:
-        dc = "-" if ab["delta_control"] is None else f"{ab['delta_control']:.3g}"
-        print(f"  {str(l) + ':' + str(i):>10} {ab['tested_as']:<10} Δ={ab['delta']:.4g} "
-              f"[{ab['ci_low']:.3g},{ab['ci_high']:.3g}] control Δ={dc} p={ab['p_value']:.3g} "
-              f"(Holm {ab['p_holm']:.3g}) {ab['verdict'].upper()}"
-              + (f" - {ab['reasons'][0]}" + (f" (+{len(ab['reasons']) - 1} more)" if len(ab['reasons']) > 1 else "")
-                 if ab.get("reasons") and not ab.get("validated") else ""))
-    if len(items) > n_show:
-        print(f"  ... and {len(items) - n_show} more tested neurons (results.json)")
+def _build_trainer(cfg: Any, logger: Any, out: Path) -> pl.Trainer:
+    """The validate-only ``Trainer`` of the config's ``trainer`` section (``inference_mode=False``: importance
+    takes gradients)."""
+    tc = cfg.trainer
+    trainer_kwargs: dict[str, Any] = {"inference_mode": False, "logger": logger, "accelerator": tc.accelerator,
+                                      "devices": tc.devices, "enable_progress_bar": tc.enable_progress_bar,
+                                      "enable_model_summary": False, "enable_checkpointing": False,
+                                      "default_root_dir": str(out)}
+    if tc.precision:
+        trainer_kwargs["precision"] = tc.precision
+    return pl.Trainer(**trainer_kwargs)
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from neurolens_lightning.config import EvalConfig, load_config
-
-    updates = {"out": args.out} if args.out else None
-    cfg = load_config(EvalConfig, args.config, list(args.overrides or []), updates)
-    info = run_eval(cfg)
-    if not info.get("global_zero", True):
-        return 0  # DDP: rank 0 saved the result and prints it
-    result, logger, out = info["result"], info["logger"], info["out"]
-    print(f"\n{result.model.get('name')} · concept '{result.concept.name}' · layers {result.layers} · "
-          f"{result.n_significant_fdr} neurons selective at FDR q<={result.fdr_q}")
-    print(f"examples: {result.settings.get('split')}")
-    for c in result.candidates(min(5, result.top_k)):
-        print(f"  #{c['rank']:<3} {c['layer']}:{c['index']:<6} d={c['selectivity']:.3f} "
-              f"consistency={c['consistency']:.3f} score={c['score']:.3f}")
-    # the headline scalars (the per-neuron ablation/... metrics are in the log and in results.json)
-    scalars = {**info["metrics"], **info.get("ablation_metrics", {})}
-    for k, v in sorted(scalars.items()):
-        if ":" not in k:
-            print(f"  {k} = {v:.4g}")
-    _print_ablation(result)
-    t = {k: v for k, v in result.timings.items() if isinstance(v, (int, float)) and k != "total"}
-    if t:
-        print("time: " + ", ".join(f"{k.replace('_', ' ')} {v:.3g} s" for k, v in t.items())
-              + (f", total {result.timings['total']:.3g} s" if "total" in result.timings else ""))
-    log_dir = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None)
-    print(f"\nwrote {out / 'results.json'}" + (f" and {out / 'report.html'}" if (out / "report.html").exists() else "")
-          + f"; {type(logger).__name__} logs in {log_dir}")
-    if cfg.logger.kind == "wandb":
-        try:
-            import wandb
-
-            if wandb.run is not None:
-                wandb.finish()
-        except Exception:  # pragma: no cover
-            pass
-    return 0
+def _validate_ablation(trainer: pl.Trainer, module: ProbeModule) -> list[dict[str, Any]]:
+    """The second validate: an :class:`AblationModule` tests the scored neurons on the held-out split (a model
+    without an output head gets its probe head fitted there); records its time in the result's timings."""
+    result = module.result
+    t3 = time.perf_counter()
+    ablation_metrics = trainer.validate(AblationModule.from_scoring(result, module.scoring), verbose=False)
+    result.timings["ablation"] = time.perf_counter() - t3
+    return ablation_metrics
 
 
-def register_cli(subparsers: Any) -> None:
-    """Add ``neurolens eval`` to the ``neurolens`` command."""
-    p = subparsers.add_parser(
-        "eval", help="score a concept as a Lightning Trainer.validate run, logging to CSV or W&B",
-        description="Score a concept with ProbeModule under lightning.Trainer(inference_mode=False).validate, log "
-                    "the headline metrics to the configured logger (csv or wandb) and save results.json + "
-                    "report.html. With ablate=true the neurons are ranked on one split of the probe and a "
-                    "second validate (AblationModule) ablates the top-k on the held-out split.")
-    p.add_argument("--config", action="append", default=[], help="YAML config file(s) (EvalConfig), merged in order")
-    p.add_argument("--out", help="output folder (default reports/eval-<model>-<concept>-<timestamp>/)")
-    p.add_argument("overrides", nargs="*", help="config overrides as key=value (e.g. layers=[5] logger.kind=wandb)")
-    p.set_defaults(func=cmd_eval)
+def _save_and_log(cfg: Any, trainer: pl.Trainer, logger: Any, result: ScanResult, out: Path) -> None:
+    """Rank 0: save the result (results.json + report.html) and, with a W&B logger and ``log_report``, log the
+    report's charts, table and page to the run."""
+    result.settings.update({"runner": "lightning Trainer.validate (neurolens eval)", "logger": cfg.logger.kind,
+                            "world_size": trainer.world_size})
+    result.save(out, report=cfg.report)
+    if isinstance(logger, WandbLogger) and cfg.logger.log_report and _wandb_mode(cfg.logger.mode) != "disabled":
+        data = json.loads((out / "results.json").read_text(encoding="utf-8"))
+        report = out / "report.html"
+        log_scan_to_wandb(data, report_path=report if report.exists() else None, run=logger,
+                          step=trainer.global_step)

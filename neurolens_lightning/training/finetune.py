@@ -72,6 +72,16 @@ class _Base(pl.LightningModule):
         every ``__init__``, so a pretrained network (loaded in eval mode) fine-tunes with dropout on."""
         self.train()
 
+    def _step(self, batch: Any, stage: str) -> torch.Tensor:
+        """The loss of ``batch`` (``stage``: train | val), logged with the accuracy: each wrapper's own."""
+        raise NotImplementedError
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "val")
+
     def _log_step(self, stage: str, loss: torch.Tensor, acc: torch.Tensor | None, batch_size: int) -> None:
         on_step = stage == "train"
         self.log(f"{stage}_loss", loss, prog_bar=True, on_step=on_step, on_epoch=True, batch_size=batch_size)
@@ -156,12 +166,6 @@ class TextClassifier(_Base):
         self._log_step(stage, loss, acc, len(batch["labels"]))
         return loss
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
-
 
 class CausalLM(_Base):
     """A GPT-2 language model trained with next-token cross-entropy.
@@ -229,12 +233,6 @@ class CausalLM(_Base):
         self._log_step(stage, loss, acc, ids.shape[0])
         return loss
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
-
 
 # ---------------------------------------------------------------------------------- images
 
@@ -290,9 +288,3 @@ class ImageClassifier(_Base):
         acc = (logits.argmax(-1) == y).float().mean()
         self._log_step(stage, loss, acc, len(y))
         return loss
-
-    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
