@@ -35,8 +35,8 @@ def fit_once(with_callback: bool, data: dict, epochs: int, report_dir: str, seed
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader
 
-    from neurolens_lightning.callback import NeuroLensCallback
-    from neurolens_lightning.finetune import ImageClassifier
+    from neurolens_lightning.training.callback import NeuroLensCallback
+    from neurolens_lightning.training.finetune import ImageClassifier
 
     pl.seed_everything(seed, verbose=False)
     module = ImageClassifier("resnet18", num_classes=10, lr=2e-3, lr_schedule="cosine")  # as in the example

@@ -4,8 +4,8 @@
 negative (0); half of them are negated ("The soup was not bland at all." is positive), so the
 classifier has to read the negation to get them right. The real all-MiniLM-L6-v2 encoder
 (``neurolens_lightning.load_model("minilm")``, offline) is fine-tuned with
-:class:`~neurolens_lightning.finetune.TextClassifier` (mean-pooled encoder + linear head) and
-:class:`~neurolens_lightning.callback.NeuroLensCallback` probes the built-in ``negation``
+:class:`~neurolens_lightning.training.finetune.TextClassifier` (mean-pooled encoder + linear head) and
+:class:`~neurolens_lightning.training.callback.NeuroLensCallback` probes the built-in ``negation``
 concept (six groups: not / never / no-none / contractions / nobody-nothing / neither-nor)
 at regular steps. The script prints the timeline - selectivity, importance and
 FDR-significant counts - and the accuracy on negated vs plain held-out
@@ -87,8 +87,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     pl = start(args)
     from torch.utils.data import DataLoader
 
-    from neurolens_lightning.callback import NeuroLensCallback
-    from neurolens_lightning.finetune import TextClassifier
+    from neurolens_lightning.training.callback import NeuroLensCallback
+    from neurolens_lightning.training.finetune import TextClassifier
 
     train, val = split_rows(load_rows())
     module = TextClassifier("minilm", num_labels=2, lr=args.lr, lr_schedule="cosine", max_length=32)

@@ -5,8 +5,8 @@ scikit-learn's bundled digits (1,797 8x8 images, no download) are upscaled to 32
 visual concept *digits with a closed loop* - 0, 6, 8 and 9 (one consistency group per
 digit, so a neuron must fire for every loop digit, not just one) - against the other
 digits. A ResNet-18 (random init, or ``--weights`` state dict) is fine-tuned with
-:class:`~neurolens_lightning.finetune.ImageClassifier`, and
-:class:`~neurolens_lightning.callback.NeuroLensCallback` probes the concept at regular
+:class:`~neurolens_lightning.training.finetune.ImageClassifier`, and
+:class:`~neurolens_lightning.training.callback.NeuroLensCallback` probes the concept at regular
 steps. The script prints the emergence timeline and how the top neurons' selectivity
 moved from the first to the last probe point (the 10 most selective neurons, the top-10 by
 composite score, and the best neuron of the last block), and writes the emergence report
@@ -97,8 +97,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     pl = start(args)
     from torch.utils.data import DataLoader, TensorDataset
 
-    from neurolens_lightning.callback import NeuroLensCallback
-    from neurolens_lightning.finetune import ImageClassifier
+    from neurolens_lightning.training.callback import NeuroLensCallback
+    from neurolens_lightning.training.finetune import ImageClassifier
 
     images, labels = load_digit_images()
     train_idx, held_idx = split(labels, per_class_heldout=30)

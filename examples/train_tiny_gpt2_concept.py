@@ -7,8 +7,8 @@ wear the *crown*, hold the *scepter*, live in the *palace*, walk to the *castle*
 the object the network has to learn that the 8 royal words belong together - a concept that
 a random network does not have. A byte-level BPE tokenizer is trained on the corpus with
 ``tokenizers`` (no download), a 2-layer GPT-2 is trained with
-:class:`~neurolens_lightning.finetune.CausalLM`, and
-:class:`~neurolens_lightning.callback.NeuroLensCallback` probes the concept "royal" (positives:
+:class:`~neurolens_lightning.training.finetune.CausalLM`, and
+:class:`~neurolens_lightning.training.callback.NeuroLensCallback` probes the concept "royal" (positives:
 sentences with a royal person, one consistency group per royal word; negatives: the same
 sentences with commoners; tasks: "the king sat on the" -> " throne") with causal validation
 of the top neurons by ablation. The script prints the timeline (selectivity, consistency,
@@ -171,8 +171,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     pl = start(args)
     from torch.utils.data import DataLoader
 
-    from neurolens_lightning.callback import NeuroLensCallback
-    from neurolens_lightning.finetune import CausalLM
+    from neurolens_lightning.training.callback import NeuroLensCallback
+    from neurolens_lightning.training.finetune import CausalLM
 
     corpus = make_corpus(4000, seed=args.seed)
     tokenizer = train_tokenizer(corpus)

@@ -41,13 +41,13 @@ _LAZY: dict[str, str] = {
     "Consistency": "neurolens_lightning.metrics",
     "Importance": "neurolens_lightning.metrics",
     # Lightning: the callback, the fine-tuning wrappers, the probe / ablation modules
-    "NeuroLensCallback": "neurolens_lightning.callback",
-    "TextClassifier": "neurolens_lightning.finetune",
-    "CausalLM": "neurolens_lightning.finetune",
-    "ImageClassifier": "neurolens_lightning.finetune",
-    "ProbeModule": "neurolens_lightning.modules",
-    "AblationModule": "neurolens_lightning.modules",
-    "ConceptDataModule": "neurolens_lightning.modules",
+    "NeuroLensCallback": "neurolens_lightning.training.callback",
+    "TextClassifier": "neurolens_lightning.training.finetune",
+    "CausalLM": "neurolens_lightning.training.finetune",
+    "ImageClassifier": "neurolens_lightning.training.finetune",
+    "ProbeModule": "neurolens_lightning.training.modules",
+    "AblationModule": "neurolens_lightning.training.modules",
+    "ConceptDataModule": "neurolens_lightning.training.modules",
     # acting on what was found: steering and its dose-response
     "steer": "neurolens_lightning.steering",
     "dose_response": "neurolens_lightning.steering",
@@ -90,11 +90,11 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # static analysers and IDEs see the real imports
     from neurolens_lightning.api import scan
-    from neurolens_lightning.callback import NeuroLensCallback
+    from neurolens_lightning.training.callback import NeuroLensCallback
     from neurolens_lightning.concepts import Concept, builtin_concept_names, load_concept
     from neurolens_lightning.config import CallbackConfig, CompareConfig, EvalConfig, ScanConfig, load_config
-    from neurolens_lightning.finetune import CausalLM, ImageClassifier, TextClassifier
+    from neurolens_lightning.training.finetune import CausalLM, ImageClassifier, TextClassifier
     from neurolens_lightning.metrics import Consistency, Importance, Selectivity
-    from neurolens_lightning.modules import AblationModule, ConceptDataModule, ProbeModule
+    from neurolens_lightning.training.modules import AblationModule, ConceptDataModule, ProbeModule
     from neurolens_lightning.registry import REGISTRY, load_model
     from neurolens_lightning.results import ScanResult

@@ -50,8 +50,8 @@ for p in (str(TESTS), str(ROOT)):
 
 from helpers import TokenSequences, make_word_tokenizer, small_probe_dict  # noqa: E402
 
-from neurolens_lightning.callback import NeuroLensCallback  # noqa: E402
-from neurolens_lightning.finetune import CausalLM  # noqa: E402
+from neurolens_lightning.training.callback import NeuroLensCallback  # noqa: E402
+from neurolens_lightning.training.finetune import CausalLM  # noqa: E402
 from neurolens_lightning.hooks import count_hooks  # noqa: E402
 
 CONCEPT = small_probe_dict()["name"]  # "small_royalty"

@@ -69,7 +69,7 @@ def test_config_values():
 
 
 def test_callback_config_matches_the_callback():
-    from neurolens_lightning.callback import NeuroLensCallback
+    from neurolens_lightning.training.callback import NeuroLensCallback
 
     params = inspect.signature(NeuroLensCallback.__init__).parameters
     for f in dataclasses.fields(CallbackConfig):
@@ -171,7 +171,7 @@ def test_eval_bad_input_writes_nothing(tmp_path, capsys):
 def test_eval_wandb_logger_offline_without_api_key(tmp_path, monkeypatch):
     from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-    from neurolens_lightning.eval_run import make_logger
+    from neurolens_lightning.training.eval import make_logger
     from neurolens_lightning.report import wandb_logging
 
     monkeypatch.setenv("WANDB_MODE", "placeholder")  # so monkeypatch restores the variable WandbLogger sets

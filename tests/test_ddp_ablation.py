@@ -39,7 +39,7 @@ def _module_run(out: Path, devices: int) -> None:
     from helpers import make_word_tokenizer, planted_gpt2, planted_probe
     from neurolens_lightning.ablation import AblationRunner
     from neurolens_lightning.concepts import load_concept
-    from neurolens_lightning.modules import AblationModule, ProbeModule
+    from neurolens_lightning.training.modules import AblationModule, ProbeModule
 
     torch.set_num_threads(1)
     tok = make_word_tokenizer("gpt2")

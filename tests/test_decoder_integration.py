@@ -58,7 +58,7 @@ def tok():
 
 
 def _recording_module(tok: Any):
-    from neurolens_lightning.finetune import CausalLM
+    from neurolens_lightning.training.finetune import CausalLM
 
     class _RecordingLM(CausalLM):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -102,7 +102,7 @@ def _tensors(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
 
 def test_callback_on_llama_probes_and_leaves_the_fit_bit_identical(tok):
     from neurolens_lightning.adapters import DecoderAdapter, adapter_for
-    from neurolens_lightning.callback import NeuroLensCallback
+    from neurolens_lightning.training.callback import NeuroLensCallback
     from neurolens_lightning.hooks import count_hooks
 
     ref, ref_tr = _fit(tok, callbacks=[])

@@ -148,7 +148,7 @@ def test_eval_ablation_equals_scan(single_run, tiny_dir):
 def test_eval_resample_holdout0_probe_head_equals_scan(encoder_dir, tmp_path):
     """A headless encoder with importance off: the probe head (y) is fitted for the ablation, as scan() does."""
     from neurolens_lightning.config import EvalConfig, load_config
-    from neurolens_lightning.eval_run import run_eval
+    from neurolens_lightning.training.eval import run_eval
 
     cfg = load_config(EvalConfig, overrides=[f"model={encoder_dir}", *COMMON, "trainer.devices=1", "ablation=resample",
                                              "holdout=0", "importance=false", "report=false",
@@ -217,7 +217,7 @@ def test_eval_bad_ablation_input_writes_nothing(override, match, tiny_dir, tmp_p
 def test_run_eval_checks_the_method_without_the_schema(tmp_path):
     from neurolens_lightning.config import EvalConfig
     from neurolens_lightning.errors import NeuroLensError
-    from neurolens_lightning.eval_run import run_eval
+    from neurolens_lightning.training.eval import run_eval
 
     with pytest.raises(NeuroLensError, match="unknown ablation method"):
         run_eval(EvalConfig(ablate=True, ablation="bogus", out=str(tmp_path / "eval")))  # type: ignore[arg-type]

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from helpers import small_probe_dict, tiny_bert_encoder, tiny_gpt2
 
-from neurolens_lightning.finetune import CausalLM, ImageClassifier, TextClassifier
+from neurolens_lightning.training.finetune import CausalLM, ImageClassifier, TextClassifier
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -134,7 +134,7 @@ def test_causal_lm_with_eval_mode_model_trains_in_train_mode(gpt2_tok):
 
 def test_causal_lm_with_callback_probing_at_start(gpt2_tok):
     """The NeuroLens callback probes in on_train_start (eval mode inside) and restores train mode."""
-    from neurolens_lightning.callback import NeuroLensCallback
+    from neurolens_lightning.training.callback import NeuroLensCallback
 
     module = CausalLM(tiny_gpt2(gpt2_tok), gpt2_tok, lr=1e-3)
     cb = NeuroLensCallback(small_probe_dict(), every_n_train_steps=1, importance=False, top_k=3, batch_size=8,

@@ -70,7 +70,7 @@ def test_readme_python_block_runs(code, tmp_path, monkeypatch):
 def test_top_level_exports():
     import neurolens_lightning as nl
     from neurolens_lightning import NeuroLensCallback  # the import the issue reports as failing
-    from neurolens_lightning.callback import NeuroLensCallback as defined
+    from neurolens_lightning.training.callback import NeuroLensCallback as defined
 
     assert NeuroLensCallback is defined
     expected = {"NeuroLensCallback", "TextClassifier", "CausalLM", "ImageClassifier", "ProbeModule", "AblationModule",
@@ -80,8 +80,8 @@ def test_top_level_exports():
     for name in nl.__all__:
         assert getattr(nl, name) is not None, name
         assert name in dir(nl)
-    from neurolens_lightning.finetune import TextClassifier
-    from neurolens_lightning.modules import ProbeModule
+    from neurolens_lightning.training.finetune import TextClassifier
+    from neurolens_lightning.training.modules import ProbeModule
 
     assert nl.TextClassifier is TextClassifier and nl.ProbeModule is ProbeModule
     with pytest.raises(AttributeError):

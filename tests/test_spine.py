@@ -71,7 +71,7 @@ def test_scan_records_the_settings(setup):
 
 def test_eval_from_the_same_settings(setup, tmp_path):
     from neurolens_lightning.config import EvalConfig, load_config
-    from neurolens_lightning.eval_run import run_eval
+    from neurolens_lightning.training.eval import run_eval
 
     cfg = load_config(EvalConfig, updates={**SETTINGS.to_dict(), "model": str(setup["dir"]), "out": str(tmp_path / "e"),
                                            "trainer": {"accelerator": "cpu", "devices": 1}, "report": False})
@@ -85,8 +85,8 @@ def test_callback_from_the_same_settings(setup):
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader
 
-    from neurolens_lightning.callback import NeuroLensCallback
-    from neurolens_lightning.finetune import CausalLM
+    from neurolens_lightning.training.callback import NeuroLensCallback
+    from neurolens_lightning.training.finetune import CausalLM
 
     from helpers import TokenSequences
     from transformers import GPT2LMHeadModel

@@ -1,7 +1,7 @@
 """LightningModule wrappers for fine-tuning the networks NeuroLens scans.
 
 Each wrapper stores the network it trains as ``self.model`` (and a text tokenizer as
-``self.tokenizer``), which is where :class:`~neurolens_lightning.callback.NeuroLensCallback`
+``self.tokenizer``), which is where :class:`~neurolens_lightning.training.callback.NeuroLensCallback`
 looks for it, so tracking concept emergence during fine-tuning needs no model code:
 
 * :class:`TextClassifier` - a BERT-like encoder (``"minilm"`` or any ``BertModel``) with a
@@ -24,7 +24,7 @@ layers), so without this the network would fine-tune with dropout off. A submodu
 
 Example:
     >>> import lightning.pytorch as pl
-    >>> from neurolens_lightning.callback import NeuroLensCallback
+    >>> from neurolens_lightning.training.callback import NeuroLensCallback
     >>> module = TextClassifier("minilm", num_labels=2, lr=3e-5)                       # doctest: +SKIP
     >>> loader = DataLoader(pairs, batch_size=16, shuffle=True, collate_fn=module.collate)  # doctest: +SKIP
     >>> pl.Trainer(max_epochs=3, callbacks=[NeuroLensCallback("negation")]).fit(module, loader)  # doctest: +SKIP
@@ -71,6 +71,16 @@ class _Base(pl.LightningModule):
         """Put the module and the wrapped network in train mode (see the module docstring): the last step of
         every ``__init__``, so a pretrained network (loaded in eval mode) fine-tunes with dropout on."""
         self.train()
+
+    def _step(self, batch: Any, stage: str) -> torch.Tensor:
+        """The loss of ``batch`` (``stage``: train | val), logged with the accuracy: each wrapper's own."""
+        raise NotImplementedError
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "val")
 
     def _log_step(self, stage: str, loss: torch.Tensor, acc: torch.Tensor | None, batch_size: int) -> None:
         on_step = stage == "train"
@@ -156,12 +166,6 @@ class TextClassifier(_Base):
         self._log_step(stage, loss, acc, len(batch["labels"]))
         return loss
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
-
 
 class CausalLM(_Base):
     """A GPT-2 language model trained with next-token cross-entropy.
@@ -229,12 +233,6 @@ class CausalLM(_Base):
         self._log_step(stage, loss, acc, ids.shape[0])
         return loss
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
-
 
 # ---------------------------------------------------------------------------------- images
 
@@ -290,9 +288,3 @@ class ImageClassifier(_Base):
         acc = (logits.argmax(-1) == y).float().mean()
         self._log_step(stage, loss, acc, len(y))
         return loss
-
-    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")

@@ -37,9 +37,7 @@ Example:
 
 from __future__ import annotations
 
-import base64
 import copy
-import io
 import random
 import time
 from pathlib import Path
@@ -50,16 +48,18 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only
 
 from neurolens_lightning.adapters import ModelAdapter, adapter_for, family_of
 from neurolens_lightning.concepts import Concept, load_concept
 from neurolens_lightning.errors import NeuroLensError
-from neurolens_lightning.modules import gather_rows
-from neurolens_lightning.ranking import ROLE_NAMES
-from neurolens_lightning.results import ScanResult
 from neurolens_lightning.pipeline import run_scan
+from neurolens_lightning.results import ScanResult
 from neurolens_lightning.settings import ScanSettings
+from neurolens_lightning.steering import dose_response
+from neurolens_lightning.training.emergence import EmergenceHistory
+from neurolens_lightning.training.modules import gather_rows
+from neurolens_lightning.training.reports import log_metrics, log_wandb_charts, probe_metrics, write_reports
 
 
 def find_network(pl_module: pl.LightningModule) -> torch.nn.Module:
@@ -72,45 +72,6 @@ def find_network(pl_module: pl.LightningModule) -> torch.nn.Module:
             return m
     raise NeuroLensError(f"{type(pl_module).__name__} contains no supported network (GPT-2, BERT-like, ResNet); "
                          "store it as `self.model` or pass model_getter=lambda m: m.<attr>")
-
-
-def _round(x: Any, nd: int = 6) -> float | None:
-    """A plain, JSON-safe float with ``nd`` significant digits (None for NaN/inf), like the rest of the history."""
-    v = float(x)
-    return None if (v != v or v in (float("inf"), float("-inf"))) else float(f"{v:.{nd}g}")
-
-
-#: the per-neuron scores kept at every probe point (``store_scores``) and their storage dtypes: the
-#: unbounded ones in bfloat16 (float32's range, ~3 significant digits), the [0, 1] ones in float16
-_STORED = {"selectivity": torch.bfloat16, "importance": torch.bfloat16, "consistency": torch.float16,
-           "score": torch.float16}
-_TRACKED_KEYS = ("selectivity", "consistency", "importance", "score")
-
-
-def _image_thumbnail(x: torch.Tensor, size: int = 64) -> str | None:
-    """A ``[3, H, W]`` (or ``[1, H, W]`` / ``[H, W]``) image tensor as a PNG data URI, min-max scaled for display
-    (the tensor is the network's normalized input, whatever its normalization); None without PIL."""
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover
-        return None
-    t = x.detach().float().cpu()
-    if t.dim() == 2:
-        t = t.unsqueeze(0)
-    if t.dim() != 3 or t.shape[0] not in (1, 3):
-        return None
-    t = torch.nan_to_num(t)
-    # per channel: a normalization (x - mean_c) / std_c is affine per channel, so this undoes it up to contrast
-    lo = t.amin(dim=(1, 2), keepdim=True)
-    span = t.amax(dim=(1, 2), keepdim=True) - lo
-    t = torch.where(span > 0, (t - lo) / span.clamp_min(1e-12), torch.zeros_like(t))
-    arr = (t.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    grey = arr.shape[2] == 1 or bool((arr == arr[:, :, :1]).all())
-    im = Image.fromarray(arr[:, :, 0] if grey else arr)
-    im.thumbnail((size, size))
-    buf = io.BytesIO()
-    im.save(buf, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 class _RNGState:
@@ -132,13 +93,26 @@ class _RNGState:
         random.setstate(self.py)
 
 
+class _OnHistory:
+    """A callback attribute that lives on its :class:`EmergenceHistory` (read and assigned there)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        return self if obj is None else getattr(obj.emergence_history, self.name)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(obj.emergence_history, self.name, value)
+
+
 class NeuroLensCallback(Callback):
     """Concept probes at intervals during training; emergence history in the checkpoint.
 
     The network is ``pl_module.model`` when that is a supported network (GPT-2, BERT-like,
     torchvision ResNet), else the first supported submodule, else ``model_getter(pl_module)``;
     the tokenizer is ``tokenizer`` or ``pl_module.tokenizer``. The
-    :mod:`neurolens_lightning.finetune` wrappers follow that layout.
+    :mod:`neurolens_lightning.training.finetune` wrappers follow that layout.
 
     Args:
         concepts: built-in concept names, probe JSON paths, dicts or :class:`Concept` objects.
@@ -177,6 +151,11 @@ class NeuroLensCallback(Callback):
     launching process is not updated (the fit runs in child processes): read the history from the
     checkpoint or from ``results.json``.
     """
+
+    #: the emergence history: one point per probe and concept (:mod:`~neurolens_lightning.training.emergence`)
+    history = _OnHistory()
+    #: per probe point and concept: every neuron's scores as compact tensors (see ``store_scores``)
+    score_log = _OnHistory()
 
     def __init__(
         self,
@@ -244,9 +223,8 @@ class NeuroLensCallback(Callback):
         self.steer_scales = [float(v) for v in steer_scales] if steer_scales else None
         #: per concept, the fit-end steering check (steering.json dict) when ``steer_scales`` is set
         self.steering: dict[str, dict[str, Any]] = {}
-        self.history: list[dict[str, Any]] = []
-        #: per probe point and concept: every neuron's scores as compact tensors (see ``store_scores``)
-        self.score_log: list[dict[str, Any]] = []
+        #: the probe points and the score log (``history`` and ``score_log`` below are its lists)
+        self.emergence_history = EmergenceHistory(top_k, self.store_scores)
         self.last_probe_step: int = -1
         self.last_results: dict[str, ScanResult] = {}
         self._adapter: ModelAdapter | None = None
@@ -341,8 +319,6 @@ class NeuroLensCallback(Callback):
         validated them. The report folder gets ``<concept>/steering/steering.{json,html}``. Weights, modes and RNG
         are left as found.
         """
-        from neurolens_lightning.steering import dose_response
-
         adapter = self._get_adapter(pl_module)
         concepts = {c.name: c for c in self.concepts}
         metrics: dict[str, float] = {}
@@ -365,8 +341,7 @@ class NeuroLensCallback(Callback):
                 metrics[f"neurolens/{name}/steer_slope"] = float(t["slope_mean"])
                 metrics[f"neurolens/{name}/steer_p_trend"] = float(t["p_trend"])
         if metrics:
-            for logger in trainer.loggers:
-                logger.log_metrics(metrics, step=trainer.global_step)
+            log_metrics(trainer, metrics)
         return self.steering
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -391,11 +366,9 @@ class NeuroLensCallback(Callback):
             for concept in self.concepts:
                 result = self._score(adapter, concept, pl_module, rank, world)
                 self.last_results[concept.name] = result
-                points.append(self._point(result, step, trainer.current_epoch, reason))
-                if self.store_scores:
-                    self.score_log.append(self._score_entry(result, step))
+                points.append(self.emergence_history.record(result, step, trainer.current_epoch, reason))
         self.last_probe_step = step
-        self.history.extend(points)
+        self.emergence_history.extend(points)
         self._log(trainer, points, time.perf_counter() - t0)
         return points
 
@@ -409,200 +382,21 @@ class NeuroLensCallback(Callback):
         result.timings["total"] = time.perf_counter() - t0
         return result
 
-    def _score_entry(self, result: ScanResult, step: int) -> dict[str, Any]:
-        """Every neuron's scores at this point, compactly (see ``store_scores``): plain tensors, rank-independent."""
-        s = result.scores
-        entry: dict[str, Any] = {"concept": result.concept.name, "step": int(step),
-                                 "layers": [int(l) for l in result.layers], "units": [int(u) for u in result.units],
-                                 "role": s.role.detach().cpu().to(torch.int8).clone()}
-        for key, dtype in _STORED.items():
-            t = getattr(s, key)
-            entry[key] = None if t is None else t.detach().float().cpu().to(dtype).clone()
-        return entry
-
-    def _point(self, result: ScanResult, step: int, epoch: int, reason: str) -> dict[str, Any]:
-        # the head of the ranking (candidates first), each with its role: the timeline stays continuous
-        # from random init, where few neurons qualify as candidates yet
-        top = result.ranked(self.top_k)
-        d = torch.nan_to_num(result.scores.selectivity.double(), nan=0.0)
-        prev = next((p for p in reversed(self.history) if p["concept"] == result.concept.name), None)
-        cur_set = {(c["layer"], c["index"]) for c in top}
-        jaccard = None
-        if prev is not None:
-            prev_set = {(c["layer"], c["index"]) for c in prev["top"]}
-            jaccard = len(cur_set & prev_set) / max(1, len(cur_set | prev_set))
-        layers = result.layer_summary()
-        point: dict[str, Any] = {
-            "step": step, "epoch": int(epoch), "reason": reason, "concept": result.concept.name,
-            "top": [{k: c[k] for k in ("layer", "index", "role", "selectivity", "selectivity_p", "consistency",
-                                       "importance", "score")} for c in top],
-            "n_significant": result.n_significant_fdr,
-            "n_candidates": result.scores.n_candidates,
-            "n_significant_per_layer": {str(s["layer"]): s["n_significant"] for s in layers},
-            "jaccard_prev": jaccard,
-            # ranking-independent emergence measures: the k most selective neurons, and the best per layer
-            "most_selective_mean": _round(torch.topk(d, min(self.top_k, d.numel())).values.mean()),
-            "max_selectivity_per_layer": {str(s["layer"]): s["max_selectivity"] for s in layers},
-        }
-        if result.ablation_summary is not None:
-            summ = result.ablation_summary
-            point["ablation"] = {"n_validated": summ["n_validated"], "n_tested": summ["n_candidates"],
-                                 "n_causal": summ.get("n_causal", 0), "method": summ.get("method"),
-                                 "joint_delta": summ["joint_delta"], "joint_p_null": summ.get("joint_p_null"),
-                                 # the joint set is evidence only beyond random sets of the same size and layers
-                                 "joint_beyond_null": summ.get("joint_beyond_null")}
-        return point
-
     # ------------------------------------------------------------------ logging / reports
     @rank_zero_only
     def _log(self, trainer: pl.Trainer, points: list[dict[str, Any]], seconds: float) -> None:
-        metrics: dict[str, float] = {"neurolens/probe_seconds": seconds}
-        for p in points:
-            pre = f"neurolens/{p['concept']}"
-            metrics[f"{pre}/n_significant"] = float(p["n_significant"])
-            sel = [c["selectivity"] for c in p["top"] if c.get("selectivity") is not None]
-            if p["top"] and p["top"][0].get("selectivity") is not None:
-                metrics[f"{pre}/top_selectivity"] = float(p["top"][0]["selectivity"])
-            if p["top"] and p["top"][0].get("score") is not None:
-                metrics[f"{pre}/top_score"] = float(p["top"][0]["score"])
-            if sel:
-                metrics[f"{pre}/mean_topk_selectivity"] = float(np.mean(sel))
-            if p.get("most_selective_mean") is not None:
-                metrics[f"{pre}/most_selective_mean"] = float(p["most_selective_mean"])
-            if p["jaccard_prev"] is not None:
-                metrics[f"{pre}/jaccard_prev"] = float(p["jaccard_prev"])
-            if "ablation" in p:
-                metrics[f"{pre}/n_validated"] = float(p["ablation"]["n_validated"])
-                metrics[f"{pre}/n_causal"] = float(p["ablation"].get("n_causal") or 0)
-                if p["ablation"].get("joint_beyond_null") is not None:
-                    metrics[f"{pre}/joint_beyond_null"] = float(p["ablation"]["joint_beyond_null"])
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
+        log_metrics(trainer, probe_metrics(points, seconds))
         if self.log_charts:
-            self._log_wandb_charts(trainer)
+            log_wandb_charts(trainer, self.last_results, self.emergence_history.data_with_history)
 
-    def _log_wandb_charts(self, trainer: pl.Trainer) -> None:
-        try:
-            from lightning.pytorch.loggers import WandbLogger
-        except ImportError:  # pragma: no cover
-            return
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                try:
-                    from neurolens_lightning.report import log_scan_to_wandb
-                except ImportError:  # pragma: no cover - report module missing
-                    return
-                for name, result in self.last_results.items():
-                    data = self._data_with_history(result)
-                    log_scan_to_wandb(data, run=logger.experiment, step=trainer.global_step,
-                                      prefix=f"neurolens/{name}", artifact=False)
-
-    # ------------------------------------------------------------------ timeline / report data
     def emergence(self, concept: str) -> list[dict[str, Any]]:
         """The history points of ``concept`` (copies), each with ``tracked``: the latest point's top-k neurons
-        (in its order) with their role, selectivity, consistency, importance and score *at that point*.
-
-        A value comes from that point's ``top`` when the neuron was in it (6 significant digits), else from the
-        score log (``store_scores``; 4 significant digits, the storage precision), so with the score log the
-        trajectories have no gaps. Without it (``store_scores=False``, or points restored from a checkpoint
-        written before the log existed) a neuron outside a point's top-k has ``None`` values there.
-        """
-        points = [p for p in self.history if p["concept"] == concept]
-        if not points:
-            return []
-        final = [(int(c["layer"]), int(c["index"])) for c in points[-1].get("top") or []]
-        logs = {int(e["step"]): e for e in self.score_log if e.get("concept") == concept}
-        out = []
-        for p in points:
-            top = {(int(c["layer"]), int(c["index"])): c for c in p.get("top") or []}
-            entry = logs.get(int(p["step"]))
-            tracked = []
-            for layer, index in final:
-                rec: dict[str, Any] = {"layer": layer, "index": index}
-                hit = top.get((layer, index))
-                j = None if entry is None else self._flat(entry, layer, index)
-                if hit is not None:
-                    rec["role"] = hit.get("role")
-                    rec.update({k: hit.get(k) for k in _TRACKED_KEYS})
-                elif j is not None:
-                    rec["role"] = ROLE_NAMES.get(int(entry["role"][j]))
-                    rec.update({k: None if entry.get(k) is None else _round(entry[k][j], 4) for k in _TRACKED_KEYS})
-                else:
-                    rec["role"] = None
-                    rec.update({k: None for k in _TRACKED_KEYS})
-                tracked.append(rec)
-            out.append({**copy.deepcopy(p), "tracked": tracked})
-        return out
-
-    @staticmethod
-    def _flat(entry: dict[str, Any], layer: int, index: int) -> int | None:
-        """The flat position of neuron ``layer:index`` in a score-log entry (layer-major, as the scanner's)."""
-        layers, units = entry.get("layers") or [], entry.get("units") or []
-        if layer not in layers:
-            return None
-        k = layers.index(layer)
-        if not 0 <= index < units[k]:
-            return None
-        return int(sum(units[:k]) + index)
-
-    @staticmethod
-    def _label_examples(result: ScanResult, neurons: list[dict[str, Any]]) -> None:
-        """Label every top example of an image probe with its group (``control`` for a control example), and
-        inline examples given as tensors (which have no file to show) as PNG thumbnails; in place."""
-        concept = result.concept
-        if concept.modality != "image":
-            return
-        s = result.scores
-        items = list(concept.positive) + list(concept.negative)
-        n_pos = len(concept.positive)
-        thumbs: dict[int, str | None] = {}
-        for n in neurons:
-            recs = n.get("top_examples")
-            if not recs:
-                continue
-            try:
-                i = s.flat_index(int(n["layer"]), int(n["index"]))
-            except NeuroLensError:
-                continue
-            # the same filter as ScanResult.examples_for, so records and example ids line up
-            ids = [e for e in s.top_example_ids[:, i].tolist() if 0 <= e < len(items)]
-            if len(ids) != len(recs) or any(bool(r.get("positive")) != (e < n_pos) for r, e in zip(recs, ids)):
-                continue
-            for rec, eid in zip(recs, ids):
-                rec["label"] = concept.positive_groups[eid] if eid < n_pos else "control"
-                ex = items[eid]
-                if rec.get("image") is None and isinstance(ex, torch.Tensor):
-                    if eid not in thumbs:
-                        thumbs[eid] = _image_thumbnail(ex)
-                    if thumbs[eid]:
-                        rec["image"] = thumbs[eid]
-
-    def _data_with_history(self, result: ScanResult) -> dict[str, Any]:
-        data = result.to_dict()
-        data["emergence"] = self.emergence(result.concept.name)
-        self._label_examples(result, data["neurons"])
-        return data
+        with their scores at that point (:meth:`EmergenceHistory.emergence
+        <neurolens_lightning.training.emergence.EmergenceHistory.emergence>`)."""
+        return self.emergence_history.emergence(concept)
 
     def write_reports(self, trainer: pl.Trainer | None = None) -> list[Path]:
         """Write, per concept, results.json + report.html (final scan + emergence timeline). Rank 0 only."""
         if trainer is not None and not trainer.is_global_zero:
             return []
-        out = []
-        for name, result in self.last_results.items():
-            result.extra["emergence"] = self.emergence(name)
-            if result.concept.modality == "image":
-                # the listed neurons with labelled (and, for tensor examples, inlined) image examples; ScanResult
-                # merges ``extra`` into results.json last, so these records replace its own
-                neurons = result.to_dict(include_all=False)["neurons"]
-                self._label_examples(result, neurons)
-                result.extra["neurons"] = neurons
-            path = Path(self.report_dir or "reports") / name
-            result.save(path)
-            if name in self.steering:
-                from neurolens_lightning.steering import SteeringResult
-
-                SteeringResult(self.steering[name]).save(path / "steering")
-            out.append(path)
-            rank_zero_info(f"NeuroLens: emergence report for '{name}' written to {path}")
-        return out
-
+        return write_reports(self.last_results, self.emergence_history, self.steering, self.report_dir)

@@ -1,0 +1,54 @@
+"""What the ``neurolens`` commands share: quieting the model libraries, output-folder names and flag groups."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+
+def quiet_libraries() -> None:
+    """No tokenizer-parallelism warnings, transformers' warnings or progress bars (commands that load models)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import transformers  # lazy: keeps neurolens --help fast
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except Exception:  # pragma: no cover
+        pass
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a model or concept name (its last path component)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(text).name or text).strip("_") or "model"
+
+
+def add_command(subparsers: Any, name: str, func: Callable[[argparse.Namespace], int], help: str,
+                description: str | None = None) -> argparse.ArgumentParser:
+    """The sub-parser of command ``name``, which runs ``func(args)``."""
+    p = subparsers.add_parser(name, help=help, description=description)
+    p.set_defaults(func=func)
+    return p
+
+
+def add_ablation_flags(p: argparse.ArgumentParser, top_k_help: str, ablate_help: str) -> None:
+    """Flags shared by scan and compare: how many top neurons, and their causal test by ablation."""
+    p.add_argument("--top-k", type=int, dest="top_k", help=top_k_help)
+    p.add_argument("--ablate", action="store_true", default=None, help=ablate_help)
+    p.add_argument("--ablation", choices=["interchange", "zero", "mean", "resample"],
+                   help="intervention (default interchange: does the model use the neuron's concept-dependent "
+                        "activity; zero/mean/resample: is the neuron necessary for y)")
+    p.add_argument("--null-samples", type=int, dest="null_samples", help="random neurons per layer for the null")
+
+
+def add_runtime_flags(p: argparse.ArgumentParser, tokenizer_help: str) -> None:
+    """Flags shared by scan and compare: tokenizer, device, download, importance, batch size."""
+    p.add_argument("--tokenizer", help=tokenizer_help)
+    p.add_argument("--device", help="cpu, cuda, cuda:1 or auto (default)")
+    p.add_argument("--download", action="store_true", default=None, help="allow downloading hub weights")
+    p.add_argument("--no-importance", action="store_false", dest="importance", default=None,
+                   help="skip the gradient x activation pass")
+    p.add_argument("--batch-size", type=int, dest="batch_size")
