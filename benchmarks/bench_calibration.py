@@ -46,7 +46,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import neurolens_lightning as nl  # noqa: E402
-from neurolens_lightning.ablation import sequential_p  # noqa: E402
 
 
 def se(p: float, n: int) -> float:

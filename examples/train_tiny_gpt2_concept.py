@@ -137,7 +137,6 @@ def steer_final(module: Any, tokenizer: Any, concept: Any, result: Any, out_dir:
           f"{t['wrong_direction_share']:.0%} of the inputs); trend (description only): {t['trend_direction']}, "
           f"Page's p = {t['p_trend']:.2g}; wrote {out_dir / 'steering.html'}")
     # the same neurons around your own code: amplified, they make commoners royal in the generated text
-    import torch
 
     from neurolens_lightning.steering import steer
 

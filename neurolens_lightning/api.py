@@ -16,12 +16,13 @@ import torch
 
 from neurolens_lightning.adapters import ModelAdapter, auto_device
 from neurolens_lightning.concepts import Concept, load_concept
+from neurolens_lightning.cross_concept import cross_concept_for_result
 from neurolens_lightning.distributed import gather_cat
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.guards import untouched, user_objects
+from neurolens_lightning.pipeline import build_result, check_for_model, make_scanner, score, test_causally
 from neurolens_lightning.registry import load_model
 from neurolens_lightning.results import ScanResult
-from neurolens_lightning.pipeline import build_result, check_for_model, make_scanner, score, test_causally
 from neurolens_lightning.settings import ScanSettings
 
 
@@ -152,7 +153,6 @@ def scan(
         if s.tests_causally:
             test_causally(result, run, progress=progress)
         if cross_concept or also:
-            from neurolens_lightning.cross_concept import cross_concept_for_result
 
             t4 = time.perf_counter()
             result.extra["cross_concept"] = cross_concept_for_result(result, adapter, also, batch_size=s.batch_size,

@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Type, 
 
 from omegaconf import OmegaConf
 
+from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.settings import ScanSettings
 
 T = TypeVar("T")
@@ -179,7 +180,6 @@ CONFIG_SCHEMAS: Dict[str, type] = {"scan": ScanConfig, "compare": CompareConfig,
 
 def schema_for_file(path: str | Path) -> type:
     """The schema of a config file, from its name: ``scan*``, ``compare*``, ``callback*``, ``eval*``."""
-    from neurolens_lightning.errors import NeuroLensError
 
     stem = Path(path).stem
     for prefix, schema in CONFIG_SCHEMAS.items():
@@ -195,7 +195,6 @@ def load_config(schema: Type[T], paths: Sequence[str | Path] = (), overrides: Se
     ``updates`` (a plain mapping, e.g. from command-line flags) is merged last, so values with
     characters the dotlist grammar would reinterpret pass through unchanged.
     """
-    from neurolens_lightning.errors import NeuroLensError
 
     base = OmegaConf.structured(schema)
     parts: list[Any] = [base]

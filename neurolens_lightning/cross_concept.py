@@ -38,6 +38,7 @@ from typing import Any, Sequence
 from neurolens_lightning.adapters import ModelAdapter
 from neurolens_lightning.concepts import Concept, builtin_concept_names, load_concept, load_concept_file
 from neurolens_lightning.errors import NeuroLensError, ProbeError
+from neurolens_lightning.scanner import ConceptScanner
 
 HELD_OUT, FULL, RANKING = "held-out", "full", "ranking"
 _RANKING_TAG = " [ranking split]"
@@ -100,7 +101,6 @@ def _scan_rows(adapter: ModelAdapter, neurons: Sequence[tuple[int, int]], rows: 
                layers: Sequence[int] | None, batch_size: int, fdr_q: float, min_selectivity: float,
                holdout: float, seed: int, own: str | None) -> dict[str, Any]:
     """Score ``neurons`` on each ``(name, examples, split label)`` row at the Bonferroni-corrected level."""
-    from neurolens_lightning.scanner import ConceptScanner
 
     n_concepts = len(rows)
     q_threshold = fdr_q / max(n_concepts, 1)

@@ -17,6 +17,7 @@ import torch
 from neurolens_lightning.concepts import Concept, ImageExample, TextExample
 from neurolens_lightning.io import publish, rounded
 from neurolens_lightning.ranking import ROLE_CANDIDATE, ROLE_NAMES, ROLE_SUPPRESSOR
+from neurolens_lightning.report.page import write_report
 from neurolens_lightning.scanner import NeuronScores
 
 SCHEMA_VERSION = 2
@@ -235,11 +236,6 @@ class ScanResult:
         def write(tmp: Path) -> None:
             (tmp / "results.json").write_text(json.dumps(data, indent=1, allow_nan=False), encoding="utf-8")
             if report:
-                try:  # plotly, imported only when a page is written
-                    from neurolens_lightning.report import write_report
-                except ImportError:
-                    write_report = None
-                if write_report is not None:
-                    write_report(data, tmp / "report.html", result=self)
+                write_report(data, tmp / "report.html")
 
         return publish(out_dir, write)

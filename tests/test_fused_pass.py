@@ -9,7 +9,6 @@ number of model forwards), so a silent fall-back to the two passes fails them.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import pytest
 import torch

@@ -44,10 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)  # --help and usage errors exit here, before any heavy import
     if args.command not in _LIGHT_COMMANDS:
         quiet_libraries()  # imports transformers (about a second): only for the commands that load models
-    try:
-        from omegaconf.errors import OmegaConfBaseException  # lazy: keeps neurolens --help fast
-    except ImportError:  # pragma: no cover
-        OmegaConfBaseException = ()  # type: ignore[assignment]
+    from omegaconf.errors import OmegaConfBaseException  # lazy: keeps neurolens --help fast
     try:
         return int(args.func(args) or 0)
     except NeuroLensError as e:

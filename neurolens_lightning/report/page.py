@@ -1280,20 +1280,18 @@ def plotlyjs_tag(plotlyjs: str = "inline") -> str:
     raise ValueError(f"plotlyjs must be 'inline' or 'cdn', got {plotlyjs!r}")
 
 
-def write_report(data: dict[str, Any], path: str | Path, result: Any = None, plotlyjs: str = "inline") -> Path:
+def write_report(data: dict[str, Any], path: str | Path, plotlyjs: str = "inline") -> Path:
     """Write the self-contained HTML report of a scan to ``path`` and return it.
 
     Args:
         data: the results dict (``ScanResult.to_dict()`` or the loaded ``results.json``).
-        path: the HTML file to write (the caller makes the folder write atomic).
-        result: the :class:`~neurolens_lightning.ScanResult`, optional; the page is built from
-            ``data`` alone so that it always matches results.json.
+        path: the HTML file to write (the caller makes the folder write atomic). The page is built from
+            ``data`` alone, so that it always matches results.json.
         plotlyjs: ``inline`` (default, opens offline) or ``cdn`` (smaller, needs network).
 
     Returns:
         the path written.
     """
-    del result  # the page must show exactly what results.json holds
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_report(data, plotlyjs=plotlyjs), encoding="utf-8")

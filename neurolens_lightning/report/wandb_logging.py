@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import plotly.io as pio
 
 from neurolens_lightning.report import figures as F
+from neurolens_lightning.report.page import write_report
 
 __all__ = ["log_scan_to_wandb", "wandb_run_for", "candidate_rows", "CANDIDATE_COLUMNS"]
 
@@ -123,9 +124,7 @@ def log_scan_to_wandb(data: dict[str, Any], report_path: str | Path | None = Non
     Returns:
         the dict passed to ``run.log`` (keys -> W&B media objects and scalars).
     """
-    import wandb
-
-    from neurolens_lightning.report.page import write_report
+    import wandb  # lazy: wandb takes about a second to import, paid only when logging
 
     run = _resolve_run(run)
     include = "cdn" if plotlyjs == "cdn" else True

@@ -14,6 +14,7 @@ from typing import Any
 
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.io import json_safe, publish
+from neurolens_lightning.report.steering_page import write_steering_report
 
 __all__ = ["SteeringResult", "neurons_from_results", "scan_split"]
 
@@ -35,9 +36,7 @@ class SteeringResult:
 
         def write(tmp: Path) -> None:
             (tmp / "steering.json").write_text(json.dumps(data, indent=1, allow_nan=False), encoding="utf-8")
-            if report:  # plotly, imported only when a page is written
-                from neurolens_lightning.report.steering_page import write_steering_report
-
+            if report:
                 write_steering_report(data, tmp / "steering.html")
 
         return publish(out_dir, write)

@@ -40,6 +40,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from neurolens_lightning.registry import load_model
+
 __all__ = ["TextClassifier", "CausalLM", "ImageClassifier"]
 
 OptimizerName = Literal["adamw", "sgd"]
@@ -124,7 +126,6 @@ class TextClassifier(_Base):
                  lr_schedule: ScheduleName = "constant", max_length: int = 64, dropout: float = 0.1) -> None:
         super().__init__()
         if isinstance(model, (str, Path)):
-            from neurolens_lightning.registry import load_model
 
             adapter = load_model(model, tokenizer=tokenizer, device="cpu")
             model, tokenizer = adapter.model, getattr(adapter, "tokenizer", tokenizer)

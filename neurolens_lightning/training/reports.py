@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 
+from neurolens_lightning.report import log_scan_to_wandb
 from neurolens_lightning.results import ScanResult
 from neurolens_lightning.steering import SteeringResult
 
@@ -91,10 +92,6 @@ def log_wandb_charts(trainer: pl.Trainer, results: Mapping[str, ScanResult],
     """Each concept's report charts (``data_for(result)``: its results dict) to every attached ``WandbLogger``."""
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
-            try:
-                from neurolens_lightning.report import log_scan_to_wandb  # lazy: plotly only when charts are logged
-            except ImportError:  # pragma: no cover - report module missing
-                return
             for name, result in results.items():
                 log_scan_to_wandb(data_for(result), run=logger.experiment, step=trainer.global_step,
                                   prefix=f"neurolens/{name}", artifact=False)
