@@ -119,7 +119,9 @@ class ScanSettings:
         """``settings`` (or the defaults) with every keyword argument of an entry point that differs from its
         default applied: an explicit argument wins over the settings object."""
         defaults = cls()
-        return cls.from_any(settings, **{k: v for k, v in arguments.items() if v != getattr(defaults, k)})
+        given = {k: v for k, v in arguments.items() if v != getattr(defaults, k)
+                 and not (k == "neurons" and not v)}  # no neurons named (None or []) is the default
+        return cls.from_any(settings, **given)
 
     def with_(self, **changes: Any) -> "ScanSettings":
         """A copy with ``changes`` (the neurons normalized again)."""
