@@ -11,30 +11,13 @@ to ``<out>/comparison.json`` + ``<out>/report.html``. This module holds the comp
 :mod:`neurolens_lightning.report.compare_page` and the ``neurolens compare`` command is wired in
 :mod:`neurolens_lightning.cli`.
 
-**Model specs.** ``NAME`` or ``NAME:WEIGHTS`` with WEIGHTS ``pretrained`` or ``random``
-(``minilm:random`` = MiniLM's architecture with random weights). A name without a suffix uses
-``--weights`` (default ``pretrained``). The label of a model is its spec (``minilm``,
-``minilm:random``); a repeated label gets `` #2``, `` #3``.
-
-**Alignment.** Layer ℓ of a model with L layers sits at relative depth ℓ/(L−1) (a one-layer
-model sits at 0).
-
-**Encoding distribution** (what the divergence compares). For layer ℓ, the *encoding fraction*
-``f_ℓ = n_sig⁺_ℓ / n_units_ℓ`` is the fraction of the layer's neurons that are FDR-significant
-(Benjamini–Hochberg q ≤ fdr_q) *and* positively selective (fire more on the concept). The
-layer's ``share`` is ``f_ℓ / Σ_ℓ' f_ℓ'`` (with equal layer widths: the layer's share of the
-model's concept-selective neurons). Dividing by the width first keeps wide layers (late ResNet
-blocks) from dominating.
-
-**Common grid.** The profile f is linearly interpolated in relative depth between the model's
-layers (constant beyond the first/last scanned layer; a one-layer model's profile is constant)
-and evaluated at the G grid points ``x_g = g/(G−1)``, g = 0..G−1 (default G = 21); the values
-are normalised to sum to 1: ``q_g = f(x_g) / Σ f(x_g')``.
-
-**Divergence.** Jensen–Shannon divergence in bits between two grid distributions:
-``JS(P, Q) = ½ KL(P‖M) + ½ KL(Q‖M)``, ``M = (P + Q)/2``, ``0·log 0 = 0``; 0 = the same depth
-profile, 1 = no overlap. A model without any positively selective neuron has no distribution;
-its divergences are ``null``.
+**Model specs**: ``NAME`` or ``NAME:WEIGHTS`` (``pretrained`` | ``random``; ``minilm:random`` = MiniLM's
+architecture, random weights); the spec is the label (a repeat gets `` #2``). **Alignment**: layer ℓ of L sits
+at relative depth ℓ/(L−1). **Encoding distribution**: per layer the fraction ``f_ℓ`` of its neurons that are
+FDR-significant and positively selective, interpolated linearly in depth (constant beyond the ends) at the grid
+``x_g = g/(G−1)`` and normalised to sum to 1 (dividing by the width first keeps wide layers from dominating).
+**Divergence**: Jensen–Shannon in bits between two grid distributions (0 = same profile, 1 = no overlap); a
+model without a positively selective neuron has none (``null``). The exact wording is in the definitions below.
 
 Example:
     >>> comp = compare(["minilm", "minilm:random"], concept="negation", out="reports/demo")  # doctest: +SKIP
@@ -129,9 +112,6 @@ def _unique_labels(specs: list[ModelSpec]) -> None:
         seen[s.label] = seen.get(s.label, 0) + 1
         if seen[s.label] > 1:
             s.label = f"{s.label} #{seen[s.label]}"
-
-
-_slug = slug  # the name cli.default_compare_out_dir imports
 
 
 def _static_modality(spec: ModelSpec) -> str | None:

@@ -104,13 +104,13 @@ def slug(text: Any, empty: str = "model") -> str:
 
 
 def default_out(kind: str, *parts: Any, root: "str | Path" = "reports") -> Path:
-    """The default output folder ``<root>/<kind>-<slug(part)>-...-<YYYYmmdd-HHMMSS>`` (local time).
+    """The one default output folder: ``<root>/[<kind>-]<part>-...-<YYYYmmdd-HHMMSS>`` (local time); each part is
+    a model or concept name or path, named by its last path component (``probes/x.json`` -> ``x``), slugged.
 
     Example:
-        >>> default_out("compare", "negation").parent.name                     # doctest: +SKIP
-        'reports'
-        >>> default_out("steer", "minilm", "royalty").name[:21]                # doctest: +SKIP
+        >>> default_out("steer", "minilm", "probes/royalty.json").name[:21]     # doctest: +SKIP
         'steer-minilm-royalty-'
     """
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(root) / "-".join([kind, *(slug(p) for p in parts), stamp])
+    names = [slug(Path(str(p)).stem if str(p).endswith(".json") else (Path(str(p)).name or str(p))) for p in parts]
+    return Path(root) / "-".join([*([kind] if kind else []), *names, stamp])

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-from pathlib import Path
 from typing import Any, Callable
 
 
@@ -19,11 +17,6 @@ def quiet_libraries() -> None:
         transformers.utils.logging.disable_progress_bar()
     except Exception:  # pragma: no cover
         pass
-
-
-def slug(text: str) -> str:
-    """A file-name-safe form of a model or concept name (its last path component)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(text).name or text).strip("_") or "model"
 
 
 def add_command(subparsers: Any, name: str, func: Callable[[argparse.Namespace], int], help: str,

@@ -6,12 +6,11 @@
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 from pathlib import Path
 from typing import Any, Mapping
 
+from neurolens_lightning.io import default_out
 from neurolens_lightning.cli.common import add_ablation_flags, add_command, add_runtime_flags
-from neurolens_lightning.compare import _slug as compare_slug
 from neurolens_lightning.compare import compare
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.settings import ScanSettings
@@ -27,8 +26,8 @@ def register(subparsers: Any) -> None:
 
 
 def default_compare_out_dir(concept: str) -> Path:
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("reports") / f"compare-{compare_slug(Path(concept).stem)}-{stamp}"
+    """``reports/compare-<concept>-<timestamp>`` (:func:`neurolens_lightning.io.default_out`)."""
+    return default_out("compare", concept)
 
 
 def _add_compare_flags(p: argparse.ArgumentParser) -> None:

@@ -9,13 +9,13 @@ Under ``torchrun`` the ranks share the work; rank 0 writes the result folder and
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from neurolens_lightning.cli.common import add_ablation_flags, add_command, add_runtime_flags, slug
+from neurolens_lightning.io import default_out
+from neurolens_lightning.cli.common import add_ablation_flags, add_command, add_runtime_flags
 from neurolens_lightning.settings import ScanSettings
 
 
@@ -26,8 +26,8 @@ def register(subparsers: Any) -> None:
 
 
 def default_out_dir(model: str, concept: str) -> Path:
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("reports") / f"{slug(model)}-{slug(Path(concept).stem)}-{stamp}"
+    """``reports/<model>-<concept>-<timestamp>`` (:func:`neurolens_lightning.io.default_out`)."""
+    return default_out("", model, concept)
 
 
 def _add_scan_flags(p: argparse.ArgumentParser) -> None:

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from neurolens_lightning.io import default_out
 from neurolens_lightning.cli.common import add_command
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.settings import parse_neuron
@@ -55,7 +56,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--tokenizer", help="tokenizer directory (local models)")
     p.add_argument("--weights", choices=["pretrained", "random"], default="pretrained")
     p.add_argument("--device", help="cpu, cuda or auto (default)")
-    p.add_argument("--out", help="output folder (default reports/steer-<model>-<concept>/)")
+    p.add_argument("--out", help="output folder (default reports/steer-<model>-<concept>-<timestamp>/)")
 
 
 def cmd_steer(args: argparse.Namespace) -> int:
@@ -73,7 +74,7 @@ def cmd_steer(args: argparse.Namespace) -> int:
                         direction=plan["direction"], null_sets=args.null_sets, n_examples=args.examples,
                         max_new_tokens=args.tokens, progress=True)
     res.extra["source"] = plan["source"]
-    out = Path(args.out) if args.out else Path("reports") / f"steer-{Path(str(model)).name}-{Path(str(concept)).stem}"
+    out = Path(args.out) if args.out else default_out("steer", model, concept)  # timestamped, as scan's
     res.save(out)
     _print_steering(res.to_dict(), out)
     return 0

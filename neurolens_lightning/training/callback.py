@@ -38,13 +38,11 @@ Example:
 from __future__ import annotations
 
 import copy
-import random
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
@@ -60,6 +58,7 @@ from neurolens_lightning.steering import dose_response
 from neurolens_lightning.training.emergence import EmergenceHistory
 from neurolens_lightning.training.modules import gather_rows
 from neurolens_lightning.training.reports import log_metrics, log_wandb_charts, probe_metrics, write_reports
+from neurolens_lightning.guards import preserved_rng
 
 
 def find_network(pl_module: pl.LightningModule) -> torch.nn.Module:
@@ -72,25 +71,6 @@ def find_network(pl_module: pl.LightningModule) -> torch.nn.Module:
             return m
     raise NeuroLensError(f"{type(pl_module).__name__} contains no supported network (GPT-2, BERT-like, ResNet); "
                          "store it as `self.model` or pass model_getter=lambda m: m.<attr>")
-
-
-class _RNGState:
-    """Save and restore every global RNG the training loop may depend on."""
-
-    def __enter__(self) -> "_RNGState":
-        self.torch = torch.get_rng_state()
-        # only when CUDA is initialized: asking for its state would initialize it in a CPU-only run
-        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-        self.np = np.random.get_state()
-        self.py = random.getstate()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        torch.set_rng_state(self.torch)
-        if self.cuda is not None:
-            torch.cuda.set_rng_state_all(self.cuda)
-        np.random.set_state(self.np)
-        random.setstate(self.py)
 
 
 class _OnHistory:
@@ -322,7 +302,7 @@ class NeuroLensCallback(Callback):
         adapter = self._get_adapter(pl_module)
         concepts = {c.name: c for c in self.concepts}
         metrics: dict[str, float] = {}
-        with _RNGState(), torch.inference_mode(False):
+        with preserved_rng(), torch.inference_mode(False):
             for name, result in self.last_results.items():
                 validated = [k for k, a in result.ablation.items() if a["validated"] and a["direction"] == "drop"]
                 neurons = validated or result.top_neurons(3)
@@ -362,7 +342,7 @@ class NeuroLensCallback(Callback):
         t0 = time.perf_counter()
         # inference_mode(False): a probe called from a hook under the Trainer's inference mode must still be able
         # to take the importance backward (the scanner re-enables grad itself where it needs it)
-        with _RNGState(), torch.inference_mode(False):
+        with preserved_rng(), torch.inference_mode(False):
             for concept in self.concepts:
                 result = self._score(adapter, concept, pl_module, rank, world)
                 self.last_results[concept.name] = result

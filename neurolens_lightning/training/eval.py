@@ -43,10 +43,8 @@ Example:
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -54,6 +52,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
+from neurolens_lightning.io import default_out
 from neurolens_lightning.concepts import load_concept
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.registry import load_model
@@ -66,9 +65,7 @@ __all__ = ["make_logger", "run_eval"]
 
 
 def _default_out(cfg: Any) -> Path:
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    slug = lambda t: re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(t).name or t).strip("_") or "x"  # noqa: E731
-    return Path("reports") / f"eval-{slug(cfg.model)}-{slug(Path(cfg.concept).stem)}-{stamp}"
+    return default_out("eval", cfg.model, cfg.concept)
 
 
 def _wandb_mode(mode: str | None) -> str:
