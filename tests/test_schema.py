@@ -75,3 +75,18 @@ def test_not_an_object_or_not_json(tmp_path):
     p.write_text("{not json")
     with pytest.raises(SchemaError, match="cannot read a results.json"):
         read_results(tmp_path)
+
+
+def test_steer_from_a_malformed_file_is_one_line_exit_2(saved, tmp_path, capsys):
+    """``neurolens steer --from`` reads through the schema: a string "false" for validated is refused before any
+    model is loaded (it used to count as validated and steer never-validated neurons)."""
+    from neurolens_lightning.cli import main
+
+    _, data = saved
+    bad = _edit(data, lambda d: _tested(d)["ablation"].__setitem__("validated", "false"))
+    p = tmp_path / "results.json"
+    p.write_text(json.dumps(bad))
+    rc = main(["steer", "--from", str(p), "--out", str(tmp_path / "steer")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "validated is 'false'" in err[0], err
+    assert not (tmp_path / "steer").exists()

@@ -120,9 +120,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
         run = wandb_run_for(cfg.wandb, name=out.name)
         if run is not None:
-            data = json.loads((out / "results.json").read_text())
-            report = out / "report.html"
-            log_scan_to_wandb(data, report_path=report if report.exists() else None, run=run,
+            report = out / "report.html"  # the result logged from memory; the files as the run's artifact
+            log_scan_to_wandb(result.to_dict(), report_path=report if report.exists() else None, run=run,
                               artifact=cfg.wandb.artifact)
             run.finish()
     return 0

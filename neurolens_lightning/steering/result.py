@@ -15,6 +15,7 @@ from typing import Any
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.io import json_safe, publish
 from neurolens_lightning.report.steering_page import write_steering_report
+from neurolens_lightning.schema import read_results
 
 __all__ = ["SteeringResult", "neurons_from_results", "scan_split"]
 
@@ -50,14 +51,7 @@ def neurons_from_results(path: "str | Path", which: str = "validated") -> tuple[
     rise, direction −1) or ``candidates`` (its top-k candidates, direction +1). The scan's split
     is in the returned dict: see :func:`scan_split`.
     """
-    p = Path(path)
-    if p.is_dir():
-        p = p / "results.json"
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise NeuroLensError(f"--from {path}: cannot read a results.json ({e}); pass a scan's output folder or "
-                             "its results.json") from None
+    data = read_results(path, where=f"--from {path}")  # types checked: strict booleans, integer indices
     neurons = data.get("neurons") or []
     if which in ("validated", "suppressors"):
         want = "drop" if which == "validated" else "rise"

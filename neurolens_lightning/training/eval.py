@@ -43,7 +43,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -182,7 +181,7 @@ def _save_and_log(cfg: Any, trainer: pl.Trainer, logger: Any, result: ScanResult
                             "world_size": trainer.world_size})
     result.save(out, report=cfg.report)
     if isinstance(logger, WandbLogger) and cfg.logger.log_report and _wandb_mode(cfg.logger.mode) != "disabled":
-        data = json.loads((out / "results.json").read_text(encoding="utf-8"))
+        data = result.to_dict()  # logged from memory (what results.json holds)
         report = out / "report.html"
         log_scan_to_wandb(data, report_path=report if report.exists() else None, run=logger,
                           step=trainer.global_step)
