@@ -72,20 +72,12 @@ def _shape_mask(kind: str, cx: float, cy: float, r: float, ring: float = 0.0) ->
     m = Image.new("L", (SIZE * SS, SIZE * SS), 0)
     d = ImageDraw.Draw(m)
     cx, cy = cx * SS, cy * SS
-    if kind == "disc":
-        rr = r * SS
-        box = [cx - rr, cy - rr, cx + rr, cy + rr]
-        if ring:
-            d.ellipse(box, outline=255, width=max(1, int(round(ring * SS))))
-        else:
-            d.ellipse(box, fill=255)
-    elif kind == "square":
-        h = 0.886 * r * SS  # side = r * sqrt(pi)  -> same area as the disc
+    if kind in ("disc", "square"):
+        h = r * SS if kind == "disc" else 0.886 * r * SS  # square side = r * sqrt(pi) -> the disc's area
+        draw = d.ellipse if kind == "disc" else d.rectangle
         box = [cx - h, cy - h, cx + h, cy + h]
-        if ring:
-            d.rectangle(box, outline=255, width=max(1, int(round(ring * SS))))
-        else:
-            d.rectangle(box, fill=255)
+        style = {"outline": 255, "width": max(1, int(round(ring * SS)))} if ring else {"fill": 255}
+        draw(box, **style)
     elif kind == "triangle":
         rr = 1.3 * r * SS  # circumradius (a bit larger so the area is similar)
         pts = [
