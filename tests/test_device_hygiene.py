@@ -283,3 +283,33 @@ def test_scan_of_a_headless_encoder_leaves_no_hooks():
     result = nl.scan(model, "negation", tokenizer=tok, top_k=2, ablate=True, null_samples=5)
     assert result.head is not None  # y came from the probe head on the encoder's last hidden state
     assert count_hooks(model) == 0
+
+
+def test_a_tokenizer_without_pad_token_is_never_left_changed(gpt2_tokenizer):
+    """GPT-2-style tokenizers have no pad token. The adapter pads with EOS only while it encodes: after
+    ``load_model``, a scan, a ProbeModule validate and a steering run the user's tokenizer still has none."""
+    import copy
+
+    import lightning.pytorch as pl
+    from helpers import small_probe_dict, tiny_gpt2
+
+    import neurolens_lightning as nl
+    from neurolens_lightning.steering import dose_response
+
+    tok = copy.deepcopy(gpt2_tokenizer)
+    tok.pad_token = None
+    assert tok.pad_token is None
+    model = tiny_gpt2(tok)
+    adapter = nl.load_model(model, tokenizer=tok)
+    assert tok.pad_token is None
+    batch = adapter.encode(nl.load_concept(small_probe_dict()).positive[:3])
+    assert tok.pad_token is None and int(batch.inputs["input_ids"][-1, -1]) >= 0
+    nl.scan(model, small_probe_dict(), tokenizer=tok, importance=True)
+    assert tok.pad_token is None
+    module = nl.ProbeModule(model, small_probe_dict(), tokenizer=tok)
+    pl.Trainer(accelerator="cpu", devices=1, logger=False, inference_mode=False, enable_progress_bar=False,
+               enable_model_summary=False).validate(module, datamodule=module.datamodule(), verbose=False)
+    assert tok.pad_token is None and module.result is not None
+    dose_response(model, small_probe_dict(), [(0, 1)], scales=[0, 1], tokenizer=tok, null_sets=1, n_examples=1,
+                  max_new_tokens=2)
+    assert tok.pad_token is None

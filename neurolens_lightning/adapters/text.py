@@ -19,9 +19,10 @@ Confidence y (DESIGN §2):
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import replace
 from types import SimpleNamespace
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -63,9 +64,28 @@ class TextAdapter(ModelAdapter):
             raise NeuroLensError(f"{name}: tokenizer {type(tokenizer).__name__} is a slow (Python) tokenizer; span "
                                  "marks need character offsets - load it with use_fast=True")
         self.tokenizer = tokenizer
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        #: the token this adapter pads with; a tokenizer without one gets it only while encoding, so the
+        #: user's tokenizer is never left changed (load_model, ProbeModule, steer and compare included)
+        self.pad_token = tokenizer.pad_token or tokenizer.eos_token or tokenizer.unk_token
         self.max_length = max_length or self.max_length
+
+    @property
+    def pad_token_id(self) -> int:
+        tok = self.tokenizer
+        return tok.pad_token_id if tok.pad_token is not None else tok.convert_tokens_to_ids(self.pad_token)
+
+    @contextmanager
+    def padding(self) -> Iterator[None]:
+        """The tokenizer with a pad token inside the block (its own, or :attr:`pad_token` set and unset again)."""
+        tok = self.tokenizer
+        if tok.pad_token is not None:
+            yield
+            return
+        tok.pad_token = self.pad_token
+        try:
+            yield
+        finally:
+            tok.pad_token = None
 
     # ---------------------------------------------------------------- encoding
     def encode(self, examples: Sequence[Example]) -> Batch:
@@ -73,8 +93,9 @@ class TextAdapter(ModelAdapter):
             if not isinstance(ex, TextExample):
                 raise NeuroLensError(f"{self.name} is a text model but got a {type(ex).__name__}; use a text probe")
         texts = [ex.text for ex in examples]
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                             return_offsets_mapping=True, return_special_tokens_mask=True, return_tensors="pt")
+        with self.padding():
+            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                 return_offsets_mapping=True, return_special_tokens_mask=True, return_tensors="pt")
         offsets = enc.pop("offset_mapping")
         special = enc.pop("special_tokens_mask").bool()
         attn = enc["attention_mask"].bool()
@@ -191,7 +212,7 @@ def causal_lm_confidence(adapter: "TextAdapter", examples: Sequence[Example] | N
             rows.append(p + tgt)
             pos.append(list(range(len(p) - 1, len(p) - 1 + len(tgt))))
             ids.append(tgt)
-        input_ids = adapter._pad(rows, adapter.tokenizer.pad_token_id)
+        input_ids = adapter._pad(rows, adapter.pad_token_id)
         attn = adapter._pad([[1] * len(r) for r in rows], 0)
         pm = adapter._pad([[0] * len(prefix) + [1] * (len(r) - len(prefix)) for r in rows], 0).bool()
         target = {"pred_pos": adapter._pad(pos, 0), "target_ids": adapter._pad(ids, 0),
@@ -309,7 +330,7 @@ class BertAdapter(TextAdapter):
                 rows.append(full)
                 pos.append(list(range(first, first + len(tgt))))
                 ids.append(tgt)
-            input_ids = self._pad(rows, tok.pad_token_id)
+            input_ids = self._pad(rows, self.pad_token_id)
             attn = self._pad([[1] * len(r) for r in rows], 0)
             special_ids = torch.tensor(sorted(set(tok.all_special_ids) - {mask_id}))
             special = torch.isin(input_ids, special_ids)
