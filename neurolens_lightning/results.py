@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
+from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.concepts import Concept, ImageExample, TextExample
 from neurolens_lightning.io import publish, rounded
 from neurolens_lightning.ranking import ROLE_CANDIDATE, ROLE_NAMES, ROLE_SUPPRESSOR
@@ -68,6 +69,10 @@ class ScanResult:
     ablation_summary: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: called as ``label_neurons(result, neurons)`` on the listed neuron records before they are returned (the
+    #: callback labels image examples and inlines their thumbnails); it edits records, never replaces keys
+    label_neurons: Callable[["ScanResult", list[dict[str, Any]]], None] | None = field(default=None, repr=False,
+                                                                                         compare=False)
 
     # ------------------------------------------------------------------ tables
     @property
@@ -191,6 +196,8 @@ class ScanResult:
             if rank_of[i] <= max(self.top_k, 20) or i in shown:
                 rec["top_examples"] = self.examples_for(i)
             neurons.append(rec)
+        if self.label_neurons is not None:
+            self.label_neurons(self, neurons)
         data: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "model": self.model.get("name"),
@@ -226,6 +233,9 @@ class ScanResult:
                 [[rounded(v, 4) for v in s.importance[s.layer == l].tolist()] for l in self.layers],
                 "score": [[rounded(v, 4) for v in s.score[s.layer == l].tolist()] for l in self.layers],
             }
+        clash = sorted(set(self.extra) & set(data))
+        if clash:  # extra sections add to the schema; they never silently replace one of its keys
+            raise NeuroLensError(f"ScanResult.extra may not replace results.json keys {clash}")
         data.update(self.extra)
         return data
 

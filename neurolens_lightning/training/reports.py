@@ -104,12 +104,8 @@ def write_reports(results: Mapping[str, ScanResult], history: "EmergenceHistory"
     out = []
     for name, result in results.items():
         result.extra["emergence"] = history.emergence(name)
-        if result.concept.modality == "image":
-            # the listed neurons with labelled (and, for tensor examples, inlined) image examples; ScanResult
-            # merges ``extra`` into results.json last, so these records replace its own
-            neurons = result.to_dict(include_all=False)["neurons"]
-            history.label_examples(result, neurons)
-            result.extra["neurons"] = neurons
+        if result.concept.modality == "image":  # labelled (and, for tensor examples, inlined) image examples
+            result.label_neurons = history.label_examples
         path = Path(report_dir or "reports") / name
         result.save(path)
         if name in steering:
