@@ -12,7 +12,8 @@ Lightning ``validation_step`` and from the training callback:
 * :meth:`ConceptScanner.fused_step` (one forward + backward): both of the above on a batch
   of positives whose confidence inputs *are* the activation inputs (see
   :meth:`ConceptScanner.can_fuse`), so a full scan costs one forward + backward over the
-  positives and one forward over the negatives instead of two full passes.
+  positives and one forward over the negatives instead of two full passes (the fused pass and
+  its per-batch rule live in :mod:`neurolens_lightning.scanner_fused`).
 
 Example:
     >>> scanner = ConceptScanner(adapter, concept)               # doctest: +SKIP
@@ -35,6 +36,7 @@ from neurolens_lightning.metrics import Consistency, Importance, MeanActivation,
 from neurolens_lightning.probe_head import ProbeHead, fit_probe_head
 from neurolens_lightning.functional.selectivity import d_confidence_interval, layer_scaled_d
 from neurolens_lightning.ranking import ROLE_CANDIDATE, ROLE_SUPPRESSOR, bh_qvalues, composite_score, neuron_roles, rank_order
+from neurolens_lightning.scanner_fused import FusedPass, chunks as _chunks
 
 
 @dataclass
@@ -112,13 +114,9 @@ class _StopForward(Exception):
     """Raised by a hook once every scanned site is pooled, to skip the rest of a forward whose outputs are not used."""
 
 
-def _chunks(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(start + size, n))
-
-
-class ConceptScanner:
-    """Accumulates the three scores for one concept over the chosen layers of one model."""
+class ConceptScanner(FusedPass):
+    """Accumulates the three scores for one concept over the chosen layers of one model (the fused pass:
+    :class:`~neurolens_lightning.scanner_fused.FusedPass`)."""
 
     def __init__(self, adapter: ModelAdapter, concept: Concept, layers: Sequence[int] | None = None,
                  batch_size: int = 16, importance: bool = True, baseline: str = "zero",
@@ -163,7 +161,7 @@ class ConceptScanner:
         self._features: list[torch.Tensor] = []
         self._feature_labels: list[torch.Tensor] = []
         self._feature_ids: list[torch.Tensor] = []  # example ids: the head sees its rows in example order
-        self._fuse_checked: bool | None = None  # can_fuse()'s encoding check (fixed for this scanner)
+        self._fuse_checked: dict[tuple[int, ...], bool] = {}  # can_fuse()'s encoding check, by first batch
         self.last_run_fused: bool | None = None  # whether run_passes() used the fused pass
         self.fused_batches = self.split_batches = 0  # run_fused_pass(): positive batches fused / scored in two
 
@@ -366,130 +364,6 @@ class ConceptScanner:
         for sl in self._progress(_chunks(len(items), self.batch_size), total, f"importance [{self.concept.name}]"):
             self.importance_step(self.encode_confidence(items[sl]).to(self.adapter.device))
 
-    # ----------------------------------------------------------------- fused pass
-    def _positive_shard(self) -> list[int]:
-        """This rank's positive example ids: the positives of the activation shard, which are
-        exactly the confidence inputs of the importance shard when those are the positives."""
-        n_pos = len(self.concept.positive)
-        return [i for i in self._shard(len(self.examples)) if i < n_pos]
-
-    @staticmethod
-    def same_encoding(a: Batch, b: Batch) -> bool:
-        """Whether two (host-side, not yet moved) batches feed the model the same inputs and pool the same
-        positions: equal input names, equal input tensors, equal position and span masks."""
-        if a.size != b.size or a.inputs.keys() != b.inputs.keys():
-            return False
-
-        def eq(x: torch.Tensor | None, y: torch.Tensor | None) -> bool:
-            if x is None or y is None:
-                return x is None and y is None
-            return x.dtype == y.dtype and x.shape == y.shape and bool(torch.equal(x, y))
-
-        return (all(eq(a.inputs[k], b.inputs[k]) for k in a.inputs) and eq(a.position_mask, b.position_mask)
-                and eq(a.span_mask, b.span_mask))
-
-    def fusable_setup(self) -> bool:
-        """The static half of :meth:`can_fuse`: importance is on, y comes from the model's own output head (no
-        probe head that is fitted only after the activation pass) and the confidence inputs are the positive
-        examples themselves (no tasks scored)."""
-        return self.use_importance and self.adapter.has_output_head and not self.uses_tasks
-
-    def can_fuse(self) -> bool:
-        """Whether :meth:`run` scores in one fused pass (:meth:`run_fused_pass`) instead of two.
-
-        Rule: a batch of positives gets its activations and its importance from the same
-        forward + backward exactly when (1) importance is on, (2) y comes from the model's own
-        output head, so it does not depend on a probe head fitted from the activation pass
-        (models without an output head are never fused), (3) the confidence inputs are the
-        positive examples (no probe tasks are scored, i.e. not :attr:`uses_tasks`), and (4) the
-        adapter encodes them identically for confidence and for activations:
-        :meth:`same_encoding` of ``adapter.encode(chunk)`` and ``encode_confidence(chunk)`` (same
-        input tensors, position and span masks). (4) is checked here on this rank's first batch
-        of positives and again on every batch by :meth:`run_fused_pass`. GPT-2 with an LM head
-        and no tasks passes; a masked LM fails (4) (it masks the span for y), a probe with tasks
-        on a model with a head fails (3), an encoder without a head fails (2). Batches are the
-        two passes' own (see :meth:`run_fused_pass`), so there must also be (5) at least one
-        activation-pass batch of positives only on this rank (``batch_size`` positives, or no
-        negatives): otherwise nothing would be fused.
-        """
-        if not self.fusable_setup():
-            return False
-        mine = self._shard(len(self.examples))
-        pos = self._positive_shard()
-        if not pos or (len(pos) < self.batch_size and len(pos) < len(mine)):
-            return False
-        if self._fuse_checked is None:
-            items = [self.examples[i] for i in pos[: self.batch_size]]
-            self._fuse_checked = self.same_encoding(self.adapter.encode(items),
-                                                    self.encode_confidence(items, tasks=False))
-        return self._fuse_checked
-
-    def fused_step(self, batch: Batch, is_positive: torch.Tensor, groups: torch.Tensor,
-                   example_ids: torch.Tensor) -> torch.Tensor:
-        """:meth:`activation_step` and :meth:`importance_step` on one batch in one forward + backward.
-
-        ``batch`` must be the confidence encoding of examples whose activation encoding has the
-        same inputs and masks (:meth:`same_encoding`; see :meth:`can_fuse`): the hooks pool each
-        site output for the activation metrics and keep it in the graph for
-        ``torch.autograd.grad`` of y (no parameter ``.grad`` touched). Returns y ``[B]`` (detached).
-        """
-        on_output, stats = self._pooler(batch)
-        outputs, y, acts, grads = self._grad_acts(batch, on_output)
-        self._update_importance(batch, acts, grads)
-        del acts, grads
-        self._update_activation_metrics(batch, outputs, stats, is_positive, groups, example_ids)
-        return y.detach()
-
-    def run_fused_pass(self) -> None:
-        """Activation metrics and importance in one pass over this rank's shard (requires :meth:`fusable_setup`).
-
-        It walks the activation pass's batches (this rank's examples ``rank, rank + W, ...``,
-        positives first, ``batch_size`` at a time). A batch of positives only is also an
-        importance-pass batch (the confidence inputs are the positives, sharded the same way),
-        so it gets one :meth:`fused_step` on its confidence encoding; should that encoding
-        differ from the activation one after all (:meth:`same_encoding`, checked on every batch
-        on the host), it is scored by a no-grad forward + :meth:`importance_step`, so the
-        scores never rest on :meth:`can_fuse`'s first-batch check. The batch where the positives
-        end and the negatives begin (only when this rank's positive count is not a multiple of
-        ``batch_size``) gets the no-grad forward of :meth:`activation_step` plus an
-        :meth:`importance_step` over its positives (the importance pass's last batch); batches of
-        negatives get the no-grad forward. Every metric thus sees exactly the two passes'
-        batches (same padding, same update order, so even exact ties among top activations
-        resolve the same way) with one forward + backward per positive batch and one forward per
-        negative batch. The no-grad forwards stop once the deepest scanned site is pooled: with
-        y from the model's own head their outputs are not needed (no probe-head features), so
-        the layers above it and the output head (for GPT-2 small the LM head is about a third
-        of a forward) are skipped. ``fused_batches`` / ``split_batches`` count the positive
-        batches scored fused / in two.
-        """
-        if not self.fusable_setup():
-            raise NeuroLensError("the fused pass needs importance on, a model with its own output head and no "
-                                 "probe tasks scored; use run_activation_pass + run_importance_pass")
-        n_pos = len(self.concept.positive)
-        mine = self._shard(len(self.examples))
-        total = (len(mine) + self.batch_size - 1) // self.batch_size
-        self.fused_batches = self.split_batches = 0
-        device = self.adapter.device
-        for sl in self._progress(_chunks(len(mine), self.batch_size), total, f"scan [{self.concept.name}]"):
-            idx = mine[sl]
-            ids = torch.tensor(idx, dtype=torch.long)
-            items = [self.examples[i] for i in idx]
-            positives = [ex for i, ex in zip(idx, items) if i < n_pos]
-            batch = self.adapter.encode(items)
-            conf = self.encode_confidence(positives, tasks=False) if positives else None
-            if len(positives) == len(items) and self.same_encoding(batch, conf):  # host tensors: no device sync
-                self.fused_step(conf.to(device), self.is_positive[ids], self.groups[ids], ids)
-                self.fused_batches += 1
-                continue
-            # y comes from the model's own head (fusable_setup): no features needed, stop at the deepest site
-            batch = batch.to(device)
-            outputs, stats = self._activation_forward(batch, stop_early=True)
-            self._update_activation_metrics(batch, outputs, stats, self.is_positive[ids], self.groups[ids], ids)
-            if conf is not None:  # the positives of a mixed batch, or a batch whose encodings differ
-                self.importance_step(conf.to(device))
-                if len(positives) == len(items):
-                    self.split_batches += 1
-
     def run_passes(self, gather: Any = None) -> bool:
         """Every score's accumulation for this rank: the fused pass when :meth:`can_fuse`, else the activation
         pass then (if importance is on) the importance pass (``gather``: see :meth:`fit_head`).
@@ -515,11 +389,12 @@ class ConceptScanner:
         return [self.selectivity, self.consistency, self.mean_activation, self.top, self.importance]
 
     def reset(self) -> None:
-        """Forget everything accumulated (metrics, probe-head features, the fitted head)."""
+        """Forget everything accumulated (metrics, probe-head features, the fitted head, the fused-pass counters)."""
         for m in self.metrics():
             m.reset()
         self.head = None
         self._features, self._feature_labels, self._feature_ids = [], [], []
+        self.fused_batches = self.split_batches = 0
 
     def compute(self) -> NeuronScores:
         """Compute (and, under DDP, sync) every score and rank the neurons."""

@@ -3,7 +3,9 @@ activations and importance, one no-grad forward over the negatives, with every s
 scan (``run_activation_pass`` then ``run_importance_pass``) to 1e-6.
 
 Every fused test also checks that the fused path really ran (``last_run_fused``, ``fused_batches`` and the
-number of model forwards), so a silent fall-back to the two passes fails them.
+number of model forwards), so a silent fall-back to the two passes fails them. The same holds for
+``ProbeModule``'s ``trainer.validate`` (``neurolens eval``): one dataloader of fused batches where the scanner
+can fuse, the two dataloaders otherwise, with the scores of ``scan()``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from neurolens_lightning.adapters import adapter_for
 from neurolens_lightning.concepts import load_concept
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.hooks import count_hooks
+from neurolens_lightning.pipeline import make_scanner, run_scan
 from neurolens_lightning.scanner import ConceptScanner
+from neurolens_lightning.training import modules
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -339,3 +343,110 @@ def test_exception_inside_fused_pass_leaves_no_hooks(gpt2_tokenizer, gpt2_model,
     assert count_hooks(gpt2_model) == 0
     assert all(m.training for m in gpt2_model.modules())
     assert all(p.grad is None for p in gpt2_model.parameters())
+
+
+# ============================================================================ ProbeModule: trainer.validate
+
+
+def _validate(module, inference_mode: bool = False):
+    """``trainer.validate`` of ``module`` on its datamodule: (datamodule, batches per dataloader, forward log)."""
+    import lightning.pytorch as pl
+
+    dm = module.datamodule()
+    trainer = pl.Trainer(accelerator="cpu", devices=1, inference_mode=inference_mode, logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    log = _ForwardLog(module.adapter)
+    try:
+        trainer.validate(module, datamodule=dm, verbose=False)
+    finally:
+        log.restore()
+    return dm, list(trainer.num_val_batches), log
+
+
+def _two_pass(module, concept, **kw):
+    """The two-pass scores of ``module``'s settings (activation pass, then importance pass)."""
+    sc = make_scanner(module.adapter, concept, module.settings, **{"rank": 0, "world": 1, **kw}).scanner
+    sc.run_activation_pass()
+    sc.run_importance_pass()
+    return sc.compute()
+
+
+@pytest.mark.parametrize("batch_size", [3, 4])
+def test_probe_module_fuses_and_matches_scan(gpt2_tokenizer, gpt2_model, batch_size):
+    """GPT-2 with its LM head, a probe without tasks, importance on: one dataloader of the fused pass's batches,
+    one forward + backward per batch of positives, and exactly the scores of scan() (to 1e-6 of the two passes)."""
+    from neurolens_lightning.training.modules import ProbeModule
+
+    concept = _small()
+    n_pos, n_neg = len(concept.positive), len(concept.negative)
+    module = ProbeModule(gpt2_model, concept, tokenizer=gpt2_tokenizer, batch_size=batch_size)
+    dm, n_batches, log = _validate(module)
+    sc = module.scanner
+    # the fused path really ran: one dataloader walking the activation pass's batches, fused_step per batch of
+    # positives (a silent fall-back to the two dataloaders fails every line here)
+    assert dm.fused is True and n_batches == [-(-(n_pos + n_neg) // batch_size)]
+    assert sc.last_run_fused is True and sc.fused_batches == n_pos // batch_size and sc.split_batches == 0
+    tail = n_pos % batch_size
+    assert [c["size"] for c in log.calls if c["grad"]] == [batch_size] * (n_pos // batch_size) + ([tail] if tail else [])
+    assert sum(c["size"] for c in log.calls) == n_pos + n_neg + tail
+    assert module.result.settings["passes"] == "fused"
+    assert set(module.result.timings) == {"statistics"}  # eval adds load_model / scoring / total: no pass keys
+    got = module.result.scores
+    ref, run = run_scan(module.adapter, concept, module.settings, rank=0, world=1)
+    assert run.scanner.fused_batches == sc.fused_batches  # scan() fused the same batches ...
+    _assert_same_scores(ref.scores, got, tol=0.0)  # ... so its scores are bit-identical
+    _assert_same_scores(_two_pass(module, concept), got)
+    assert got.importance is not None and got.n_pos == n_pos and got.n_neg == n_neg
+
+
+def test_probe_module_with_tasks_keeps_two_dataloaders(gpt2_tokenizer, gpt2_model):
+    """A probe with tasks (y on the tasks, not the positives) cannot fuse: activation + confidence dataloaders."""
+    from neurolens_lightning.training.modules import ProbeModule
+
+    concept = _small(tasks=True)
+    module = ProbeModule(gpt2_model, concept, tokenizer=gpt2_tokenizer, batch_size=4)
+    dm, n_batches, log = _validate(module)
+    sc = module.scanner
+    n_all = len(concept.positive) + len(concept.negative)
+    assert dm.fused is False and n_batches == [-(-n_all // 4), -(-len(concept.tasks) // 4)]
+    assert sc.last_run_fused is False and sc.fused_batches == sc.split_batches == 0
+    assert sum(c["size"] for c in log.calls if c["grad"]) == len(concept.tasks)
+    assert module.result.settings["passes"] == "activation + importance"
+    ref, _ = run_scan(module.adapter, concept, module.settings, rank=0, world=1)
+    _assert_same_scores(ref.scores, module.result.scores, tol=0.0)
+    _assert_same_scores(_two_pass(module, concept), module.result.scores, tol=0.0)
+
+
+@pytest.mark.parametrize("batch_size,world", [(2, 2), (2, 3), (5, 2)])
+def test_probe_module_shards_like_the_scanner(gpt2_tokenizer, gpt2_model, monkeypatch, batch_size, world):
+    """Under DDP each rank's dataloader walks its shard ``r, r + W, ...``: the rank decides to fuse as its scanner
+    would (with batch 5 on 2 ranks, rank 0 fuses and rank 1 cannot) and accumulates that rank's scores."""
+    from neurolens_lightning.training.modules import ProbeModule, ShardSampler
+
+    concept = _small()
+    decisions = []
+    for rank in range(world):
+        monkeypatch.setattr(modules, "_sampler", lambda ds, r=rank: ShardSampler(ds, num_replicas=world, rank=r))
+        module = ProbeModule(gpt2_model, concept, tokenizer=gpt2_tokenizer, batch_size=batch_size)
+        dm, n_batches, _ = _validate(module)
+        ref = ConceptScanner(module.adapter, concept, batch_size=batch_size, rank=rank, world_size=world)
+        assert dm.fused is ref.can_fuse() and len(n_batches) == (1 if dm.fused else 2)
+        decisions.append(dm.fused)
+        if dm.fused:
+            ref.run_fused_pass()
+            assert 0 < module.scanner.fused_batches == ref.fused_batches
+        sc = ConceptScanner(module.adapter, concept, batch_size=batch_size, rank=rank, world_size=world)
+        sc.run_activation_pass()
+        sc.run_importance_pass()
+        _assert_same_scores(sc.compute(), module.result.scores)
+        assert module.scanner.selectivity.count.sum() == len(range(rank, len(sc.examples), world))
+    assert decisions == ([True, False] if batch_size == 5 else [True] * world)
+
+
+def test_probe_module_fused_needs_gradients(gpt2_tokenizer, gpt2_model):
+    from neurolens_lightning.training.modules import ProbeModule
+
+    module = ProbeModule(gpt2_model, _small(), tokenizer=gpt2_tokenizer, batch_size=4)
+    with pytest.raises(NeuroLensError, match="inference_mode=False"):
+        _validate(module, inference_mode=True)
+    assert count_hooks(gpt2_model) == 0

@@ -1,7 +1,8 @@
 """Lightning wrappers: scoring and ablation as ``trainer.validate`` runs.
 
 * :class:`ConceptDataModule` — a concept's examples as validation dataloaders (activation
-  pass, then confidence inputs for importance), sharded across ranks without padding.
+  pass, then confidence inputs for importance; or, where the scanner can fuse, the one
+  dataloader of the fused pass), sharded across ranks without padding.
 * :class:`ProbeModule` — accumulates Selectivity / Consistency / Importance as torchmetrics
   in ``validation_step`` and logs headline scalars at epoch end; ``module.result`` is the
   ranked :class:`~neurolens_lightning.results.ScanResult`.
@@ -35,6 +36,7 @@ from neurolens_lightning.registry import load_model
 from neurolens_lightning.results import ScanResult
 from neurolens_lightning.pipeline import SAME_EXAMPLES, build_result, check_for_model, make_scanner
 from neurolens_lightning.scanner import ConceptScanner
+from neurolens_lightning.scanner_fused import FusedBatch
 from neurolens_lightning.settings import ScanSettings
 
 
@@ -85,11 +87,21 @@ def _sampler(ds: Dataset) -> Any:
 
 
 class ConceptDataModule(pl.LightningDataModule):
-    """Validation dataloaders over a concept: 0 = every probe example (activations), 1 = confidence inputs."""
+    """Validation dataloaders over a concept: 0 = every probe example (activations), 1 = confidence inputs.
+
+    Where the scanner can fuse its passes (:meth:`~neurolens_lightning.scanner.ConceptScanner.can_fuse` on this
+    rank's shard, with importance on and this module's batch size the scanner's), one dataloader instead: the
+    activation pass's batches, each planned on the host by the scanner's per-batch rule
+    (:meth:`~neurolens_lightning.scanner.ConceptScanner.plan_fused_batch`) into a
+    :class:`~neurolens_lightning.scanner_fused.FusedBatch` that ``ProbeModule.validation_step`` scores with
+    :meth:`~neurolens_lightning.scanner.ConceptScanner.fused_batch`, as ``scan()`` does. ``fused`` says which
+    (set by :meth:`val_dataloader`).
+    """
 
     def __init__(self, scanner: ConceptScanner, batch_size: int = 16, importance: bool = True) -> None:
         super().__init__()
         self.scanner, self.batch_size, self.importance = scanner, batch_size, importance
+        self.fused: bool | None = None
 
     def _collate_examples(self, idx: list[int]) -> dict[str, Any]:
         sc = self.scanner
@@ -104,12 +116,17 @@ class ConceptDataModule(pl.LightningDataModule):
         return {"batch": sc.encode_confidence(chunk)}
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        return _move(batch, device)
+        return batch.to(device) if isinstance(batch, FusedBatch) else _move(batch, device)
 
     def val_dataloader(self) -> list[DataLoader]:
         sc = self.scanner
         ds = _Indices(len(sc.examples))
-        loaders = [DataLoader(ds, batch_size=self.batch_size, sampler=_sampler(ds), collate_fn=self._collate_examples)]
+        sampler = _sampler(ds)
+        mine = list(sampler) if sampler is not None else list(range(len(ds)))
+        self.fused = self.importance and self.batch_size == sc.batch_size and sc.can_fuse(mine)
+        if self.fused:  # the fused pass's batches, planned on the host as scan() plans them
+            return [DataLoader(ds, batch_size=self.batch_size, sampler=sampler, collate_fn=sc.plan_fused_batch)]
+        loaders = [DataLoader(ds, batch_size=self.batch_size, sampler=sampler, collate_fn=self._collate_examples)]
         if self.importance:
             ds2 = _Indices(len(sc.confidence_inputs()))
             loaders.append(DataLoader(ds2, batch_size=self.batch_size, sampler=_sampler(ds2),
@@ -128,6 +145,12 @@ def gather_rows(pl_module: pl.LightningModule, rows: torch.Tensor) -> torch.Tens
 
 def _move(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
+
+
+def _check_grad_mode() -> None:
+    if torch.is_inference_mode_enabled():
+        raise NeuroLensError("importance needs gradients: create the Trainer with inference_mode=False "
+                             "(or pass importance=False)")
 
 
 class ProbeModule(pl.LightningModule):
@@ -151,6 +174,7 @@ class ProbeModule(pl.LightningModule):
         self.concept = self.scoring.rank_concept
         self.result: ScanResult | None = None
         self._head_ready = False
+        self._fused = False  # whether this validation epoch ran the fused pass (ConceptDataModule.fused)
 
     @property
     def scanner(self) -> ConceptScanner:
@@ -171,15 +195,20 @@ class ProbeModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._ensure_scanner().reset()
         self._head_ready = False
+        self._fused = False
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+    def validation_step(self, batch: dict[str, Any] | FusedBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
         sc = self._ensure_scanner()
+        if isinstance(batch, FusedBatch):  # the fused pass's one dataloader: the scanner's per-batch rule
+            if batch.needs_grad:
+                _check_grad_mode()
+            sc.fused_batch(batch)
+            self._fused = True
+            return
         if dataloader_idx == 0:
             sc.activation_step(batch["batch"], batch["is_positive"], batch["groups"], batch["ids"])
             return
-        if torch.is_inference_mode_enabled():
-            raise NeuroLensError("importance needs gradients: create the Trainer with inference_mode=False "
-                                 "(or pass importance=False)")
+        _check_grad_mode()
         if not self._head_ready:
             sc.fit_head(gather=self._gather_rows)
             self._head_ready = True
@@ -191,9 +220,11 @@ class ProbeModule(pl.LightningModule):
         return gather_rows(self, rows)
 
     def on_validation_epoch_end(self) -> None:
-        self._ensure_scanner()
+        sc = self._ensure_scanner()
+        sc.last_run_fused = self._fused
         # collective: every rank computes (metrics sync); the same result as scan()'s pipeline
-        self.result = build_result(self.scoring, weights=self.weights)
+        passes = "fused" if self._fused else "activation + importance" if self.settings.importance else "activation"
+        self.result = build_result(self.scoring, weights=self.weights, passes=passes)
         scores = self.result.scores
         top = scores.order[: max(1, min(self.settings.top_k, scores.n_candidates))]
         self.log_dict({
