@@ -317,7 +317,7 @@ def test_cli_comparison_page_content(cli_comparison):
             assert f"{top['layer']}:{top['index']}" in page
     js = comp["divergence"]["matrix"][0][1]
     if js is not None:
-        from neurolens_lightning.report.page import _fmt
+        from neurolens_lightning.report.html import fmt_number as _fmt
 
         assert _fmt(js) in page
 

@@ -278,7 +278,7 @@ def test_monotonic_test_by_hand():
 
 
 def test_steering_page_and_json(doses, tmp_path):
-    from neurolens_lightning.report.page import _fmt
+    from neurolens_lightning.report.html import fmt_number as _fmt
     from neurolens_lightning.steering import SteeringResult
 
     out = SteeringResult(doses[PLANTED]).save(tmp_path / "steer")
@@ -323,7 +323,7 @@ def _page_text(dom: str) -> str:
 @needs_chromium
 def test_steering_page_renders_the_verdict(doses, tmp_path):
     """Both verdicts, read back from the page as Chromium renders it: words and numbers from steering.json."""
-    from neurolens_lightning.report.page import _fmt
+    from neurolens_lightning.report.html import fmt_number as _fmt
     from neurolens_lightning.steering import SteeringResult
 
     out = SteeringResult(doses[PLANTED]).save(tmp_path / "beyond")

@@ -157,7 +157,7 @@ def test_log_with_ablation_and_emergence_fake_run(tmp_path):
     assert art.type == "neurolens-report" and art.name == "nl-m_x-a_b"
     assert set(art.manifest.entries) == {"report.html", "results.json"}
     rows = logged["nl/candidates"].data
-    assert [r[13] for r in rows] == [wandb_logging.F.candidate_status(n, data) for n in data["neurons"][:10]]
+    assert [r[13] for r in rows] == [wandb_logging.figures.candidate_status(n, data) for n in data["neurons"][:10]]
     # the causal test's one vocabulary: the verdict, and beside it whether the neuron is causal
     cols = wandb_logging.CANDIDATE_COLUMNS
     assert cols[cols.index("ablation_verdict") + 1] == "ablation_causal" and cols[13] == "status"
@@ -173,7 +173,7 @@ def test_log_with_ablation_and_emergence_fake_run(tmp_path):
         assert r[cols.index("ablation_causal")] is a["causal"]
     supp_rows = wandb_logging.candidate_rows(data, role="suppressor")
     words = {r[13] for r in rows + supp_rows} | {r[cols.index("ablation_verdict")] for r in rows + supp_rows}
-    assert words <= set(wandb_logging.F.VERDICTS) | {"not ablated", None} and "not validated" not in words
+    assert words <= set(wandb_logging.figures.VERDICTS) | {"not ablated", None} and "not validated" not in words
 
 
 def test_no_step_no_artifact(tmp_path):

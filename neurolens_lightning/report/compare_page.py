@@ -4,7 +4,7 @@
 :func:`neurolens_lightning.compare.build_comparison`) into the page: per-model cards, the
 plain-words summary (:func:`summary_sentences`), the depth figure (:func:`depth_figure`), the
 divergence matrix, each model's top neurons, and the definitions. It shares the scan report's
-formatting, escaping, CSS, figure embedding and plotly.js loading (``report/page.py``); every
+formatting, escaping, CSS, figure embedding and plotly.js loading (``report/html.py``); every
 user string goes through :func:`html.escape` and every number is read from the comparison dict.
 
 Example:
@@ -19,9 +19,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from neurolens_lightning.report import figures as F
-from neurolens_lightning.report.page import (_CSS, _e, _figure_html, _fmt, _g, _isnum, _join, _kv_table, _pct,
-                                             plotlyjs_tag)
+from neurolens_lightning.report import figures
+from neurolens_lightning.report.html import (definition_list, escape, figure_html, fmt_general, fmt_number,
+                                             html_document, isnum, join_words, kv_table, pct, plural)
 
 __all__ = ["render_comparison", "summary_sentences", "depth_figure"]
 
@@ -37,13 +37,13 @@ _DEPTH_CAPTION = (
 
 def _depth(x: Any) -> str:
     """A relative depth for display, always two decimals (``—`` when missing)."""
-    return f"{float(x):.2f}" if _isnum(x) else "—"
+    return f"{float(x):.2f}" if isnum(x) else "—"
 
 
 def _flatness(m: Mapping[str, Any]) -> str:
     """``, though the profile is nearly flat (...)`` when the peak layer holds < 1.2x an even share."""
     layers = m.get("layers") or []
-    shares = [l.get("share") for l in layers if _isnum(l.get("share"))]
+    shares = [l.get("share") for l in layers if isnum(l.get("share"))]
     if len(shares) < 2:
         return ""
     even, top = 1.0 / len(shares), max(shares)
@@ -86,16 +86,16 @@ def depth_figure(comp: Mapping[str, Any]) -> Any:
     top = 1.0
     for i, m in enumerate(comp.get("models") or []):
         col = _COLORS[i % len(_COLORS)]
-        name = _e(m.get("name"))
+        name = escape(m.get("name"))
         layers = m.get("layers") or []
-        x = np.array([F._num(l.get("rel_depth")) for l in layers], dtype=np.float64)
-        frac = np.array([F._num(l.get("fraction")) * 100 for l in layers], dtype=np.float64)
-        share = np.array([F._num(l.get("share")) for l in layers], dtype=np.float64)
+        x = np.array([figures.to_float(l.get("rel_depth")) for l in layers], dtype=np.float64)
+        frac = np.array([figures.to_float(l.get("fraction")) * 100 for l in layers], dtype=np.float64)
+        share = np.array([figures.to_float(l.get("share")) for l in layers], dtype=np.float64)
         conc = share * max(len(layers), 1)  # share relative to an even spread over the scanned layers
         if np.isfinite(conc).any():
             top = max(top, float(np.nanmax(conc)))
         custom = np.array([[l.get("layer"), m.get("n_layers"), l.get("n_significant_positive"), l.get("n_units"),
-                            F._num(l.get("share")) * 100] for l in layers], dtype=np.float64)
+                            figures.to_float(l.get("share")) * 100] for l in layers], dtype=np.float64)
         hover = (f"<b>{name}</b><br>layer %{{customdata[0]:.0f}} of %{{customdata[1]:.0f}} · relative depth %{{x:.2f}}"
                  "<br>%{customdata[2]:.0f} of %{customdata[3]:.0f} neurons")
         fig.add_trace(go.Scatter(x=x, y=frac, name=name, legendgroup=name, mode="lines+markers",
@@ -112,23 +112,23 @@ def depth_figure(comp: Mapping[str, Any]) -> Any:
             pk = next((l for l in layers if l.get("layer") == m.get("peak_layer")), None)
             if pk is not None:
                 fig.add_trace(go.Scatter(
-                    x=[pk.get("rel_depth")], y=[F._num(pk.get("share")) * max(len(layers), 1)],
+                    x=[pk.get("rel_depth")], y=[figures.to_float(pk.get("share")) * max(len(layers), 1)],
                     mode="markers+text", showlegend=False,
                     legendgroup=name, marker={"symbol": "star", "size": 20, "color": col,
                                               "line": {"color": "#222", "width": 1}},
-                    text=[f"peak {F._num(m.get('peak_rel_depth')):.2f}"],
+                    text=[f"peak {figures.to_float(m.get('peak_rel_depth')):.2f}"],
                     textposition="top center", textfont={"color": col, "size": 12},
-                    hovertemplate=(f"<b>{name}</b> peak: layer {_e(m.get('peak_layer'))} · relative depth "
+                    hovertemplate=(f"<b>{name}</b> peak: layer {escape(m.get('peak_layer'))} · relative depth "
                                    "%{x:.2f}<extra></extra>")), row=2, col=1)
-                fig.add_vline(x=F._num(pk.get("rel_depth")), line={"color": col, "width": 1.2, "dash": "dash"},
-                              opacity=0.6)
+                fig.add_vline(x=figures.to_float(pk.get("rel_depth")),
+                              line={"color": col, "width": 1.2, "dash": "dash"}, opacity=0.6)
     fig.update_xaxes(range=[-0.04, 1.04], dtick=0.1, zeroline=False)
     fig.update_xaxes(title_text="relative depth ℓ/(L−1)   (0 = first layer, 1 = last layer)", row=2, col=1)
     fig.update_yaxes(title_text="% of layer", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="× even share", range=[0, top * 1.22], row=2, col=1)
     fig.add_hline(y=1.0, line={"color": "#888", "width": 1, "dash": "dot"}, row=2, col=1)
     n_models = len(comp.get("models") or [])
-    F._style(fig, "", 680, legend_rows=1 + (n_models > 4))
+    figures.style_figure(fig, "", 680, legend_rows=1 + (n_models > 4))
     fig.update_layout(title=None, margin={"t": 40})
     for ann in fig.layout.annotations:
         if ann.text and ann.text.startswith("<b>"):
@@ -140,41 +140,42 @@ def summary_sentences(comp: Mapping[str, Any]) -> list[str]:
     """The plain-words summary as HTML paragraphs (every user string escaped)."""
     models = comp.get("models") or []
     out = []
-    names = [f"<b>{_e(m.get('name'))}</b> ({_fmt(m.get('n_layers'))} layers)" for m in models]
-    out.append(f"The concept <b>{_e(comp.get('concept'))}</b> ({_fmt(comp.get('n_positive'))} concept and "
-               f"{_fmt(comp.get('n_negative'))} control examples) was scanned with the same probe in "
-               f"{_join(names)}; layers are aligned by relative depth ℓ/(L−1).")
+    names = [f"<b>{escape(m.get('name'))}</b> ({fmt_number(m.get('n_layers'))} layers)" for m in models]
+    out.append(f"The concept <b>{escape(comp.get('concept'))}</b> ({fmt_number(comp.get('n_positive'))} concept and "
+               f"{fmt_number(comp.get('n_negative'))} control examples) was scanned with the same probe in "
+               f"{join_words(names)}; layers are aligned by relative depth ℓ/(L−1).")
     for m in models:
         nsp, ntot = m.get("n_significant_positive"), m.get("n_neurons_scanned")
         if m.get("peak_rel_depth") is None:
-            out.append(f"<b>{_e(m.get('name'))}</b>: no neuron fires significantly more on the concept, so it has no "
-                       "depth profile to compare.")
+            out.append(f"<b>{escape(m.get('name'))}</b>: no neuron fires significantly more on the concept, so it has "
+                       "no depth profile to compare.")
             continue
-        s = (f"<b>{_e(m.get('name'))}</b>: {_fmt(nsp)} of {_fmt(ntot)} neurons{_pct(nsp, ntot)} fire significantly "
-             f"more on the concept; they are densest at relative depth <b>{_depth(m.get('peak_rel_depth'))}</b> (layer "
-             f"{_e(m.get('peak_layer'))} of layers 0–{_fmt((m.get('n_layers') or 1) - 1)}) and centred at "
+        s = (f"<b>{escape(m.get('name'))}</b>: {fmt_number(nsp)} of {fmt_number(ntot)} neurons{pct(nsp, ntot)} fire "
+             f"significantly more on the concept; they are densest at relative depth "
+             f"<b>{_depth(m.get('peak_rel_depth'))}</b> (layer {escape(m.get('peak_layer'))} of layers "
+             f"0–{fmt_number((m.get('n_layers') or 1) - 1)}) and centred at "
              f"{_depth(m.get('mean_rel_depth'))}{_flatness(m)}; the strongest selectivity is d = "
-             f"{_fmt(m.get('max_selectivity'))}")
+             f"{fmt_number(m.get('max_selectivity'))}")
         if m.get("n_validated") is not None:
             nv = m["n_validated"]
-            s += (f"; the causal test validated {_fmt(nv)} candidate{'' if nv == 1 else 's'} of the "
-                  f"{_fmt(m.get('n_ablated'))} neurons it tested")
+            s += (f"; the causal test validated {plural(nv, 'candidate')} of the "
+                  f"{fmt_number(m.get('n_ablated'))} neurons it tested")
         out.append(s + ".")
     for p in (comp.get("divergence") or {}).get("pairs") or []:
         if p.get("js") is None:
-            out.append(f"The divergence between {_e(p.get('a'))} and {_e(p.get('b'))} is undefined (a model without "
-                       "concept-selective neurons).")
+            out.append(f"The divergence between {escape(p.get('a'))} and {escape(p.get('b'))} is undefined (a model "
+                       "without concept-selective neurons).")
             continue
-        out.append(f"Jensen–Shannon divergence between the depth profiles of <b>{_e(p.get('a'))}</b> and "
-                   f"<b>{_e(p.get('b'))}</b>: <b>{_fmt(p['js'])}</b> bits (0 = same profile, 1 = no overlap) — "
-                   f"{_js_words(p['js'])}.")
+        out.append(f"Jensen–Shannon divergence between the depth profiles of <b>{escape(p.get('a'))}</b> and "
+                   f"<b>{escape(p.get('b'))}</b>: <b>{fmt_number(p['js'])}</b> bits (0 = same profile, 1 = no overlap) "
+                   f"— {_js_words(p['js'])}.")
     counts = [(m.get("name"), m.get("n_significant_positive") or 0) for m in models]
     if len(counts) >= 2:
         hi = max(counts, key=lambda t: t[1])
         lo = min(counts, key=lambda t: t[1])
         if lo[1] > 0 and hi[1] >= 1.5 * lo[1]:
-            out.append(f"In amount rather than placement: {_e(hi[0])} has <b>{hi[1] / lo[1]:.1f}×</b> as many "
-                       f"concept-selective neurons as {_e(lo[0])}.")
+            out.append(f"In amount rather than placement: {escape(hi[0])} has <b>{hi[1] / lo[1]:.1f}×</b> as many "
+                       f"concept-selective neurons as {escape(lo[0])}.")
     return out
 
 
@@ -183,23 +184,23 @@ def _cards(comp: Mapping[str, Any]) -> str:
     for i, m in enumerate(comp.get("models") or []):
         col = _COLORS[i % len(_COLORS)]
         nsp, ntot = m.get("n_significant_positive"), m.get("n_neurons_scanned")
-        pct = _pct(nsp, ntot).strip(" ()")  # "12.5%", or "" without a count
-        pct = f"{pct} of {_fmt(ntot)} neurons" if pct else ""
+        share = pct(nsp, ntot).strip(" ()")  # "12.5%", or "" without a count
+        share = f"{share} of {fmt_number(ntot)} neurons" if share else ""
         rows = [("peak depth", _depth(m.get("peak_rel_depth"))), ("centre of mass", _depth(m.get("mean_rel_depth"))),
-                ("layers", _fmt(m.get("n_layers"))), ("strongest d", _fmt(m.get("max_selectivity")))]
+                ("layers", fmt_number(m.get("n_layers"))), ("strongest d", fmt_number(m.get("max_selectivity")))]
         if m.get("n_validated") is not None:
-            rows.append(("validated", f"{_fmt(m['n_validated'])} / {_fmt(m.get('n_ablated'))} tested"))
+            rows.append(("validated", f"{fmt_number(m['n_validated'])} / {fmt_number(m.get('n_ablated'))} tested"))
         kv = "".join(f"<div><span class='ck'>{k}</span> <b>{v}</b></div>" for k, v in rows)
-        cards.append(f"<div class='card' style='border-top:4px solid {col}'><div class='card-k'>{_e(m.get('name'))}"
-                     f"</div><div class='card-v'>{_fmt(nsp)}</div><div class='card-s'>concept-selective neurons · "
-                     f"{pct}</div><div class='card-kv'>{kv}</div></div>")
+        cards.append(f"<div class='card' style='border-top:4px solid {col}'><div class='card-k'>{escape(m.get('name'))}"
+                     f"</div><div class='card-v'>{fmt_number(nsp)}</div><div class='card-s'>concept-selective neurons "
+                     f"· {share}</div><div class='card-kv'>{kv}</div></div>")
     return "<div class='cards'>" + "".join(cards) + "</div>"
 
 
 def _divergence_table(comp: Mapping[str, Any]) -> str:
     div = comp.get("divergence") or {}
     names, matrix = div.get("names") or [], div.get("matrix") or []
-    head = "<tr><th></th>" + "".join(f"<th>{_e(n)}</th>" for n in names) + "</tr>"
+    head = "<tr><th></th>" + "".join(f"<th>{escape(n)}</th>" for n in names) + "</tr>"
     rows = []
     for n, row in zip(names, matrix):
         cells = []
@@ -209,8 +210,8 @@ def _divergence_table(comp: Mapping[str, Any]) -> str:
             else:
                 a = min(1.0, max(0.0, float(v))) ** 0.5
                 cells.append(f"<td class='num' style='background:rgba(192,57,43,{0.08 + 0.8 * a:.2f});"
-                             f"color:{'#fff' if a > 0.6 else '#1f2328'}'>{_fmt(v)}</td>")
-        rows.append(f"<tr><th>{_e(n)}</th>{''.join(cells)}</tr>")
+                             f"color:{'#fff' if a > 0.6 else '#1f2328'}'>{fmt_number(v)}</td>")
+        rows.append(f"<tr><th>{escape(n)}</th>{''.join(cells)}</tr>")
     return (f"<div class='tablewrap'><table class='div'><thead>{head}</thead><tbody>{''.join(rows)}</tbody>"
             "</table></div>")
 
@@ -221,16 +222,18 @@ def _top_tables(comp: Mapping[str, Any]) -> str:
     for i, m in enumerate(comp.get("models") or []):
         col = _COLORS[i % len(_COLORS)]
         head = ("<tr><th>#</th><th>neuron</th><th>depth</th><th>d</th><th>consist.</th><th>import.</th>"
-                "<th>score</th>" + ("<th>ablation</th>" if any_ab else "") + "<th>probe example it fires most on</th></tr>")
+                "<th>score</th>" + ("<th>ablation</th>" if any_ab else "")
+                + "<th>probe example it fires most on</th></tr>")
         rows = []
         for n in m.get("top_neurons") or []:
             ab = n.get("ablation")
             ab_cell = ""
             if any_ab:
                 if isinstance(ab, dict):
-                    st = F.verdict_of(ab)  # validated / causal, not a candidate / not causal (one vocabulary)
-                    ab_cell = (f"<td class='num'>Δ = {_fmt(ab.get('delta'))}<div class='sub'>"
-                               f"<span class='st' style='background:{F.STATUS_COLORS.get(st, '#777')}'>{_e(st)}"
+                    st = figures.verdict_of(ab)  # validated / causal, not a candidate / not causal (one vocabulary)
+                    ab_cell = (f"<td class='num'>Δ = {fmt_number(ab.get('delta'))}<div class='sub'>"
+                               f"<span class='st' style='background:{figures.STATUS_COLORS.get(st, '#777')}'>"
+                               f"{escape(st)}"
                                "</span></div></td>")
                 else:
                     ab_cell = "<td class='muted'>—</td>"
@@ -240,19 +243,19 @@ def _top_tables(comp: Mapping[str, Any]) -> str:
             else:
                 ctrl = not n.get("top_example_positive")
                 ex_html = (("<span class='badge b-neg'>control</span>" if ctrl else "")
-                           + f"<span class='{'ctrl' if ctrl else ''}'>{_e(str(ex)[:90])}"
+                           + f"<span class='{'ctrl' if ctrl else ''}'>{escape(str(ex)[:90])}"
                            f"{'…' if len(str(ex)) > 90 else ''}</span>")
-            rows.append(f"<tr><td class='num'>{_fmt(n.get('rank'))}</td>"
-                        f"<td class='neuron'>{_e(n.get('layer'))}:{_e(n.get('index'))}</td>"
+            rows.append(f"<tr><td class='num'>{fmt_number(n.get('rank'))}</td>"
+                        f"<td class='neuron'>{escape(n.get('layer'))}:{escape(n.get('index'))}</td>"
                         f"<td class='num'>{_depth(n.get('rel_depth'))}</td>"
-                        f"<td class='num'>{_fmt(n.get('selectivity'))}</td>"
-                        f"<td class='num'>{_fmt(n.get('consistency'))}</td>"
-                        f"<td class='num'>{_fmt(n.get('importance'))}</td>"
-                        f"<td class='num'><b>{_fmt(n.get('score'))}</b></td>{ab_cell}"
+                        f"<td class='num'>{fmt_number(n.get('selectivity'))}</td>"
+                        f"<td class='num'>{fmt_number(n.get('consistency'))}</td>"
+                        f"<td class='num'>{fmt_number(n.get('importance'))}</td>"
+                        f"<td class='num'><b>{fmt_number(n.get('score'))}</b></td>{ab_cell}"
                         f"<td class='ex'>{ex_html}</td></tr>")
         link = m.get("scan_dir")
-        link_html = (f" · <a href='{_e(link)}/report.html'>full report</a>" if link else "")
-        blocks.append(f"<div class='tbl'><h3><span class='dot' style='background:{col}'></span>{_e(m.get('name'))}"
+        link_html = (f" · <a href='{escape(link)}/report.html'>full report</a>" if link else "")
+        blocks.append(f"<div class='tbl'><h3><span class='dot' style='background:{col}'></span>{escape(m.get('name'))}"
                       f"<span class='sub'> top {len(m.get('top_neurons') or [])}{link_html}</span></h3>"
                       f"<div class='tablewrap'><table class='cands'><thead>{head}</thead>"
                       f"<tbody>{''.join(rows)}</tbody></table></div></div>")
@@ -283,21 +286,22 @@ def render_comparison(comp: Mapping[str, Any], plotlyjs: str = "inline") -> str:
         comp: the comparison dict (what ``comparison.json`` holds).
         plotlyjs: ``inline`` (default; plotly.js inlined once, the page works offline) or ``cdn``.
     """
-    concept = _e(comp.get("concept") or "concept")
+    concept = escape(comp.get("concept") or "concept")
     names = [m.get("name") for m in comp.get("models") or []]
-    title_models = " vs ".join(_e(n) for n in names)
+    title_models = " vs ".join(escape(n) for n in names)
     dist = comp.get("distribution") or {}
     div_def = (comp.get("divergence") or {}).get("definition")
     defs = [
-        ("Alignment", _e(dist.get("alignment"))),
-        ("Selective neuron", f"FDR-significant (Benjamini–Hochberg q ≤ {_g(comp.get('fdr_q'))} over all neurons of "
-                             "the model) with positive selectivity: it fires more on the concept than on the controls."),
-        ("Encoding distribution", _e(dist.get("definition"))),
-        ("Common grid", _e(dist.get("resampling")) + f" (G = {len(dist.get('grid') or [])})."),
-        ("Divergence", _e(div_def) + "; 0 = the same depth profile, 1 = no overlap. The words used in the summary: "
-                       "&lt; 0.01 nearly identical, &lt; 0.05 similar, &lt; 0.15 moderately different, &lt; 0.4 clearly "
-                       "different, else largely non-overlapping (a reading aid, not a test; for scale: a linear "
-                       "ramp against a flat profile gives 0.09, two bumps of width σ = 0.15 one σ apart 0.16, "
+        ("Alignment", escape(dist.get("alignment"))),
+        ("Selective neuron", f"FDR-significant (Benjamini–Hochberg q ≤ {fmt_general(comp.get('fdr_q'))} over all "
+                             "neurons of the model) with positive selectivity: it fires more on the concept than on "
+                             "the controls."),
+        ("Encoding distribution", escape(dist.get("definition"))),
+        ("Common grid", escape(dist.get("resampling")) + f" (G = {len(dist.get('grid') or [])})."),
+        ("Divergence", escape(div_def) + "; 0 = the same depth profile, 1 = no overlap. The words used in the summary: "
+                       "&lt; 0.01 nearly identical, &lt; 0.05 similar, &lt; 0.15 moderately different, &lt; 0.4 "
+                       "clearly different, else largely non-overlapping (a reading aid, not a test; for scale: a "
+                       "linear ramp against a flat profile gives 0.09, two bumps of width σ = 0.15 one σ apart 0.16, "
                        "opposite ramps 0.32)."),
         ("Peak depth", "relative depth of the layer with the largest share (ties: the shallowest); centre of mass = "
                        "Σ share × relative depth."),
@@ -305,23 +309,19 @@ def render_comparison(comp: Mapping[str, Any], plotlyjs: str = "inline") -> str:
     parts = [
         "<header><div class='kicker'>NeuroLens cross-model comparison</div>"
         f"<h1>Where <span class='concept'>“{concept}”</span> lives: {title_models}</h1>"
-        f"<p class='desc'>{_e((comp.get('concept_info') or {}).get('description') or '')}</p></header>",
+        f"<p class='desc'>{escape((comp.get('concept_info') or {}).get('description') or '')}</p></header>",
         "<section id='summary' class='summary'>" + _cards(comp)
         + "".join(f"<p>{s}</p>" for s in summary_sentences(comp)) + "</section>",
         "<section id='sec-depth'><h2>Layer distribution by relative depth</h2>"
-        + _figure_html("depth", depth_figure(comp), _DEPTH_CAPTION) + "</section>",
+        + figure_html("depth", depth_figure(comp), _DEPTH_CAPTION) + "</section>",
         f"<section id='sec-div'><h2>Divergence of the depth profiles</h2>{_divergence_table(comp)}"
         "<p class='muted'>Jensen–Shannon divergence in bits between the grid distributions.</p></section>",
         f"<section id='sec-top'><h2>Top neurons of each model</h2>{_top_tables(comp)}</section>",
-        "<section id='sec-defs'><h2>Definitions</h2><dl class='defs'>"
-        + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in defs) + "</dl>"
-        + _kv_table("settings", dict(comp.get("settings") or {}))
+        "<section id='sec-defs'><h2>Definitions</h2>" + definition_list(defs)
+        + kv_table("settings", dict(comp.get("settings") or {}))
         + "</section>",
         "<footer>Generated by neurolens_lightning from comparison.json (schema "
-        f"{_e(comp.get('schema_version', '?'))}); every number on this page is in that file.</footer>",
+        f"{escape(comp.get('schema_version', '?'))}); every number on this page is in that file.</footer>",
     ]
-    js = plotlyjs_tag(plotlyjs)
-    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<title>NeuroLens comparison: {concept} in {title_models}</title><style>{_CSS}{_CSS_EXTRA}</style>{js}"
-            f"</head><body><main>{''.join(parts)}</main></body></html>\n")
+    return html_document(f"NeuroLens comparison: {concept} in {title_models}", "".join(parts), plotlyjs,
+                         extra_css=_CSS_EXTRA)

@@ -45,6 +45,8 @@ __all__ = [
     "joint_text",
     "smallest_p",
     "status_words_html",
+    "style_figure",
+    "to_float",
     "verdict_of",
     "VERDICTS",
     "emergence_figure",
@@ -90,7 +92,7 @@ def _esc(s: Any) -> str:
     return html.escape(str(s), quote=True)
 
 
-def _num(x: Any) -> float:
+def to_float(x: Any) -> float:
     """A float, NaN for None / non-numbers."""
     if x is None:
         return math.nan
@@ -103,7 +105,7 @@ def _num(x: Any) -> float:
 def _arr(values: Iterable[Any] | None, n: int | None = None) -> np.ndarray:
     if values is None:
         return np.full(n or 0, np.nan, dtype=np.float64)
-    return np.array([_num(v) for v in values], dtype=np.float64)
+    return np.array([to_float(v) for v in values], dtype=np.float64)
 
 
 def wrap(text: str, width: int = 100, sep: str = "<br>") -> str:
@@ -118,7 +120,9 @@ def wrap(text: str, width: int = 100, sep: str = "<br>") -> str:
     return sep.join(lines)
 
 
-def _style(fig: go.Figure, title: str, height: int, subtitle: str | None = None, legend_rows: int = 0) -> go.Figure:
+def style_figure(fig: go.Figure, title: str, height: int, subtitle: str | None = None,
+                 legend_rows: int = 0) -> go.Figure:
+    """The house style of every chart: bold left title (and subtitle), white template, margins, legend below."""
     t: dict[str, Any] = {"text": f"<b>{title}</b>", "x": 0.0, "xanchor": "left", "font": {"size": 17}}
     extra = 0
     if subtitle:
@@ -217,17 +221,17 @@ def candidate_status(neuron: dict[str, Any], data: dict[str, Any]) -> str:
         return "not ablated"
     if neuron.get("role") == "suppressor":
         return "suppressor"
-    q = _num(neuron.get("selectivity_q"))
-    d = _num(neuron.get("selectivity"))
-    fdr_q = _num(data.get("fdr_q", 0.05))
+    q = to_float(neuron.get("selectivity_q"))
+    d = to_float(neuron.get("selectivity"))
+    fdr_q = to_float(data.get("fdr_q", 0.05))
     return "significant" if (q <= fdr_q and d > 0) else "not significant"
 
 
 def holm_at_floor(ab: dict[str, Any], n_tested: Any) -> bool:
     """Whether a record's Holm p is the smallest its null allows: ``p_floor`` × the number of tested neurons
     (every random neuron of the layer less extreme than it; a larger null could only lower it)."""
-    ph, floor = _num(ab.get("p_holm")), _num(ab.get("p_floor"))
-    m = _num(n_tested)
+    ph, floor = to_float(ab.get("p_holm")), to_float(ab.get("p_floor"))
+    m = to_float(n_tested)
     if math.isnan(ph) or math.isnan(floor) or math.isnan(m) or m < 1:
         return False
     # relative 1e-4: results.json may round to 6 digits, and neighbouring p-values of a null differ far more
@@ -288,18 +292,18 @@ def layer_profile(data: dict[str, Any], relative: bool = False) -> dict[str, Any
     layers = [int(s.get("layer", 0)) for s in summ]
     n_layers = (data.get("model_info") or {}).get("n_layers") or ((max(layers) + 1) if layers else 1)
     depth = [l / (n_layers - 1) if n_layers > 1 else 0.0 for l in layers]
-    units = np.array([_num(s.get("n_units")) for s in summ])
-    pos = np.array([_num(s.get("n_significant_positive")) for s in summ])
-    sig = np.array([_num(s.get("n_significant")) for s in summ])
+    units = np.array([to_float(s.get("n_units")) for s in summ])
+    pos = np.array([to_float(s.get("n_significant_positive")) for s in summ])
+    sig = np.array([to_float(s.get("n_significant")) for s in summ])
     return {
         "layer": layers, "depth": depth, "x": depth if relative else layers,
         "n_units": units, "n_significant": sig, "n_significant_positive": pos,
         "n_significant_negative": sig - pos,
         "frac_positive": np.where(units > 0, pos / np.where(units > 0, units, 1), np.nan),
-        "top_score": np.array([_num(s.get("top_score")) for s in summ]),
-        "max_selectivity": np.array([_num(s.get("max_selectivity")) for s in summ]),
-        "mean_abs_selectivity": np.array([_num(s.get("mean_abs_selectivity")) for s in summ]),
-        "sum_score": np.array([_num(s.get("sum_score")) for s in summ]),
+        "top_score": np.array([to_float(s.get("top_score")) for s in summ]),
+        "max_selectivity": np.array([to_float(s.get("max_selectivity")) for s in summ]),
+        "mean_abs_selectivity": np.array([to_float(s.get("mean_abs_selectivity")) for s in summ]),
+        "sum_score": np.array([to_float(s.get("sum_score")) for s in summ]),
     }
 
 
@@ -420,7 +424,7 @@ def heatmap_figure(data: dict[str, Any], max_per_layer: int = 2048, reduction: s
     else:
         note = f"top {exact:,} per layer one by one, the rest in {len(bins)} bins"
     height = int(min(760, max(320, 130 + 28 * len(layers))))
-    return _style(fig, "Composite score of every neuron, layer by layer", height,
+    return style_figure(fig, "Composite score of every neuron, layer by layer", height,
                   subtitle=f"rows = layers; columns = neurons sorted by score within the layer ({note})")
 
 
@@ -541,7 +545,7 @@ def scatter_figure(data: dict[str, Any], gl_threshold: int = 5000, density_thres
         # symmetric around 0 and wide enough for every listed candidate and suppressor (the strongest neurons
         # are the ones the reader looks up; a 99th-percentile range alone saturates them)
         lim = float(np.nanpercentile(np.abs(c), 99)) if np.any(~np.isnan(c)) else 0.0
-        listed = [abs(_num(n_.get("importance"))) for n_ in cands + supps]
+        listed = [abs(to_float(n_.get("importance"))) for n_ in cands + supps]
         lim = max([lim] + [v for v in listed if not math.isnan(v)])
         # 5% headroom: no tick label sits at the very top of the colour bar, against its title
         lim = 1.05 * lim if lim > 0 else 1.0
@@ -566,10 +570,10 @@ def scatter_figure(data: dict[str, Any], gl_threshold: int = 5000, density_thres
     n_labelled = 0
     ablated = _ablation_ran(data)
     if cands:
-        cx, cy = [_num(n_.get("selectivity")) for n_ in cands], [_num(n_.get("consistency")) for n_ in cands]
+        cx, cy = [to_float(n_.get("selectivity")) for n_ in cands], [to_float(n_.get("consistency")) for n_ in cands]
         names = [neuron_label(n_) for n_ in cands]
-        sx = [_num(n_.get("selectivity")) for n_ in supps]
-        sy = [_num(n_.get("consistency")) for n_ in supps]
+        sx = [to_float(n_.get("selectivity")) for n_ in supps]
+        sy = [to_float(n_.get("consistency")) for n_ in supps]
         x_all = t["selectivity"][ok]
         x_range = (float(np.nanmin(x_all)), float(np.nanmax(x_all)))
         texts, positions = place_labels(cx, cy, names, x_range, (-0.04, 1.08), obstacles=list(zip(sx, sy)),
@@ -581,7 +585,7 @@ def scatter_figure(data: dict[str, Any], gl_threshold: int = 5000, density_thres
             textfont={"size": 11, "color": "#111"},
             marker={"symbol": "circle-open", "size": 14, "line": {"width": 2},
                     "color": [STATUS_COLORS.get(st, "#111") for st in st_c] if ablated else "#111"},
-            customdata=[[n_.get("rank"), _num(n_.get("importance")), _num(n_.get("score")), name_, st]
+            customdata=[[n_.get("rank"), to_float(n_.get("importance")), to_float(n_.get("score")), name_, st]
                         for n_, name_, st in zip(cands, names, st_c)],
             hovertemplate=("candidate #%{customdata[0]}: %{customdata[3]}<br>selectivity d = %{x:.3f}<br>"
                            "consistency = %{y:.3f}<br>importance = %{customdata[1]:.3g}<br>score = "
@@ -590,12 +594,12 @@ def scatter_figure(data: dict[str, Any], gl_threshold: int = 5000, density_thres
     if supps:
         st_s = [candidate_status(n_, data) for n_ in supps]
         fig.add_trace(go.Scatter(
-            x=[_num(n_.get("selectivity")) for n_ in supps], y=[_num(n_.get("consistency")) for n_ in supps],
+            x=[to_float(n_.get("selectivity")) for n_ in supps], y=[to_float(n_.get("consistency")) for n_ in supps],
             mode="markers", text=[neuron_label(n_) for n_ in supps],
             marker={"symbol": "diamond-open", "size": 13, "line": {"width": 2},
                     "color": ([STATUS_COLORS.get(st, "#777") for st in st_s] if ablated
                               else STATUS_COLORS["validated suppressor"])},
-            customdata=[[n_.get("rank"), _num(n_.get("importance")), _num(n_.get("score")), st]
+            customdata=[[n_.get("rank"), to_float(n_.get("importance")), to_float(n_.get("score")), st]
                         for n_, st in zip(supps, st_s)],
             hovertemplate=("suppressor #%{customdata[0]}: %{text}<br>selectivity d = %{x:.3f}<br>consistency = "
                            "%{y:.3f}<br>importance = %{customdata[1]:.3g}<br>score = %{customdata[2]:.3f}"
@@ -617,7 +621,7 @@ def scatter_figure(data: dict[str, Any], gl_threshold: int = 5000, density_thres
     if cands and n_labelled < len(cands):
         sub += (f"<br>labelled: {n_labelled} of the {len(cands)} candidates, best-ranked first where a label fits; "
                 "hover a ring for any neuron" if n_labelled else "<br>hover a ring for the neuron")
-    return _style(fig, "Selectivity vs consistency", 600, subtitle=sub, legend_rows=1)
+    return style_figure(fig, "Selectivity vs consistency", 600, subtitle=sub, legend_rows=1)
 
 
 # ---------------------------------------------------------------------------- sankey
@@ -666,7 +670,7 @@ def sankey_figure(data: dict[str, Any]) -> go.Figure | None:
     ablated = any(isinstance(c.get("ablation"), dict) for c in shown)
     sub = (f"{who}; status = the verdict of the causal test ({status_words_html(statuses)})" if ablated else
            f"{who}; no ablation ran: status = role and FDR significance of the selectivity")
-    fig = _style(fig, "Where the candidates sit, and what survived", 360, subtitle=sub)
+    fig = style_figure(fig, "Where the candidates sit, and what survived", 360, subtitle=sub)
     fig.update_layout(margin={"b": 24, "l": 30, "r": 30})
     return fig
 
@@ -676,8 +680,8 @@ def p_value_text(a: dict[str, Any]) -> str:
     """An ablation p-value as text, with the null it came from: ``p = 0.034 (7 of 205 random neurons as
     extreme)``; with no random neuron as extreme, ``p = 1/201 ≈ 0.005 (0 of 200 ...)``, the smallest p a
     null of that size can give. Never shows a p below ``p_floor``."""
-    p, g, L = _num(a.get("p_value")), a.get("null_exceedances"), a.get("null_n")
-    floor = _num(a.get("p_floor"))
+    p, g, L = to_float(a.get("p_value")), a.get("null_exceedances"), a.get("null_n")
+    floor = to_float(a.get("p_floor"))
     if not math.isnan(floor) and not math.isnan(p):
         p = max(p, floor)
     if math.isnan(p):
@@ -703,22 +707,22 @@ def joint_text(summary: dict[str, Any], ab_neurons: Sequence[dict[str, Any]] = (
     also its Δ on control inputs and the specificity CI. ``short``: the chart's version (no "from the same
     layers", no note on the smallest p).
     """
-    jd = _num(summary.get("joint_delta"))
+    jd = to_float(summary.get("joint_delta"))
     if math.isnan(jd):
         return ""
     size = summary.get("joint_size") or len([n for n in ab_neurons if n["ablation"].get("direction") != "rise"])
     direction = summary.get("joint_direction") or "drop"
-    lo, hi = _num(summary.get("joint_ci_low")), _num(summary.get("joint_ci_high"))
+    lo, hi = to_float(summary.get("joint_ci_low")), to_float(summary.get("joint_ci_high"))
     ci = f" [{lo:.3g}, {hi:.3g}]" if not (math.isnan(lo) or math.isnan(hi)) else ""
     s = (f"the {size} neurons tested for a {direction}, together: Δ = {jd:.3g}{ci}" if short else
          f"intervening on the {size} neurons tested for a {direction} together gives Δ = {jd:.3g}{ci}")
     if control:
-        jc, spec = _num(summary.get("joint_delta_control")), summary.get("joint_specificity_ci")
+        jc, spec = to_float(summary.get("joint_delta_control")), summary.get("joint_specificity_ci")
         extra = [f"control inputs: Δ = {jc:.3g}"] if not math.isnan(jc) else []
-        if isinstance(spec, (list, tuple)) and len(spec) >= 2 and not any(math.isnan(_num(v)) for v in spec[:2]):
-            extra.append(f"specificity CI [{_num(spec[0]):.3g}, {_num(spec[1]):.3g}]")
+        if isinstance(spec, (list, tuple)) and len(spec) >= 2 and not any(math.isnan(to_float(v)) for v in spec[:2]):
+            extra.append(f"specificity CI [{to_float(spec[0]):.3g}, {to_float(spec[1]):.3g}]")
         s += f" ({'; '.join(extra)})" if extra else ""
-    beyond, p, n = summary.get("joint_beyond_null"), _num(summary.get("joint_p_null")), summary.get("joint_null_n")
+    beyond, p, n = summary.get("joint_beyond_null"), to_float(summary.get("joint_p_null")), summary.get("joint_null_n")
     n_txt = f"{n:,} random sets" if isinstance(n, int) and not isinstance(n, bool) else "random sets"
     p_txt = ""
     if not math.isnan(p):
@@ -751,10 +755,10 @@ def ablation_figure(data: dict[str, Any]) -> go.Figure | None:
     lo_b, hi_b, med_b, hov = [], [], [], []
     for n in ab_neurons:
         r = null.get(int(n.get("layer", -1))) or {}
-        lo, hi, med = _num(r.get("q05")), _num(r.get("q95")), _num(r.get("median"))
+        lo, hi, med = to_float(r.get("q05")), to_float(r.get("q95")), to_float(r.get("median"))
         lo_b.append(lo), hi_b.append(hi), med_b.append(med)
         hov.append(f"null of layer {n.get('layer')}: {r.get('n', '?')} random neurons<br>5–95%: [{lo:.3g}, "
-                   f"{hi:.3g}], median {med:.3g}<br>1% of them above {_num(r.get('q99')):.3g}")
+                   f"{hi:.3g}], median {med:.3g}<br>1% of them above {to_float(r.get('q99')):.3g}")
     if any(not (math.isnan(a) or math.isnan(b)) for a, b in zip(lo_b, hi_b)):
         fig.add_trace(go.Bar(x=x, y=[h - l for h, l in zip(hi_b, lo_b)], base=lo_b, width=0.6,
                              marker={"color": "rgba(127,140,141,0.28)", "line": {"width": 0}},
@@ -764,7 +768,7 @@ def ablation_figure(data: dict[str, Any]) -> go.Figure | None:
                                  marker={"symbol": "line-ew-open", "size": 22, "color": "#7f8c8d",
                                          "line": {"width": 2, "color": "#7f8c8d"}},
                                  hoverinfo="skip", showlegend=False))
-    ctrl = [_num(n["ablation"].get("delta_control")) for n in ab_neurons]
+    ctrl = [to_float(n["ablation"].get("delta_control")) for n in ab_neurons]
     if any(not math.isnan(v) for v in ctrl):
         fig.add_trace(go.Scatter(x=x, y=ctrl, mode="markers", name="Δ on control inputs",
                                  marker={"symbol": "diamond-open", "size": 10, "color": "#555",
@@ -776,14 +780,15 @@ def ablation_figure(data: dict[str, Any]) -> go.Figure | None:
         if not sel:
             continue
         abs_ = [ab_neurons[i]["ablation"] for i in sel]
-        d = [_num(a.get("delta")) for a in abs_]
-        plus = [max(0.0, _num(a.get("ci_high")) - v) for a, v in zip(abs_, d)]
-        minus = [max(0.0, v - _num(a.get("ci_low"))) for a, v in zip(abs_, d)]
+        d = [to_float(a.get("delta")) for a in abs_]
+        plus = [max(0.0, to_float(a.get("ci_high")) - v) for a, v in zip(abs_, d)]
+        minus = [max(0.0, v - to_float(a.get("ci_low"))) for a, v in zip(abs_, d)]
         text = [f"<b>{_esc(st)}</b> · tested for a {_esc(a.get('direction') or 'drop')} "
                 f"({_esc(a.get('tested_as') or 'candidate')})"
-                f"<br>Δ = {_num(a.get('delta')):.3g} [{_num(a.get('ci_low')):.3g}, {_num(a.get('ci_high')):.3g}]"
-                f"<br>specificity CI [{_num(a.get('specificity_ci_low')):.3g}, "
-                f"{_num(a.get('specificity_ci_high')):.3g}]<br>{p_value_text(a)}<br>Holm p = {_num(a.get('p_holm')):.2g}"
+                f"<br>Δ = {to_float(a.get('delta')):.3g} [{to_float(a.get('ci_low')):.3g}, "
+                f"{to_float(a.get('ci_high')):.3g}]<br>specificity CI [{to_float(a.get('specificity_ci_low')):.3g}, "
+                f"{to_float(a.get('specificity_ci_high')):.3g}]<br>{p_value_text(a)}<br>Holm p = "
+                f"{to_float(a.get('p_holm')):.2g}"
                 + "".join(f"<br>· {wrap(_esc(r), 70, '<br>  ')}" for r in (a.get("reasons") or [])
                           if not a.get("validated"))
                 for a in abs_]
@@ -795,7 +800,7 @@ def ablation_figure(data: dict[str, Any]) -> go.Figure | None:
                      "thickness": 1.6, "width": 5, "color": STATUS_COLORS[st]},
             hovertext=text, hovertemplate="%{x}<br>%{hovertext}<extra></extra>"))
     fig.add_hline(y=0, line={"color": "#444", "width": 1})
-    me = _num(summary.get("min_effect"))
+    me = to_float(summary.get("min_effect"))
     dirs = {n["ablation"].get("direction") or "drop" for n in ab_neurons}
     if not math.isnan(me) and me > 0:
         unit = re.search(r"\(([^()]*)\)\s*$", str(summary.get("y") or ""))
@@ -822,7 +827,7 @@ def ablation_figure(data: dict[str, Any]) -> go.Figure | None:
     sub_parts.append("error bars = 95% bootstrap CI")
     fig.update_layout(barmode="overlay", bargap=0.4)
     title = "Causal test: the effect of each tested neuron on y"
-    return _style(fig, title, 560, subtitle=wrap("; ".join(sub_parts), 120), legend_rows=2)
+    return style_figure(fig, title, 560, subtitle=wrap("; ".join(sub_parts), 120), legend_rows=2)
 
 
 # ---------------------------------------------------------------------------- emergence
@@ -856,7 +861,7 @@ def emergence_headline(points: Sequence[dict[str, Any]]) -> dict[str, Any] | Non
     ends (None where a point lacks one); None without points.
     """
     pts = sorted((p for p in points if isinstance(p, dict) and p.get("step") is not None),
-                 key=lambda p: _num(p.get("step")))
+                 key=lambda p: to_float(p.get("step")))
     if not pts:
         return None
     first, last = pts[0], pts[-1]
@@ -882,8 +887,8 @@ def _tracked_series(points: list[dict[str, Any]], max_tracked: int) -> list[dict
             pool = p.get("tracked") if isinstance(p.get("tracked"), list) else p.get("top") or []
             hit = next((m for m in pool if (m.get("layer"), m.get("index")) == key), None)
             ok = hit is not None and hit.get("score") is not None
-            score.append(_num(hit.get("score")) if ok else None)
-            sel.append(_num(hit.get("selectivity")) if ok else math.nan)
+            score.append(to_float(hit.get("score")) if ok else None)
+            sel.append(to_float(hit.get("selectivity")) if ok else math.nan)
             role.append((hit.get("role") or "no role") if ok else "not recorded")
         series.append({"label": neuron_label(n), "score": score, "selectivity": sel, "role": role})
     return series
@@ -902,7 +907,7 @@ def emergence_figure(data: dict[str, Any], max_tracked: int = 10, max_lines: int
     points = [p for p in data.get("emergence") or [] if isinstance(p, dict) and p.get("step") is not None]
     if not points:
         return None
-    points.sort(key=lambda p: _num(p.get("step")))
+    points.sort(key=lambda p: to_float(p.get("step")))
     steps = [p["step"] for p in points]
     head = emergence_headline(points) or {}
     k = head.get("k") or data.get("top_k") or 10
@@ -914,7 +919,7 @@ def emergence_figure(data: dict[str, Any], max_tracked: int = 10, max_lines: int
                                         "○ not)",
                                         "top-k overlap with the previous point (Jaccard)"))
     # row 1: the headline and its baseline (the first point)
-    hl = [_num(p.get("most_selective_mean")) for p in points]
+    hl = [to_float(p.get("most_selective_mean")) for p in points]
     if any(not math.isnan(v) for v in hl):
         fig.add_trace(go.Scatter(x=steps, y=hl, mode="lines+markers", name=f"mean d of the {k} most selective",
                                  legendgroup="headline", legendgrouptitle={"text": "headline"},
@@ -936,7 +941,7 @@ def emergence_figure(data: dict[str, Any], max_tracked: int = 10, max_lines: int
     layer_keys = sorted({_int_or_str(k_) for p in points for k_ in (p.get("n_significant_per_layer") or {})},
                         key=lambda k_: (isinstance(k_, str), k_))
     per_point = [p.get("n_significant_per_layer") or {} for p in points]
-    counts = np.array([[_num(d.get(str(lk), d.get(lk))) for d in per_point] for lk in layer_keys],
+    counts = np.array([[to_float(d.get(str(lk), d.get(lk))) for d in per_point] for lk in layer_keys],
                       dtype=np.float64).reshape(len(layer_keys), len(points))
     heat = len(layer_keys) > max_lines
     if heat:
@@ -972,13 +977,13 @@ def emergence_figure(data: dict[str, Any], max_tracked: int = 10, max_lines: int
                            "<br>%{customdata[1]}<extra></extra>")),
             row=3, col=1)
     fig.update_yaxes(title_text="score", rangemode="tozero", row=3, col=1)
-    jac = [_num(p.get("jaccard_prev")) for p in points]
+    jac = [to_float(p.get("jaccard_prev")) for p in points]
     fig.add_trace(go.Scatter(x=steps, y=jac, mode="lines+markers", name="Jaccard", line={"color": "#34495e"},
                              showlegend=False, hovertemplate="step %{x}: Jaccard %{y:.2f}<extra></extra>"),
                   row=4, col=1)
     fig.update_yaxes(title_text="Jaccard", range=[-0.05, 1.05], row=4, col=1)
     fig.update_xaxes(title_text="training step", row=4, col=1)
-    fig = _style(fig, "Emergence over training", 940,
+    fig = style_figure(fig, "Emergence over training", 940,
                  subtitle=f"{len(points)} probe points, steps {steps[0]}–{steps[-1]}", legend_rows=1)
     # with the heatmap its colour bar sits beside row 2: the legend starts below it
     fig.update_layout(legend={"orientation": "v", "yref": "paper", "y": 0.46 if heat else 1.0, "yanchor": "top",
@@ -1030,7 +1035,7 @@ def layer_distribution_figure(data: dict[str, Any], relative: bool = False) -> g
                            x=0.5, y=0.62, showarrow=False, font={"size": 16, "color": "#8a1c1c"},
                            name="empty-state")
         sub = f"no neuron is selective at Benjamini–Hochberg FDR q = {q}; the line is each layer's best score"
-    return _style(fig, "Which layers carry the concept", 440, subtitle=sub, legend_rows=1)
+    return style_figure(fig, "Which layers carry the concept", 440, subtitle=sub, legend_rows=1)
 
 
 # ---------------------------------------------------------------------------- all
@@ -1043,7 +1048,7 @@ def cross_concept_figure(data: dict[str, Any]) -> go.Figure | None:
     roles = {(n.get("layer"), n.get("index")): n.get("role") for n in data.get("neurons") or []}
     rows = [f"{neuron_label(n)}{' (supp.)' if roles.get((n['layer'], n['index'])) == 'suppressor' else ''}"
             for n in cc["neurons"]]
-    z = [[_num(v) for v in row] for row in cc["d"]]
+    z = [[to_float(v) for v in row] for row in cc["d"]]
     top = max([abs(v) for row in z for v in row if math.isfinite(v)] + [1.0])
     sel = cc.get("selective") or [[False] * len(cc["concepts"]) for _ in rows]
     text = [[(f"{v:.2f}" if math.isfinite(v) else "") + (" ✓" if ok else "") for v, ok in zip(zr, sr)]
@@ -1054,7 +1059,7 @@ def cross_concept_figure(data: dict[str, Any]) -> go.Figure | None:
         hovertemplate="%{y} on %{x}<br>d = %{z:.3f}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(side="top", type="category")
-    _style(fig, "What else do the top neurons respond to?", 140 + 24 * len(rows),
+    style_figure(fig, "What else do the top neurons respond to?", 140 + 24 * len(rows),
            subtitle="Cohen's d on each probe of the same modality; ✓ = selective by the scan's candidate rule")
     return fig
 

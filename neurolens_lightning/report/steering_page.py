@@ -1,6 +1,6 @@
 """The steering page: :func:`write_steering_report` renders ``steering.json`` as one self-contained HTML file.
 
-Same style and helpers as the scan report (:mod:`neurolens_lightning.report.page`): plotly.js
+Same style and helpers as the scan report (:mod:`neurolens_lightning.report.html`): plotly.js
 inlined once, every user string HTML-escaped, every sentence and number read from the dict.
 The headline is the verdict against random neurons (``test.beyond_null``, ``test.p_null``;
 :func:`verdict_sentence`); the trend tests are stated as descriptive only.
@@ -20,7 +20,8 @@ from typing import Any
 import plotly.graph_objects as go
 
 from neurolens_lightning.io import json_safe
-from neurolens_lightning.report.page import _CSS, _e, _figure_html, _fmt, _g, plotlyjs_tag
+from neurolens_lightning.report.html import (escape, figure_html, fmt_general, fmt_number, html_document, plural,
+                                             write_page)
 
 __all__ = ["dose_response_figure", "null_figure", "render_steering_report", "verdict_sentence",
            "write_steering_report"]
@@ -49,11 +50,11 @@ def dose_response_figure(data: dict[str, Any]) -> go.Figure:
             x=xs, y=mean, mode="lines+markers", name=f"{name} (n = {blk.get('n')})", line={"color": line, "width": 3},
             customdata=list(zip(lo, hi)),
             hovertemplate="%{x}: mean y %{y:.4g}<br>95% CI [%{customdata[0]:.4g}, %{customdata[1]:.4g}]<extra>"
-                          + _e(name) + "</extra>"))
+                          + escape(name) + "</extra>"))
     xtitle = "setting" if categorical else "scale of the neurons' activations (1 = unchanged)"
     fig.update_layout(height=430, margin={"l": 90, "r": 20, "t": 30, "b": 60}, template="plotly_white",
                       legend={"orientation": "h", "y": 1.08, "x": 0},
-                      xaxis={"title": xtitle}, yaxis={"title": _wrap(_e(data.get("y") or "y"), 40)})
+                      xaxis={"title": xtitle}, yaxis={"title": _wrap(escape(data.get("y") or "y"), 40)})
     return fig
 
 
@@ -72,13 +73,13 @@ def null_figure(data: dict[str, Any]) -> go.Figure | None:
         xs = [v for v in vals if v is not None] + [eff]
         right = eff > (min(xs) + max(xs)) / 2  # label on the side with room, inside the plot
         fig.add_vline(x=eff, line={"color": "#c0392b", "width": 3})
-        fig.add_annotation(x=eff, y=0.97, yref="paper", text=f"steered set: {_fmt(eff)}", showarrow=False,
+        fig.add_annotation(x=eff, y=0.97, yref="paper", text=f"steered set: {fmt_number(eff)}", showarrow=False,
                            xanchor="right" if right else "left", xshift=-6 if right else 6, yanchor="top",
                            font={"color": "#c0392b", "size": 13}, bgcolor="rgba(255,255,255,0.85)")
     fig.update_layout(height=300, margin={"l": 70, "r": 20, "t": 36, "b": 60}, template="plotly_white",
                       showlegend=False, bargap=0.05,
                       xaxis={"title": "effect T = direction × mean over concept inputs of y(×"
-                                      f"{_g(t.get('scale_high'))}) − y(×{_g(t.get('scale_low'))})"},
+                                      f"{fmt_general(t.get('scale_high'))}) − y(×{fmt_general(t.get('scale_low'))})"},
                       yaxis={"title": "random sets"})
     return fig
 
@@ -95,10 +96,6 @@ def _wrap(text: str, width: int) -> str:
     return "<br>".join(lines + [cur])
 
 
-def _n_neurons(n: Any) -> str:
-    return f"{_fmt(n)} neuron" + ("" if n == 1 else "s")
-
-
 def _pct_of(share: Any) -> str:
     return "—" if not isinstance(share, (int, float)) or not math.isfinite(share) else f"{100 * share:.0f}%"
 
@@ -109,30 +106,32 @@ def verdict_sentence(data: dict[str, Any]) -> str:
     if not isinstance(t, dict):
         return ""
     n = len(data.get("neurons") or [])
-    these = "this neuron" if n == 1 else f"these {_fmt(n)} neurons"
+    these = "this neuron" if n == 1 else f"these {fmt_number(n)} neurons"
     if t.get("beyond_null") is None:
-        return f"<b>No verdict</b>: {_e(t.get('definition'))}."
+        return f"<b>No verdict</b>: {escape(t.get('definition'))}."
     up = (t.get("direction") or 1) > 0
-    lo, hi = _g(t.get("scale_low")), _g(t.get("scale_high"))
+    lo, hi = fmt_general(t.get("scale_low")), fmt_general(t.get("scale_high"))
     q = t.get("null_effect_quantiles") or {}
-    same = f"random sets of {_n_neurons(n)} from the same layers, steered the same way on the same inputs"
-    p = f"p_null = {_fmt(t.get('p_null'))}, one-sided, α = {_g(t.get('alpha'))}"
+    same = f"random sets of {plural(n, 'neuron')} from the same layers, steered the same way on the same inputs"
+    p = f"p_null = {fmt_number(t.get('p_null'))}, one-sided, α = {fmt_general(t.get('alpha'))}"
     if t.get("beyond_null"):
         eff = t.get("effect")
         verb = ("raises" if up else "lowers") if isinstance(eff, (int, float)) and eff > 0 else \
             f"moves (predicted: {'up' if up else 'down'})"
         return (f"<b>Beyond random neurons</b>: turning {these} up (×{lo} → ×{hi}) {verb} y on concept inputs "
-                f"more than {_fmt(t.get('null_beaten'))} of {_fmt(t.get('null_n'))} {same} ({p}): the mean change "
-                f"of y is {_fmt(t.get('effect_raw_mean'))} (effect in the predicted direction {_fmt(eff)}, 95% CI "
-                f"[{_fmt(t.get('effect_ci_low'))}, {_fmt(t.get('effect_ci_high'))}]; random sets: median "
-                f"{_fmt(q.get('q50'))}, 95th percentile {_fmt(q.get('q95'))}).")
+                f"more than {fmt_number(t.get('null_beaten'))} of {fmt_number(t.get('null_n'))} {same} ({p}): the mean "
+                f"change of y is {fmt_number(t.get('effect_raw_mean'))} (effect in the predicted direction "
+                f"{fmt_number(eff)}, 95% CI [{fmt_number(t.get('effect_ci_low'))}, "
+                f"{fmt_number(t.get('effect_ci_high'))}]; random sets: median "
+                f"{fmt_number(q.get('q50'))}, 95th percentile {fmt_number(q.get('q95'))}).")
     raw = t.get("effect_raw_mean")
     moved = ("leaves y on concept inputs unchanged" if raw == 0 else
-             f"changes y on concept inputs by {_fmt(raw)} on average")
+             f"changes y on concept inputs by {fmt_number(raw)} on average")
     return (f"<b>Not beyond random neurons</b>: turning {these} up (×{lo} → ×{hi}) {moved}; the predicted "
-            f"{'rise' if up else 'fall'} beats only {_fmt(t.get('null_beaten'))} of {_fmt(t.get('null_n'))} {same} "
-            f"({p}; random sets: median {_fmt(q.get('q50'))}, 95th percentile {_fmt(q.get('q95'))}). Random "
-            "neurons with a non-zero effect move y smoothly with their scale too, so the dose-response below is "
+            f"{'rise' if up else 'fall'} beats only {fmt_number(t.get('null_beaten'))} of "
+            f"{fmt_number(t.get('null_n'))} {same} ({p}; random sets: median {fmt_number(q.get('q50'))}, 95th "
+            f"percentile {fmt_number(q.get('q95'))}). Random neurons with a non-zero effect move y smoothly with their "
+            f"scale too, so the dose-response below is "
             f"no evidence that {these} {'carries' if n == 1 else 'carry'} the concept.")
 
 
@@ -142,43 +141,46 @@ def _detail_sentences(data: dict[str, Any]) -> list[str]:
     if not isinstance(t, dict) or t.get("beyond_null") is None:
         return []
     up = (t.get("direction") or 1) > 0
-    out = [f"On {_pct_of(t.get('wrong_direction_share'))} of the concept inputs ({_fmt(t.get('wrong_direction_n'))} "
-           f"of {_fmt(t.get('n_concept_inputs'))}) y moved the wrong way ({'fell' if up else 'rose'} where a "
+    out = [f"On {_pct_of(t.get('wrong_direction_share'))} of the concept inputs "
+           f"({fmt_number(t.get('wrong_direction_n'))} of {fmt_number(t.get('n_concept_inputs'))}) y moved the wrong "
+           f"way ({'fell' if up else 'rose'} where a "
            f"{'rise' if up else 'fall'} was predicted)."]
     if t.get("p_null_specific") is not None:
         out.append(f"Concept vs control (secondary): the effect in the predicted direction is "
-                   f"{_fmt(t.get('control_effect'))} on control inputs, so concept minus control is "
-                   f"{_fmt(t.get('effect_specific'))}; against the same random sets p_null_specific = "
-                   f"{_fmt(t.get('p_null_specific'))} ({'beyond' if t.get('beyond_null_specific') else 'not beyond'} "
-                   f"them at α = {_g(t.get('alpha'))}).")
+                   f"{fmt_number(t.get('control_effect'))} on control inputs, so concept minus control is "
+                   f"{fmt_number(t.get('effect_specific'))}; against the same random sets p_null_specific = "
+                   f"{fmt_number(t.get('p_null_specific'))} "
+                   f"({'beyond' if t.get('beyond_null_specific') else 'not beyond'} "
+                   f"them at α = {fmt_general(t.get('alpha'))}).")
     word = {"increasing": "rises", "decreasing": "falls"}.get(t.get("trend_direction"), "is not monotone")
     s = (f"Descriptive only, not a verdict: the mean y on concept inputs {word} with the scale (Page's trend test, "
-         f"two-sided, p = {_fmt(t.get('p_trend'))}); per input, the slope of y on the scale has mean "
-         f"{_fmt(t.get('slope_mean'))}")
+         f"two-sided, p = {fmt_number(t.get('p_trend'))}); per input, the slope of y on the scale has mean "
+         f"{fmt_number(t.get('slope_mean'))}")
     if t.get("control_slope_mean") is not None:
         side = t.get("mw_side")
         side_txt = {"concept > control": "larger on concept inputs", "control > concept": "larger on control inputs"
                     }.get(side, "larger on neither side")
-        s += (f", against {_fmt(t.get('control_slope_mean'))} on control inputs (Mann–Whitney, two-sided, p = "
-              f"{_fmt(t.get('p_specific'))}; the slopes are {side_txt})")
+        s += (f", against {fmt_number(t.get('control_slope_mean'))} on control inputs (Mann–Whitney, two-sided, p = "
+              f"{fmt_number(t.get('p_specific'))}; the slopes are {side_txt})")
     out.append(s + ".")
     for w in t.get("warnings") or []:
-        out.append(f"Warning: {_e(w)}.")
+        out.append(f"Warning: {escape(w)}.")
     return out
 
 
 def _summary(data: dict[str, Any]) -> list[str]:
-    neurons = ", ".join(f"{_e(n.get('layer'))}:{_e(n.get('index'))}" for n in data.get("neurons") or [])
+    neurons = ", ".join(f"{escape(n.get('layer'))}:{escape(n.get('index'))}" for n in data.get("neurons") or [])
     labels = data.get("labels") or []
-    out = [f"Neurons <b>{neurons}</b> of <b>{_e(data.get('model'))}</b> were steered together "
-           f"({_e(data.get('mode'))}: {_e(', '.join(map(str, labels)))}) with the probe of the concept "
-           f"<b>{_e(data.get('concept'))}</b>; y is the {_e(data.get('y'))}. Inputs: the {_e(data.get('split'))}."]
+    out = [f"Neurons <b>{neurons}</b> of <b>{escape(data.get('model'))}</b> were steered together "
+           f"({escape(data.get('mode'))}: {escape(', '.join(map(str, labels)))}) with the probe of the concept "
+           f"<b>{escape(data.get('concept'))}</b>; y is the {escape(data.get('y'))}. Inputs: the "
+           f"{escape(data.get('split'))}."]
     con, ctl = data.get("concept_inputs") or {}, data.get("control_inputs") or {}
     if con.get("mean_y"):
-        pairs = "; ".join(f"{_e(l)}: {_fmt(v)}" for l, v in zip(labels, con["mean_y"]))
+        pairs = "; ".join(f"{escape(l)}: {fmt_number(v)}" for l, v in zip(labels, con["mean_y"]))
         out.append(f"Mean y on concept inputs — {pairs}.")
     if ctl.get("mean_y"):
-        pairs = "; ".join(f"{_e(l)}: {_fmt(v)}" for l, v in zip(labels, ctl["mean_y"]))
+        pairs = "; ".join(f"{escape(l)}: {fmt_number(v)}" for l, v in zip(labels, ctl["mean_y"]))
         out.append(f"On control inputs — {pairs}.")
     return out + _detail_sentences(data)
 
@@ -186,20 +188,20 @@ def _summary(data: dict[str, Any]) -> list[str]:
 def _output_cell(o: dict[str, Any]) -> str:
     parts = []
     if o.get("target_logprob") is not None:
-        parts.append(f"log p(target) = {_fmt(o['target_logprob'])}")
+        parts.append(f"log p(target) = {fmt_number(o['target_logprob'])}")
     elif o.get("p_concept") is not None:
-        parts.append(f"p(concept) = {_fmt(o['p_concept'])}")
+        parts.append(f"p(concept) = {fmt_number(o['p_concept'])}")
     else:
-        parts.append(f"y = {_fmt(o.get('y'))}")
+        parts.append(f"y = {fmt_number(o.get('y'))}")
     for key, title in (("top_next", "next"), ("top_fills", "fills")):
         if o.get(key):
-            toks = ", ".join(f"<code>{_e(t['token'])}</code> {_fmt(t['p'], 2)}" for t in o[key])
+            toks = ", ".join(f"<code>{escape(t['token'])}</code> {fmt_number(t['p'], 2)}" for t in o[key])
             parts.append(f"<span class='sub'>{title}: {toks}</span>")
     if o.get("top_classes"):
-        parts.append("<span class='sub'>classes: " + ", ".join(f"{_e(c['class'])} ({_fmt(c['p'], 2)})"
+        parts.append("<span class='sub'>classes: " + ", ".join(f"{escape(c['class'])} ({fmt_number(c['p'], 2)})"
                                                              for c in o["top_classes"]) + "</span>")
     if o.get("continuation") is not None:
-        parts.append(f"<span class='cont'>…{_e(o['continuation'])}</span>")
+        parts.append(f"<span class='cont'>…{escape(o['continuation'])}</span>")
     return "<br>".join(parts)
 
 
@@ -208,14 +210,14 @@ def _examples_table(data: dict[str, Any]) -> str:
     if not exs:
         return "<p class='muted'>No examples were recorded.</p>"
     labels = data.get("labels") or []
-    head = "<tr><th>input</th>" + "".join(f"<th>{_e(l)}</th>" for l in labels) + "</tr>"
+    head = "<tr><th>input</th>" + "".join(f"<th>{escape(l)}</th>" for l in labels) + "</tr>"
     rows = []
     for ex in exs:
         inp = ex.get("input") or {}
         if inp.get("prompt") is not None:
-            desc = f"{_e(inp['prompt'])}<span class='sub'> → target <code>{_e(inp.get('target'))}</code></span>"
+            desc = f"{escape(inp['prompt'])}<span class='sub'> → target <code>{escape(inp.get('target'))}</code></span>"
         else:
-            desc = _e(inp.get("text") or inp.get("image") or "")
+            desc = escape(inp.get("text") or inp.get("image") or "")
         cells = "".join(f"<td>{_output_cell(o)}</td>" for o in ex.get("outputs") or [])
         rows.append(f"<tr><td class='inp'>{desc}</td>{cells}</tr>")
     return f"<div class='tablewrap'><table class='steer'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table></div>"
@@ -237,35 +239,37 @@ p.verdict.none{background:var(--bg);border-color:var(--line)}
 
 def render_steering_report(data: dict[str, Any], plotlyjs: str = "inline") -> str:
     """The steering page as an HTML string (self-contained with ``plotlyjs="inline"``)."""
-    concept, model = _e(data.get("concept") or "concept"), _e(data.get("model") or "model")
+    concept, model = escape(data.get("concept") or "concept"), escape(data.get("model") or "model")
     t = data.get("test") if isinstance(data.get("test"), dict) else {}
     n = len(data.get("neurons") or [])
     verdict = verdict_sentence(data)
     cls = "none" if t.get("beyond_null") is None else "beyond" if t.get("beyond_null") else "not-beyond"
     defs = ("<dl class='defs'><dt>Steering</dt><dd>the chosen neurons' activations are multiplied by the scale "
             "(0 = zero ablation, 1 = unchanged) — or set to a value — at every position, through the same "
-            "intervention hooks as ablation.</dd><dt>y</dt><dd>" + _e(data.get("y")) + "; 95% CIs are percentile "
-            "bootstraps over inputs.</dd><dt>Inputs</dt><dd>" + _e(data.get("split")) + "</dd>"
-            + (f"<dt>Test</dt><dd>{_e(t.get('definition'))}.</dd>" if t.get("definition") else "") + "</dl>")
+            "intervention hooks as ablation.</dd><dt>y</dt><dd>" + escape(data.get("y")) + "; 95% CIs are percentile "
+            "bootstraps over inputs.</dd><dt>Inputs</dt><dd>" + escape(data.get("split")) + "</dd>"
+            + (f"<dt>Test</dt><dd>{escape(t.get('definition'))}.</dd>" if t.get("definition") else "") + "</dl>")
     null_fig = null_figure(data)
     null_sec = ""
     if null_fig is not None:
         null_sec = ("<section><h2>Against random neurons</h2>"
-                    + _figure_html("null", null_fig,
+                    + figure_html("null", null_fig,
                                    f"The effect of the steered set (red line) among the effects of the "
-                                   f"{_fmt(len(t.get('null_effects') or []))} random sets of {_n_neurons(n)} drawn "
-                                   f"from the same layers (per layer as many as the steered set has there), each "
-                                   f"steered ×{_g(t.get('scale_low'))} and ×{_g(t.get('scale_high'))} on the same "
-                                   f"inputs. p_null = {_fmt(t.get('p_null'))} (sequential: the first "
-                                   f"{_fmt(t.get('null_n'))} sets decide it).")
+                                   f"{fmt_number(len(t.get('null_effects') or []))} random sets of "
+                                   f"{plural(n, 'neuron')} drawn from the same layers (per layer as many as the "
+                                   f"steered set has there), each steered ×{fmt_general(t.get('scale_low'))} and "
+                                   f"×{fmt_general(t.get('scale_high'))} on the same inputs. p_null = "
+                                   f"{fmt_number(t.get('p_null'))} (sequential: the first "
+                                   f"{fmt_number(t.get('null_n'))} sets decide it).")
                     + "</section>")
     parts = [
         "<header><div class='kicker'>NeuroLens steering report</div>"
-        f"<h1>Steering {_n_neurons(n)} of {model} on <span class='concept'>“{concept}”</span> inputs</h1></header>",
+        f"<h1>Steering {plural(n, 'neuron')} of {model} on <span class='concept'>“{concept}”</span> "
+        f"inputs</h1></header>",
         "<section class='summary'>" + (f"<p class='verdict {cls}' id='verdict'>{verdict}</p>" if verdict else "")
         + "".join(f"<p>{s}</p>" for s in _summary(data)) + "</section>",
         "<section><h2>Dose-response</h2>"
-        + _figure_html("dose", dose_response_figure(data),
+        + figure_html("dose", dose_response_figure(data),
                        "Mean y at each setting on concept inputs and control inputs, with 95% bootstrap CI bands. "
                        + ("The verdict above compares the change from the lowest to the highest scale with random "
                           "sets of the same size; a smooth curve alone is no evidence."
@@ -278,15 +282,9 @@ def render_steering_report(data: dict[str, Any], plotlyjs: str = "inline") -> st
         "<footer>Generated by neurolens_lightning from steering.json; every number on this page is in that "
         "file.</footer>",
     ]
-    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<title>NeuroLens steering: {concept} in {model}</title><style>{_CSS}{_EXTRA_CSS}</style>"
-            f"{plotlyjs_tag(plotlyjs)}</head><body><main>{''.join(parts)}</main></body></html>\n")
+    return html_document(f"NeuroLens steering: {concept} in {model}", "".join(parts), plotlyjs, extra_css=_EXTRA_CSS)
 
 
 def write_steering_report(data: dict[str, Any], path: "str | Path", plotlyjs: str = "inline") -> Path:
     """Write the steering page for ``data`` (a steering.json dict) to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_steering_report(data, plotlyjs=plotlyjs), encoding="utf-8")
-    return path
+    return write_page(path, render_steering_report(data, plotlyjs=plotlyjs))

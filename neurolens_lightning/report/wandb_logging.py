@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import plotly.io as pio
 
-from neurolens_lightning.report import figures as F
+from neurolens_lightning.report import figures
 from neurolens_lightning.report.page import write_report
 
 __all__ = ["log_scan_to_wandb", "wandb_run_for", "candidate_rows", "CANDIDATE_COLUMNS"]
@@ -47,7 +47,7 @@ def candidate_rows(data: dict[str, Any], role: str = "candidate") -> list[list[A
 
     Plain JSON values; the p-value is never below its ``p_floor`` (the smallest p the null can give).
     """
-    neurons = F.suppressors(data) if role == "suppressor" else F.candidates(data)
+    neurons = figures.suppressors(data) if role == "suppressor" else figures.candidates(data)
     rows = []
     for n in neurons:
         ab = n.get("ablation") if isinstance(n.get("ablation"), dict) else {}
@@ -58,12 +58,12 @@ def candidate_rows(data: dict[str, Any], role: str = "candidate") -> list[list[A
             p = max(p, ab["p_floor"])
         rows.append([n.get("rank"), n.get("layer"), n.get("index"), n.get("selectivity"), n.get("selectivity_q"),
                      n.get("consistency"), n.get("importance"), n.get("score"), ab.get("delta"), ab.get("ci_low"),
-                     ab.get("ci_high"), p, ab.get("p_holm"), F.candidate_status(n, data),
+                     ab.get("ci_high"), p, ab.get("p_holm"), figures.candidate_status(n, data),
                      _example_text(ex), ex.get("activation"),
                      n.get("role"), (ci + [None, None])[0], (ci + [None, None])[1], n.get("selectivity_layer"),
                      n.get("mean_pos"), n.get("mean_neg"), ab.get("direction"), ab.get("delta_control"),
                      ab.get("specificity_ci_low"), ab.get("specificity_ci_high"), ab.get("null_n"),
-                     ab.get("null_exceedances"), ab.get("p_floor"), F.verdict_of(ab) if ab else None,
+                     ab.get("null_exceedances"), ab.get("p_floor"), figures.verdict_of(ab) if ab else None,
                      _causal(ab) if ab else None, "; ".join(ab.get("reasons") or []) if ab else None])
     return rows
 
@@ -72,7 +72,7 @@ def _causal(ab: dict[str, Any]) -> bool:
     """The record's ``causal`` (older results without it: whether its verdict is a causal one)."""
     if isinstance(ab.get("causal"), bool):
         return ab["causal"]
-    return F.verdict_of(ab) != "not causal"
+    return figures.verdict_of(ab) != "not causal"
 
 
 def _example_text(ex: dict[str, Any]) -> Any:
@@ -103,6 +103,31 @@ def _artifact_name(prefix: str, data: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", raw)[:120]
 
 
+def _scalars(data: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The scan's headline counts (and the ablation summary's) as ``{prefix}/{key}`` scalars, where numeric."""
+    summ = data.get("ablation_summary")
+    sources = [(data, ("n_neurons_scanned", "n_significant_fdr", "n_candidates", "n_suppressors"))]
+    if isinstance(summ, dict):
+        sources.append((summ, ("n_validated", "n_suppressors_validated", "n_causal", "n_causal_not_candidate",
+                               "n_not_causal", "joint_delta", "joint_p_null")))
+    return {f"{prefix}/{key}": src[key] for src, keys in sources for key in keys
+            if isinstance(src.get(key), (int, float)) and not isinstance(src.get(key), bool)}
+
+
+def _report_artifact(data: dict[str, Any], prefix: str, results: Path, report: Path) -> Any:
+    """A ``neurolens-report`` artifact holding ``results.json`` and ``report.html``, with the scan's metadata."""
+    import wandb
+
+    art = wandb.Artifact(_artifact_name(prefix, data), type="neurolens-report",
+                         description=f"NeuroLens report: concept {data.get('concept')!s} in {data.get('model')!s}",
+                         metadata={k: data.get(k) for k in ("model", "concept", "n_neurons_scanned",
+                                                            "n_significant_fdr", "fdr_q", "min_selectivity",
+                                                            "n_candidates", "n_suppressors", "top_k", "warnings")})
+    art.add_file(str(results), name="results.json")
+    art.add_file(str(report), name="report.html")
+    return art
+
+
 def log_scan_to_wandb(data: dict[str, Any], report_path: str | Path | None = None, run: Any = None,
                       step: int | None = None, prefix: str = "neurolens", artifact: bool = True,
                       plotlyjs: str = "cdn", log_page: bool = True) -> dict[str, Any]:
@@ -129,20 +154,12 @@ def log_scan_to_wandb(data: dict[str, Any], report_path: str | Path | None = Non
     run = _resolve_run(run)
     include = "cdn" if plotlyjs == "cdn" else True
     log: dict[str, Any] = {}
-    for name, fig in F.build_figures(data).items():
+    for name, fig in figures.build_figures(data).items():
         chart = pio.to_html(fig, full_html=True, include_plotlyjs=include, div_id=f"nl-{name}",
                             config={"displaylogo": False, "responsive": True})
         log[f"{prefix}/{name}"] = wandb.Html(chart, inject=False)
     log[f"{prefix}/candidates"] = wandb.Table(columns=CANDIDATE_COLUMNS, data=candidate_rows(data))
-    for key in ("n_neurons_scanned", "n_significant_fdr", "n_candidates", "n_suppressors"):
-        if isinstance(data.get(key), (int, float)) and not isinstance(data.get(key), bool):
-            log[f"{prefix}/{key}"] = data[key]
-    summ = data.get("ablation_summary")
-    if isinstance(summ, dict):
-        for key in ("n_validated", "n_suppressors_validated", "n_causal", "n_causal_not_candidate", "n_not_causal",
-                    "joint_delta", "joint_p_null"):
-            if isinstance(summ.get(key), (int, float)) and not isinstance(summ.get(key), bool):
-                log[f"{prefix}/{key}"] = summ[key]
+    log.update(_scalars(data, prefix))
 
     tmp: tempfile.TemporaryDirectory | None = None
     try:
@@ -168,16 +185,7 @@ def log_scan_to_wandb(data: dict[str, Any], report_path: str | Path | None = Non
                     tmp = tempfile.TemporaryDirectory(prefix="neurolens-wandb-")
                 results = Path(tmp.name) / "results.json"
                 results.write_text(json.dumps(data, indent=1), encoding="utf-8")
-            art = wandb.Artifact(_artifact_name(prefix, data), type="neurolens-report",
-                                 description=f"NeuroLens report: concept {data.get('concept')!s} in "
-                                             f"{data.get('model')!s}",
-                                 metadata={k: data.get(k) for k in ("model", "concept", "n_neurons_scanned",
-                                                                    "n_significant_fdr", "fdr_q", "min_selectivity",
-                                                                    "n_candidates", "n_suppressors", "top_k",
-                                                                    "warnings")})
-            art.add_file(str(results), name="results.json")
-            art.add_file(str(report), name="report.html")
-            run.log_artifact(art)
+            run.log_artifact(_report_artifact(data, prefix, results, report))
     finally:
         if tmp is not None:
             tmp.cleanup()
