@@ -97,3 +97,13 @@ def test_text_concept_on_image_model_is_a_clear_error():
 
     with pytest.raises(nl.NeuroLensError, match="text probe but"):
         nl.scan(model="resnet18", weights="random", concept="royalty", image_size=32)
+
+
+def test_help_texts_print_percent_signs_once(capsys):
+    """argparse formats help strings but prints a description verbatim: no doubled %% reaches the user."""
+    from neurolens_lightning.cli import main
+
+    for cmd in ("scan", "steer", "compare", "eval", "concepts"):
+        with pytest.raises(SystemExit):
+            main([cmd, "--help"])
+        assert "%%" not in capsys.readouterr().out, cmd

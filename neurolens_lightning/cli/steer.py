@@ -23,7 +23,7 @@ def register(subparsers: Any) -> None:
         subparsers, "steer", cmd_steer,
         help="dose-response: scale chosen or validated neurons, judged against random neurons",
         description="Multiply the chosen neurons' activations by each scale (or set them) on concept and control "
-                    "inputs; write steering.json and steering.html with y per scale (95%% CI), the verdict (is "
+                    "inputs; write steering.json and steering.html with y per scale (95% CI), the verdict (is "
                     "the effect, y at the highest minus the lowest scale on concept inputs, beyond random sets of "
                     "the same size from the same layers? one-sided p_null) and before/after outputs.")
     p.add_argument("--model", help="registry name or path (default with --from: the scan's model)")
