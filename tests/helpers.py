@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 import string
 from functools import lru_cache
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
@@ -473,3 +473,17 @@ def wait_ranks(procs, timeout: float, what: str) -> None:
         pytest.fail(f"{what} still running after {timeout} s (killed)")
     bad = [(r, p.returncode, log[-4000:]) for r, (p, log) in enumerate(zip(procs, logs)) if p.returncode != 0]
     assert not bad, bad
+
+
+def nested_tensors(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor in a nested dict/list, by path."""
+    out: dict[str, torch.Tensor] = {}
+    if isinstance(obj, torch.Tensor):
+        out[prefix] = obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(nested_tensors(v, f"{prefix}/{k}"))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            out.update(nested_tensors(v, f"{prefix}/{i}"))
+    return out

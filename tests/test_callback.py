@@ -48,7 +48,7 @@ for p in (str(TESTS), str(ROOT)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-from helpers import TokenSequences, make_word_tokenizer, small_probe_dict  # noqa: E402
+from helpers import TokenSequences, make_word_tokenizer, nested_tensors, small_probe_dict  # noqa: E402
 
 from neurolens_lightning.training.callback import NeuroLensCallback  # noqa: E402
 from neurolens_lightning.training.finetune import CausalLM  # noqa: E402
@@ -118,20 +118,6 @@ def _fit(tok: Any, data: Dataset, callbacks: list, max_steps: int = 6, shuffle: 
     return module, trainer
 
 
-def _tensors(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Every tensor in a nested dict/list, by path."""
-    out: dict[str, torch.Tensor] = {}
-    if isinstance(obj, torch.Tensor):
-        out[prefix] = obj
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            out.update(_tensors(v, f"{prefix}/{k}"))
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            out.update(_tensors(v, f"{prefix}/{i}"))
-    return out
-
-
 # ------------------------------------------------------------------------------------------ non-interference
 
 
@@ -171,7 +157,7 @@ def test_fit_is_bit_identical_with_and_without_callback(tok, data, greedy, monke
     assert ref_sd.keys() == got_sd.keys()
     for k in ref_sd:
         assert torch.equal(ref_sd[k], got_sd[k]), f"weight {k} differs"
-    ref_opt, got_opt = _tensors(ref_tr.optimizers[0].state_dict()), _tensors(got_tr.optimizers[0].state_dict())
+    ref_opt, got_opt = nested_tensors(ref_tr.optimizers[0].state_dict()), nested_tensors(got_tr.optimizers[0].state_dict())
     assert ref_opt.keys() == got_opt.keys() and len(ref_opt) > 0
     for k in ref_opt:
         assert torch.equal(ref_opt[k], got_opt[k]), f"optimizer state {k} differs"

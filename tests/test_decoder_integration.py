@@ -28,8 +28,8 @@ for _p in (str(TESTS), str(ROOT)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from helpers import (TokenSequences, make_word_tokenizer, small_probe_dict, start_ranks, tiny_gpt2,  # noqa: E402
-                     wait_ranks)
+from helpers import (TokenSequences, make_word_tokenizer, nested_tensors, small_probe_dict,  # noqa: E402
+                     start_ranks, tiny_gpt2, wait_ranks)
 
 SEQ_LEN, N_SEQ = 12, 16
 DDP_TIMEOUT_S = 180
@@ -86,20 +86,6 @@ def _fit(tok: Any, callbacks: list, max_steps: int = 2):
     return module, trainer
 
 
-def _tensors(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Every tensor in a nested dict/list, by path."""
-    out: dict[str, torch.Tensor] = {}
-    if isinstance(obj, torch.Tensor):
-        out[prefix] = obj
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            out.update(_tensors(v, f"{prefix}/{k}"))
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            out.update(_tensors(v, f"{prefix}/{i}"))
-    return out
-
-
 def test_callback_on_llama_probes_and_leaves_the_fit_bit_identical(tok):
     from neurolens_lightning.adapters import DecoderAdapter, adapter_for
     from neurolens_lightning.training.callback import NeuroLensCallback
@@ -134,7 +120,7 @@ def test_callback_on_llama_probes_and_leaves_the_fit_bit_identical(tok):
     assert ref_sd.keys() == got_sd.keys()
     for k in ref_sd:
         assert torch.equal(ref_sd[k], got_sd[k]), f"weight {k} differs"
-    ref_opt, got_opt = _tensors(ref_tr.optimizers[0].state_dict()), _tensors(got_tr.optimizers[0].state_dict())
+    ref_opt, got_opt = nested_tensors(ref_tr.optimizers[0].state_dict()), nested_tensors(got_tr.optimizers[0].state_dict())
     assert ref_opt.keys() == got_opt.keys() and len(ref_opt) > 0
     for k in ref_opt:
         assert torch.equal(ref_opt[k], got_opt[k]), f"optimizer state {k} differs"
