@@ -40,7 +40,9 @@ def parse_neuron(spec: Any) -> tuple[int, int]:
         return int(spec[0]), int(spec[1])
     m = re.fullmatch(r"\s*(-?\d+)\s*:\s*(-?\d+)\s*", str(spec))  # a negative one is refused as out of range
     if not m:
-        raise NeuroLensError(f"neuron {spec!r} is not LAYER:INDEX (e.g. 2:37)")
+        hint = ("; write neurons as quoted strings, e.g. neurons=[\"5:17\"] (YAML reads an unquoted 5:17 as the "
+                "base-60 number 317)" if str(spec).strip().isdigit() else "")
+        raise NeuroLensError(f"neuron {spec!r} is not LAYER:INDEX (e.g. 2:37){hint}")
     return int(m.group(1)), int(m.group(2))
 
 

@@ -57,7 +57,7 @@ from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.registry import load_model
 from neurolens_lightning.report import log_scan_to_wandb, wandb_logging
 from neurolens_lightning.results import ScanResult
-from neurolens_lightning.settings import ScanSettings, parse_neuron
+from neurolens_lightning.settings import ScanSettings
 from neurolens_lightning.training.modules import AblationModule, ProbeModule
 
 __all__ = ["make_logger", "run_eval"]
@@ -99,18 +99,6 @@ def make_logger(cfg: Any, out: str | Path) -> Any:
     raise NeuroLensError(f"logger.kind must be csv or wandb, got {lc.kind!r}")  # pragma: no cover (schema)
 
 
-def _check_neuron_spelling(cfg: Any) -> None:
-    """Named neurons are quoted "L:I" strings: YAML 1.1 reads an unquoted 5:17 as the base-60 integer 317."""
-    for spec in cfg.neurons:
-        try:
-            parse_neuron(spec)
-        except NeuroLensError as e:
-            if str(spec).strip().isdigit():
-                raise NeuroLensError(f"{e}; write neurons as quoted strings, e.g. neurons=[\"5:17\"] (YAML reads "
-                                     "an unquoted 5:17 as the base-60 number 317)") from None
-            raise
-
-
 def run_eval(cfg: Any) -> dict[str, Any]:
     """Run one eval (see the module docstring).
 
@@ -120,7 +108,6 @@ def run_eval(cfg: Any) -> dict[str, Any]:
     """
     t_start = time.perf_counter()
     settings = ScanSettings.from_any(cfg)
-    _check_neuron_spelling(cfg)
     settings.check()
     ablate = settings.tests_causally  # naming neurons asks for their ablation, as in `neurolens scan`
     out = Path(cfg.out) if cfg.out else _default_out(cfg)
