@@ -37,8 +37,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from neurolens_lightning.catalog import model_facts
 from neurolens_lightning.concepts import load_concept
-from neurolens_lightning.errors import ModelLoadError, NeuroLensError
+from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.io import publish, rounded, slug
 from neurolens_lightning.settings import ScanSettings
 
@@ -121,21 +122,7 @@ def _static_modality(spec: ModelSpec) -> str | None:
     """
     if not isinstance(spec.model, (str, Path)):
         return None
-    from neurolens_lightning.registry import REGISTRY  # torch: not at import (neurolens --help)
-
-    name = str(spec.model)
-    if name in REGISTRY:
-        return "image" if REGISTRY[name].head == "image" else "text"
-    path = Path(name)
-    if path.is_file() and path.suffix in (".pt", ".pth"):
-        return "image"
-    if path.is_dir():
-        return "text"
-    if path.exists():
-        return None  # load_model gives the precise error
-    raise ModelLoadError(f"unknown model {name!r} (in --models): use one of {', '.join(REGISTRY)} or a local path "
-                         "(a Hugging Face model directory, or a .pt/.pth ResNet state dict), optionally with "
-                         ":random or :pretrained (e.g. minilm:random)")
+    return model_facts(spec.model, where="in --models").modality
 
 
 def _check_modalities(labels: Sequence[str], modalities: Sequence[str | None], concept: Any) -> None:

@@ -149,9 +149,22 @@ class Concept:
                 "validate on, never the same); add tasks, remove the task (y is then measured on the examples), "
                 "or disable the split (holdout=0)"
             )
-        p1, p2 = _split(self.positive, self.positive_groups)
+        # a phrasing group of one example cannot be split: such groups share one stratum, so a probe of many
+        # single-example groups still gets concept examples on both sides
+        sizes: dict[str, int] = {}
+        for g in self.positive_groups:
+            sizes[g] = sizes.get(g, 0) + 1
+        p1, p2 = _split(self.positive, [g if sizes[g] > 1 else "\0single" for g in self.positive_groups])
         n1, n2 = _split(self.negative, ["neg"] * len(self.negative))
         t1, t2 = _split(self.tasks, ["task"] * len(self.tasks)) if self.tasks else ([], [])
+        for part, pi, ni in (("ranking", p1, n1), ("held-out", p2, n2)):
+            if min(len(pi), len(ni)) < 2:
+                raise ProbeError(
+                    f"probe '{self.name}': the {part} part of the split (holdout={holdout:g}) gets {len(pi)} concept "
+                    f"and {len(ni)} control examples, and each part needs at least 2 of each: the split is "
+                    f"stratified by phrasing group ({len(sizes)} groups of sizes "
+                    f"{sorted(sizes.values(), reverse=True)[:8]}) - add examples, use a holdout nearer 0.5, or "
+                    "disable the split (holdout=0)")
 
         def _make(pi: list[int], ni: list[int], ti: list[int], tag: str) -> Concept:
             return replace(

@@ -23,6 +23,7 @@ from neurolens_lightning.ablation import check_ablation_args, run_ablation
 from neurolens_lightning.adapters import ModelAdapter
 from neurolens_lightning.concepts import Concept, split_text
 from neurolens_lightning.distributed import dist_context, gather_cat
+from neurolens_lightning.io import rounded
 from neurolens_lightning.results import ScanResult
 from neurolens_lightning.scanner import ConceptScanner
 from neurolens_lightning.settings import ScanSettings
@@ -91,18 +92,20 @@ def build_result(run: Scoring, weights: str = "pretrained", **settings_extra: An
     sc, s, t = run.scanner, run.settings, time.perf_counter()
     scores = sc.compute()
     run.timings["statistics"] = time.perf_counter() - t
-    head = None
+    head, warnings = None, [sc.pooling_warning] if sc.pooling_warning else []
     if sc.head is not None:
         head = {"kind": "logistic probe on mean-pooled last hidden state",
-                "train_accuracy": round(sc.head.train_accuracy, 4),
-                "heldout_accuracy": round(sc.head.heldout_accuracy, 4)}
+                "train_accuracy": rounded(sc.head.train_accuracy, 4),
+                "heldout_accuracy": rounded(sc.head.heldout_accuracy, 4)}
+        if head["heldout_accuracy"] is None:  # a class with < 4 examples: every example trained the head
+            warnings.append("the confidence head's held-out accuracy could not be measured (saved as null): a class "
+                            "has fewer than 4 examples, so every example trained the head - add examples to check it")
     record = s.record(sc.pooling, str(run.adapter.device),
                       split=split_text(run.rank_concept, run.held_out, s.tests_causally), **settings_extra)
     return ScanResult(model={**run.adapter.describe(), "weights": weights}, concept=run.rank_concept,
                       layers=sc.layers, units=[site.units for site in sc.sites], scores=scores, top_k=s.top_k,
                       max_neurons=s.max_neurons, fdr_q=s.fdr_q, min_selectivity=s.min_selectivity, head=head,
-                      settings=record, timings=run.timings,
-                      warnings=[sc.pooling_warning] if sc.pooling_warning else [])
+                      settings=record, timings=run.timings, warnings=warnings)
 
 
 def test_causally(result: ScanResult, run: Scoring, progress: bool = False) -> ScanResult:

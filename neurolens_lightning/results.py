@@ -16,7 +16,7 @@ import torch
 
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.concepts import Concept, ImageExample, TextExample
-from neurolens_lightning.io import publish, rounded
+from neurolens_lightning.io import json_safe, nonfinite_paths, nonfinite_warning, publish, rounded
 from neurolens_lightning.ranking import ROLE_CANDIDATE, ROLE_NAMES, ROLE_SUPPRESSOR
 from neurolens_lightning.report.page import write_report
 from neurolens_lightning.scanner import NeuronScores
@@ -237,7 +237,13 @@ class ScanResult:
         if clash:  # extra sections add to the schema; they never silently replace one of its keys
             raise NeuroLensError(f"ScanResult.extra may not replace results.json keys {clash}")
         data.update(self.extra)
-        return data
+        # nothing finished is lost to a value that could not be computed: it is saved as null, with a warning
+        # that the console, results.json and the page all show
+        missing = nonfinite_warning(nonfinite_paths({k: v for k, v in data.items() if k != "warnings"}))
+        if missing and missing not in self.warnings:
+            self.warnings.append(missing)
+            data["warnings"] = self.all_warnings()
+        return json_safe(data)
 
     def save(self, out_dir: str | Path, report: bool = True) -> Path:
         """Write ``results.json`` (and ``report.html`` when ``report``) into ``out_dir`` atomically."""

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any, Callable
 
 
 def quiet_libraries() -> None:
-    """No tokenizer-parallelism warnings, transformers' warnings or progress bars (commands that load models)."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        import transformers  # lazy: keeps neurolens --help fast
+    """No tokenizer-parallelism warnings, transformers' warnings or progress bars (commands that load models).
 
-        transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-    except Exception:  # pragma: no cover
-        pass
+    Set through the environment, read when transformers is imported: nothing heavy is imported here, so the
+    checks before the work stay fast; a transformers already imported is quieted directly."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        try:
+            import transformers  # already imported: no cost
+
+            transformers.utils.logging.set_verbosity_error()
+            transformers.utils.logging.disable_progress_bar()
+        except Exception:  # pragma: no cover
+            pass
 
 
 def add_command(subparsers: Any, name: str, func: Callable[[argparse.Namespace], int], help: str,
@@ -35,6 +42,15 @@ def add_ablation_flags(p: argparse.ArgumentParser, top_k_help: str, ablate_help:
                    help="intervention (default interchange: does the model use the neuron's concept-dependent "
                         "activity; zero/mean/resample: is the neuron necessary for y)")
     p.add_argument("--null-samples", type=int, dest="null_samples", help="random neurons per layer for the null")
+
+
+def add_output_flags(p: argparse.ArgumentParser, default: str) -> None:
+    """``--out`` and ``--overwrite``: the output folder, checked before any work."""
+    p.add_argument("--out", help=f"output folder (default {default}); an earlier NeuroLens run there is replaced "
+                                 "whole")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="allow --out to be a symbolic link or a non-empty folder that is not a NeuroLens output "
+                        "(it is replaced whole)")
 
 
 def add_runtime_flags(p: argparse.ArgumentParser, tokenizer_help: str) -> None:
