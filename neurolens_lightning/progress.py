@@ -84,7 +84,7 @@ class Bar:
     def set_postfix(self, text: str) -> None:
         """What the bar is on now (e.g. the concept being scored), after the counts."""
         if self._bar is not None:
-            self._bar.set_postfix_str(text, refresh=False)
+            self._bar.set_postfix_str(text)
 
     def close(self, completed: bool = True) -> None:
         """Close the bar. ``completed`` (the loop ended normally): the total becomes the count done, so the bar
