@@ -102,7 +102,7 @@ def scan(
         if cross_concept or also:
             t4 = time.perf_counter()
             result.extra["cross_concept"] = cross_concept_for_result(result, adapter, also, batch_size=s.batch_size,
-                                                                     full_concept=concept_obj)
+                                                                     full_concept=concept_obj, progress=progress)
             result.timings["cross_concept"] = time.perf_counter() - t4
         result.timings["total"] = time.perf_counter() - t_start  # every stage above, and what runs between them
         return result

@@ -38,6 +38,7 @@ from typing import Any, Sequence
 from neurolens_lightning.adapters import ModelAdapter
 from neurolens_lightning.concepts import Concept, builtin_concept_names, load_concept, load_concept_file
 from neurolens_lightning.errors import NeuroLensError, ProbeError
+from neurolens_lightning.progress import progress_bar
 from neurolens_lightning.scanner import ConceptScanner
 
 HELD_OUT, FULL, RANKING = "held-out", "full", "ranking"
@@ -99,25 +100,31 @@ def _scanned_probe(result: Any, full_concept: Any, holdout: float, seed: int) ->
 
 def _scan_rows(adapter: ModelAdapter, neurons: Sequence[tuple[int, int]], rows: Sequence[tuple[str, Concept, str]],
                layers: Sequence[int] | None, batch_size: int, fdr_q: float, min_selectivity: float,
-               holdout: float, seed: int, own: str | None) -> dict[str, Any]:
-    """Score ``neurons`` on each ``(name, examples, split label)`` row at the Bonferroni-corrected level."""
+               holdout: float, seed: int, own: str | None, progress: bool = False) -> dict[str, Any]:
+    """Score ``neurons`` on each ``(name, examples, split label)`` row at the Bonferroni-corrected level (with
+    ``progress``, one bar over every row's examples)."""
 
     n_concepts = len(rows)
     q_threshold = fdr_q / max(n_concepts, 1)
     names, splits, sizes, d_rows, q_rows, sel_rows = [], [], [], [], [], []
-    for name, c, split in rows:
-        sc = ConceptScanner(adapter, c, layers=layers, batch_size=batch_size, importance=False, fdr_q=q_threshold,
-                            min_d=min_selectivity)
-        sc.run_activation_pass()
-        s = sc.compute()
-        flat = [s.flat_index(l, i) for l, i in neurons]
-        names.append(name)
-        splits.append(split)
-        sizes.append([len(c.positive), len(c.negative)])
-        d_rows.append([float(s.selectivity[f]) for f in flat])
-        q_rows.append([float(s.selectivity_q[f]) for f in flat])
-        # without importance every eligible neuron is role 1; the scanner's level is q_threshold
-        sel_rows.append([bool(s.role[f] != 0) for f in flat])
+    desc = f"cross-concept [{len(neurons)} neurons x {n_concepts} concepts]"
+    with progress_bar(sum(len(c.positive) + len(c.negative) for _, c, _ in rows), desc, progress,
+                      unit="example") as bar:
+        for name, c, split in rows:
+            bar.set_postfix(name)
+            sc = ConceptScanner(adapter, c, layers=layers, batch_size=batch_size, importance=False,
+                                fdr_q=q_threshold, min_d=min_selectivity)
+            sc.run_activation_pass()
+            s = sc.compute()
+            flat = [s.flat_index(l, i) for l, i in neurons]
+            names.append(name)
+            splits.append(split)
+            sizes.append([len(c.positive), len(c.negative)])
+            d_rows.append([float(s.selectivity[f]) for f in flat])
+            q_rows.append([float(s.selectivity_q[f]) for f in flat])
+            # without importance every eligible neuron is role 1; the scanner's level is q_threshold
+            sel_rows.append([bool(s.role[f] != 0) for f in flat])
+            bar.update(len(c.positive) + len(c.negative))
     transpose = lambda rows_: [list(r) for r in zip(*rows_)] if rows_ else []  # noqa: E731
     d, q, sel = transpose(d_rows), transpose(q_rows), transpose(sel_rows)
     shared = []  # neurons that serve several concepts of the matrix
@@ -172,7 +179,7 @@ def _definition(names: list[str], splits: list[str], holdout: float, seed: int, 
 def cross_concept(adapter: ModelAdapter, neurons: Sequence[tuple[int, int]], concepts: Sequence[Any],
                   layers: Sequence[int] | None = None, batch_size: int = 16, fdr_q: float = 0.05,
                   min_selectivity: float = 0.5, holdout: float = 0.0, seed: int = 0,
-                  selected_on: str | None = None) -> dict[str, Any]:
+                  selected_on: str | None = None, progress: bool = False) -> dict[str, Any]:
     """Selectivity of ``neurons`` on every concept of ``concepts`` (built-in names, paths, dicts or Concepts).
 
     Each concept is scanned over ``layers`` (the scan's layers, so the FDR correction covers the
@@ -187,18 +194,18 @@ def cross_concept(adapter: ModelAdapter, neurons: Sequence[tuple[int, int]], con
     Returns ``{"concepts", "neurons", "d", "q", "selective", "shared", "split", "n_examples",
     "holdout", "seed", "own_concept", "own_row_is_selection_data", "q_threshold", "correction",
     "definition"}`` with ``d[i][j]`` the Cohen's d of neuron i on concept j and ``split[j]`` the
-    examples concept j was scored on.
+    examples concept j was scored on. ``progress``: a bar on stderr (:mod:`neurolens_lightning.progress`).
     """
     rows = []
     for c in (load_concept(c) for c in concepts):
         part = held_out_split(c, holdout, seed) if holdout > 0 else None
         rows.append((c.name, part, HELD_OUT) if part is not None else (c.name, c, FULL))
     return _scan_rows(adapter, neurons, rows, layers, batch_size, fdr_q, min_selectivity, holdout, seed,
-                      selected_on)
+                      selected_on, progress)
 
 
 def cross_concept_for_result(result: Any, adapter: ModelAdapter, also: Sequence[Any] = (), batch_size: int = 16,
-                             full_concept: Any = None) -> dict[str, Any]:
+                             full_concept: Any = None, progress: bool = False) -> dict[str, Any]:
     """The matrix for a scan's candidates, suppressors and ablated neurons: the scanned concept first, then the
     other concepts (:func:`other_concepts`).
 
@@ -230,7 +237,7 @@ def cross_concept_for_result(result: Any, adapter: ModelAdapter, also: Sequence[
         part = held_out_split(c, holdout, seed) if holdout > 0 else None
         rows.append((c.name, part, HELD_OUT) if part is not None else (c.name, c, FULL))
     return _scan_rows(adapter, neurons, rows, result.layers, batch_size, result.fdr_q, result.min_selectivity,
-                      holdout, seed, own.name)
+                      holdout, seed, own.name, progress)
 
 
 __all__ = ["cross_concept", "cross_concept_for_result", "held_out_split", "other_concepts"]

@@ -179,9 +179,9 @@ class ConceptScanner(FusedPass):
     def _progress(self, it: Any, total: int, desc: str) -> Any:
         if not self.progress:
             return it
-        from tqdm.auto import tqdm
+        from neurolens_lightning.progress import track  # the one bar helper (stderr, rank 0, closes at n/n)
 
-        return tqdm(it, total=total, desc=desc, leave=False, unit="batch")
+        return track(it, total, desc, enabled=True)
 
     # ----------------------------------------------------------------- activation pass
     def _pooler(self, batch: Batch) -> tuple[Any, dict[str, dict[int, torch.Tensor]]]:

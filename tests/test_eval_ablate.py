@@ -268,3 +268,8 @@ def test_eval_ablation_ddp_two_cpu_processes_equals_single(single_run, tiny_dir,
     assert {"logs", "results.json"} <= names <= {"logs", "results.json", "report.html"}, names
     assert len(list(out.rglob("metrics.csv"))) == 1
     assert done.stdout.count("wrote ") == 1, done.stdout[-3000:]
+    # progress on stderr from rank 0 only: the ablation's announcement once, each validate's bar closed once, full
+    assert done.stdout.count("ablation: round 1 = ") == 1, done.stdout[-3000:]
+    closed = [ln.split("\r")[-1] for ln in done.stdout.split("\n")]  # a closed bar's last state ends its line
+    for desc in ("scoring [", "ablation round 1 ["):
+        assert sum(ln.startswith(desc) and " 100%|" in ln for ln in closed) == 1, done.stdout[-3000:]

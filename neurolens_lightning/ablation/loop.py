@@ -20,7 +20,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from neurolens_lightning.ablation.plan import DEFAULT_METHOD, AblationPlan, plan_ablation
 from neurolens_lightning.ablation.runner import AblationRunner, make_runner
@@ -28,6 +27,7 @@ from neurolens_lightning.ablation.statistics import SummarySettings, empty_summa
 from neurolens_lightning.adapters import Batch, ModelAdapter
 from neurolens_lightning.concepts import Concept, ImageTask, TextExample, TextTask
 from neurolens_lightning.distributed import gather_cat
+from neurolens_lightning.progress import note, progress_bar
 
 
 def ablation_inputs(adapter: ModelAdapter, scanner: Any, held_out: Concept, batch_size: int = 16, seed: int = 0
@@ -113,23 +113,38 @@ def run_ablation(result: Any, adapter: ModelAdapter, scanner: Any, held_out: Con
     runner = None
     if plan.candidates:
         runner = make_runner(plan, result, adapter, scanner, replicas=replicas, reuse=reuse)
-        run_chunks(runner, adapter, scanner, chunks, seed, progress=progress,
-                   desc=f"ablation [{method}, {len(plan.jobs)} jobs]")
+        announce_ablation(plan, chunks, progress)
+        run_chunks(runner, adapter, scanner, chunks, seed, progress=progress, desc=f"ablation round 1 [{method}]")
     finish_ablation(result, plan, runner, adapter, scanner, chunks, min_effect=min_effect, alpha=alpha,
                     n_boot=n_boot, seed=seed, split=split, replicas=replicas, reuse=reuse, progress=progress)
     return result
 
 
+def announce_ablation(plan: AblationPlan, chunks: Sequence[tuple[str, list[Any]]], progress: bool) -> None:
+    """Say up front (with ``progress``) what the ablation runs: the first round's jobs and the bound on the null
+    rounds that may follow (:meth:`AblationPlan.null_bound`), so its bar's ETA is not mistaken for the whole."""
+    rounds, jobs = plan.null_bound()
+    n_concept = sum(k == "concept" for k, _ in chunks)
+    then = (f"then, while a p-value is not settled, up to {rounds} more null round{'s' if rounds != 1 else ''} "
+            f"(at most {jobs} more random neurons/sets in all, on the {n_concept} concept input "
+            f"chunk{'s' if n_concept != 1 else ''} only)" if rounds else "no further null rounds can follow")
+    note(f"ablation: round 1 = {len(plan.jobs)} jobs ({len(plan.tested)} tested neurons, the others random "
+         f"neurons/sets) on {len(chunks)} input chunks; {then}", progress)
+
+
 def run_chunks(runner: AblationRunner, adapter: ModelAdapter, scanner: Any, chunks: Sequence[tuple[str, list[Any]]],
                seed: int, kinds: Sequence[str] = ("concept", "control"), progress: bool = False, desc: str = "") -> None:
-    """Feed every chunk of ``kinds`` to ``runner`` (interchange sources drawn from the same seeded stream each time)."""
-    it: Any = chunks
-    if progress:
-        it = tqdm(chunks, desc=desc, leave=False, unit="batch")
-    for i, (kind, items) in enumerate(it):
-        batch, src = encode_chunk(adapter, scanner, kind, items, chunk_generator(seed, i))
-        if kind in kinds:
+    """Feed every chunk of ``kinds`` to ``runner`` (interchange sources drawn from the same seeded stream each time;
+    chunks of other kinds are skipped, not encoded). The bar counts this rank's ablated forwards, so a chunk with
+    many jobs weighs what it costs."""
+    todo = [i for i, (kind, _) in enumerate(chunks) if kind in kinds]
+    cost = {kind: max(1, len(runner.groups(kind))) for kind in kinds}
+    with progress_bar(sum(cost[chunks[i][0]] for i in todo), desc, progress, unit="forward") as bar:
+        for i in todo:
+            kind, items = chunks[i]
+            batch, src = encode_chunk(adapter, scanner, kind, items, chunk_generator(seed, i))
             runner.step(kind, batch, src, key=i)
+            bar.update(cost[kind])
 
 
 @dataclass(frozen=True)
@@ -170,6 +185,7 @@ def grow_null(plan: AblationPlan, runner: AblationRunner, adapter: ModelAdapter,
     extra rounds."""
     delta = runner.mean_deltas("concept").numpy()
     rounds = 0
+    most = 1 + plan.null_bound()[0]  # the first round and at most this many in all
     while True:
         new = plan.more_null(delta)
         if not new:
@@ -180,6 +196,6 @@ def grow_null(plan: AblationPlan, runner: AblationRunner, adapter: ModelAdapter,
                                reuse=opts.reuse, row_jobs=[], clean_cache=runner.clean_cache,
                                control_source=runner.control_source, pooling=runner.pooling, seed=runner.seed)
         run_chunks(extra, adapter, scanner, chunks, opts.seed, kinds=("concept",), progress=opts.progress,
-                   desc=f"null round {rounds + 1} [{len(new)} more random neurons/sets: a p-value is not settled]")
+                   desc=f"null round {rounds + 1} of at most {most} [{len(new)} more random neurons/sets]")
         delta = np.concatenate([delta, extra.mean_deltas("concept").numpy()])
     return delta, rounds

@@ -182,6 +182,30 @@ class AblationPlan:
         self.jobs += new
         return new
 
+    def null_bound(self) -> tuple[int, int]:
+        """``(rounds, jobs)``: at most how many more rounds :meth:`more_null` can return from here, and at most
+        how many null jobs in all (every layer and the joint set growing to their caps, the layers in parallel).
+
+        Example:
+            >>> plan = AblationPlan([], [], "zero", 0, {0: list(range(100))}, {0: 5}, 40, 10, {0: 0})
+            >>> plan.null_bound()   # 5 -> 10 -> 20 -> 40
+            (3, 35)
+        """
+        jobs, steps = 0, []
+        for l, order in self.null_order.items():
+            have, cap, k = self.null_taken[l], min(self.n_max, len(order)), 0
+            jobs += max(cap - have, 0)
+            while have < cap:
+                have, k = min(cap, max(2 * have, have + 1)), k + 1
+            steps.append(k)
+        if self.joint is not None:
+            have, cap, k = self.joint_null_taken, len(self.joint_null_sets), 0
+            jobs += max(cap - have, 0)
+            while have < cap:
+                have, k = min(cap, 2 * have + 1), k + 1
+            steps.append(k)
+        return max(steps, default=0), jobs
+
 
 def check_ablation_args(adapter: ModelAdapter, layers: Sequence[int] | None, method: str, null_samples: int,
                         neurons: Sequence[tuple[int, int]] | None) -> None:

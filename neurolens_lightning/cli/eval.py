@@ -68,7 +68,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     updates = {"out": args.out} if args.out else None
     cfg = load_config(EvalConfig, args.config, list(args.overrides or []), updates)
-    info = run_eval(cfg)
+    info = run_eval(cfg, progress=True)  # bars on stderr, rank 0 only
     if not info.get("global_zero", True):
         return 0  # DDP: rank 0 saved the result and prints it
     result, logger, out = info["result"], info["logger"], info["out"]

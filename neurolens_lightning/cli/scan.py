@@ -169,6 +169,20 @@ def _print_summary(result: Any, out: Path) -> None:
             print(f"  joint set of {summ['joint_size']}: Δ={summ['joint_delta']:.3g} against random sets of the same "
                   f"size and layers p={summ['joint_p_null']:.3g} ({summ['joint_null_n']} sets): "
                   f"{'BEYOND' if summ['joint_beyond_null'] else 'NOT BEYOND'} THE NULL")
+    cc = (getattr(result, "extra", None) or {}).get("cross_concept")
+    if cc and cc.get("concepts"):  # scan --cross-concept / --also: which neurons serve other concepts too
+        shared, n = cc.get("shared") or [], len(cc.get("neurons") or [])
+        print(f"\ncross-concept ({len(cc['concepts'])} concepts: {', '.join(cc['concepts'])}; selective = FDR q <= "
+              f"{cc['q_threshold']:.4g}, layer-scaled d >= {result.min_selectivity:g}):")
+        if shared:
+            print(f"  {len(shared)} of {n} neurons are selective for more than one concept (check before steering):")
+            for r in shared:
+                print(f"  {str(r['layer']) + ':' + str(r['index']):>12}  selective for {', '.join(r['selective_for'])}")
+        else:
+            print(f"  none of the {n} neurons is selective for more than one of these concepts")
+        if cc.get("own_row_is_selection_data"):
+            print(f"  note: the {cc.get('own_concept')} row is scored on the examples that selected the neurons "
+                  "(its d is inflated by the selection)")
     for w in result.all_warnings():
         print(f"warning: {w}")
     t = {k: v for k, v in result.timings.items() if isinstance(v, (int, float))}

@@ -24,6 +24,7 @@ from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.functional.trend import monotonic_test
 from neurolens_lightning.guards import untouched, user_objects
 from neurolens_lightning.hooks import eval_mode
+from neurolens_lightning.progress import note
 from neurolens_lightning.registry import load_model
 from neurolens_lightning.scanner import ConceptScanner
 from neurolens_lightning.settings import ScanSettings
@@ -68,7 +69,9 @@ def dose_response(model: "str | Path | nn.Module | ModelAdapter", concept: "str 
         replicas: steerings per forward (the batch is replicated; more = fewer, larger forwards).
         n_examples: concept inputs shown with before/after outputs.
         max_new_tokens: length of the greedy continuations (GPT-2).
-        progress: tqdm bars for the forwards (the CLI turns them on).
+        progress: progress bars on stderr (:mod:`neurolens_lightning.progress`; the CLI turns them on): the
+            activation pass, the steered forwards, each round of the null (announced with its bound) and
+            the before/after outputs.
         settings: the :class:`~neurolens_lightning.settings.ScanSettings` of the scan that chose the neurons:
             its ``holdout``, ``seed`` and ``batch_size`` give the same split (``holdout``, ``seed`` and
             ``batch_size`` above, where they differ from their defaults, override them).
@@ -83,7 +86,7 @@ def dose_response(model: "str | Path | nn.Module | ModelAdapter", concept: "str 
         _sites_for(adapter, neurons)
         rank, held = concept_obj.split(holdout, seed=seed) if holdout > 0 else (concept_obj, concept_obj)
         on = held if inputs == "heldout" else rank
-        scanner = ConceptScanner(adapter, rank, batch_size=batch_size)
+        scanner = ConceptScanner(adapter, rank, batch_size=batch_size, progress=progress)
         scanner.run_activation_pass()
         scanner.fit_head()
         steerings = _settings(mode, scales, scanner, neurons)
@@ -97,7 +100,8 @@ def dose_response(model: "str | Path | nn.Module | ModelAdapter", concept: "str 
                                                      h, replicas, alpha, n_boot, seed, progress)
             else:
                 y_con, y_ctl, test = _fixed_settings(adapter, scanner, chunks, steerings, run, mode, direction, alpha)
-            examples = _examples(adapter, scanner, on, neurons, steerings, run, n_examples, max_new_tokens)
+            examples = _examples(adapter, scanner, on, neurons, steerings, run, n_examples, max_new_tokens,
+                                 progress)
         data = {
             "schema_version": SCHEMA_VERSION, "model": adapter.name, "model_info": adapter.describe(),
             "concept": concept_obj.name, "mode": mode, "scales": scales if mode == "scale" else [],
@@ -180,6 +184,20 @@ def _fixed_settings(adapter: ModelAdapter, scanner: Any, chunks: Sequence[tuple[
     return y_con, y_ctl, test
 
 
+def null_rounds_bound(null_sets: int) -> int:
+    """At most how many rounds the sequential null of :func:`dose_response` runs: 19 sets (or ``null_sets``)
+    first, then doubling up to ``null_sets``.
+
+    Example:
+        >>> null_rounds_bound(199)   # 19, 38, 76, 152, 199
+        5
+    """
+    have, rounds = min(19, null_sets), 1
+    while have < null_sets:
+        have, rounds = min(null_sets, 2 * have), rounds + 1
+    return rounds
+
+
 def _block(y: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
     """steering.json's ``concept_inputs`` / ``control_inputs``: n, mean y per setting and its bootstrap CI."""
     lo, hi = _ci(y, n_boot, seed)
@@ -235,6 +253,11 @@ def _scale_and_null(adapter: ModelAdapter, scanner: Any, chunks: Sequence[tuple[
     """y of the steered set at every scale and the null test of its effect (mode ``scale``)."""
     runner = _ReplicaSteering(adapter, scanner, chunks, [l for l, _ in neurons], replicas=replicas)
     n = len(neurons)
+    most = null_rounds_bound(null_sets)
+    note(f"steering: {len(scales)} scales on {len(chunks)} input chunks; then the null: random sets of {n} neuron"
+         f"{'s' if n != 1 else ''} steered at x{min(scales):g} and x{max(scales):g}, {min(19, null_sets)} sets first, "
+         f"doubling while the p-value is not settled: at most {most} round{'s' if most != 1 else ''} and "
+         f"{null_sets} sets", progress)
     ys = runner.run([(neurons, s) for s in scales], progress=progress,
                     desc=f"steering [{n} neuron{'s' if n != 1 else ''} x {len(scales)} scales]")
     y_con, y_ctl = ys["concept"], ys["control"]
@@ -252,12 +275,15 @@ def _scale_and_null(adapter: ModelAdapter, scanner: Any, chunks: Sequence[tuple[
     warnings: list[str] = []
     target = min(19, null_sets)
     spec_open = has_ctl and len(e_con) > 0
+    r = 0
     try:
         while len(e_con) and len(null_con) < null_sets:
             sets = draw_null_sets(counts, pools, target - len(null_con), rng)
             kinds = ("concept", "control") if spec_open else ("concept",)
+            r += 1
             got = runner.run([(st, s) for st in sets for s in (s_lo, s_hi)], kinds=kinds, progress=progress,
-                             desc=f"null [{len(sets)} random sets of {n}, {len(null_con) + len(sets)}/{null_sets}]")
+                             desc=f"null round {r} of at most {most} [{len(sets)} random sets of {n}, "
+                                  f"{len(null_con) + len(sets)} of at most {null_sets}]")
             gc = got["concept"]
             ec = gc[1::2] - gc[0::2]  # [sets, n_concept]
             null_con += (direction * ec.mean(1)).tolist()

@@ -14,14 +14,17 @@ import torch
 
 from neurolens_lightning.adapters import Batch, ModelAdapter
 from neurolens_lightning.concepts import Concept, TextExample, TextTask
+from neurolens_lightning.progress import track
 
 
 def _examples(adapter: ModelAdapter, scanner: Any, held: Concept, neurons: Sequence[tuple[int, int]],
-              settings: list[dict[str, Any]], run: Any, n: int, max_new_tokens: int) -> list[dict[str, Any]]:
+              settings: list[dict[str, Any]], run: Any, n: int, max_new_tokens: int, progress: bool = False
+              ) -> list[dict[str, Any]]:
     """Readable before/after outputs of the first ``n`` held-out concept inputs at every setting."""
     items = (list(held.tasks) if scanner.uses_tasks else list(held.positive))[:n]
     out = []
-    for it in items:
+    for it in track(items, len(items), f"before/after outputs [{len(settings)} settings each]", progress,
+                    unit="input"):
         batch = scanner.encode_confidence([it], tasks=scanner.uses_tasks).to(adapter.device)
         clean = adapter.forward(batch)
         batch = adapter.fix_targets(batch, clean)

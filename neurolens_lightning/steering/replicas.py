@@ -12,12 +12,12 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from neurolens_lightning.ablation import tensor_nbytes
 from neurolens_lightning.adapters import ModelAdapter
 from neurolens_lightning.concepts import ImageTask, TextTask
 from neurolens_lightning.hooks import intervene
+from neurolens_lightning.progress import track
 
 
 
@@ -134,10 +134,8 @@ class _ReplicaSteering:
         """y per replica and input of each kind: ``{kind: [R, n]}`` (a scale of exactly 1 is the clean y)."""
         todo = [r for r, (_, s) in enumerate(replicas) if float(s) != 1.0]
         parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("concept", "control")}
-        it: Any = [i for i, (k, _) in enumerate(self.chunks) if k in kinds]
-        if progress:
-            it = tqdm(it, desc=desc, leave=False, unit="batch")
-        for i in it:
+        todo_chunks = [i for i, (k, _) in enumerate(self.chunks) if k in kinds]
+        for i in track(todo_chunks, len(todo_chunks), desc, progress):
             kind = self.chunks[i][0]
             y, cache, batch, r_max = self._clean(i)
             rows = y.double().cpu()[None].repeat(len(replicas), 1)

@@ -54,6 +54,7 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from neurolens_lightning.io import default_out
 from neurolens_lightning.concepts import load_concept
 from neurolens_lightning.errors import NeuroLensError
+from neurolens_lightning.progress import Bar, progress_bar
 from neurolens_lightning.registry import load_model
 from neurolens_lightning.report import log_scan_to_wandb, wandb_logging
 from neurolens_lightning.results import ScanResult
@@ -99,8 +100,10 @@ def make_logger(cfg: Any, out: str | Path) -> Any:
     raise NeuroLensError(f"logger.kind must be csv or wandb, got {lc.kind!r}")  # pragma: no cover (schema)
 
 
-def run_eval(cfg: Any) -> dict[str, Any]:
-    """Run one eval (see the module docstring).
+def run_eval(cfg: Any, progress: bool = False) -> dict[str, Any]:
+    """Run one eval (see the module docstring). ``progress`` (the CLI's): a bar per validate and per null round
+    of the ablation on stderr, on rank 0 only (:mod:`neurolens_lightning.progress`; not with
+    ``trainer.enable_progress_bar``, which draws Lightning's own).
 
     Returns ``{"out", "result", "logger", "metrics", "ablation_metrics", "global_zero"}``: ``metrics``
     are the scoring run's logged scalars, ``ablation_metrics`` the ablation run's (empty without
@@ -121,7 +124,7 @@ def run_eval(cfg: Any) -> dict[str, Any]:
     datamodule = module.datamodule()
     t_loaded = time.perf_counter()
     logger = make_logger(cfg, out)
-    trainer = _build_trainer(cfg, logger, out)
+    trainer = _build_trainer(cfg, logger, out, progress)
     t0 = time.perf_counter()
     metrics = trainer.validate(module, datamodule=datamodule, verbose=False)
     t_scored = time.perf_counter()
@@ -129,7 +132,7 @@ def run_eval(cfg: Any) -> dict[str, Any]:
     if result is None:  # pragma: no cover - validate always runs the epoch end
         raise NeuroLensError("the validation run produced no result")
     result.timings.update({"load_model": t_loaded - t_start, "scoring": t_scored - t0})
-    ablation_metrics = _validate_ablation(trainer, module) if ablate else []
+    ablation_metrics = _validate_ablation(trainer, module, progress) if ablate else []
     result.timings["total"] = time.perf_counter() - t_start
     if trainer.is_global_zero:
         _save_and_log(cfg, trainer, logger, result, out)
@@ -138,9 +141,42 @@ def run_eval(cfg: Any) -> dict[str, Any]:
             "global_zero": trainer.is_global_zero}
 
 
-def _build_trainer(cfg: Any, logger: Any, out: Path) -> pl.Trainer:
+class ValidationProgress(pl.Callback):
+    """One bar per ``trainer.validate`` (every validation batch of every dataloader), drawn on global rank 0
+    only, closed at its true count (:mod:`neurolens_lightning.progress`).
+
+    Example:
+        >>> trainer = pl.Trainer(callbacks=[ValidationProgress()], enable_progress_bar=False)  # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self.bar: Bar | None = None
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if isinstance(pl_module, AblationModule):
+            desc = f"ablation round 1 [{pl_module.plan.method}]"
+        else:
+            desc = f"scoring [{getattr(getattr(pl_module, 'concept', None), 'name', type(pl_module).__name__)}]"
+        total = sum(int(n) for n in trainer.num_val_batches if n != float("inf"))
+        self.bar = progress_bar(total, desc, enabled=trainer.is_global_zero)
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self.bar is not None:
+            self.bar.update()
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.bar is not None:  # runs before the module's epoch end (the ablation's null rounds draw their own)
+            self.bar.close()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if self.bar is not None:
+            self.bar.close(completed=False)
+
+
+def _build_trainer(cfg: Any, logger: Any, out: Path, progress: bool = False) -> pl.Trainer:
     """The validate-only ``Trainer`` of the config's ``trainer`` section (``inference_mode=False``: importance
-    takes gradients)."""
+    takes gradients); with ``progress`` and without Lightning's own bar, a :class:`ValidationProgress`."""
     tc = cfg.trainer
     trainer_kwargs: dict[str, Any] = {"inference_mode": False, "logger": logger, "accelerator": tc.accelerator,
                                       "devices": tc.devices, "enable_progress_bar": tc.enable_progress_bar,
@@ -148,15 +184,18 @@ def _build_trainer(cfg: Any, logger: Any, out: Path) -> pl.Trainer:
                                       "default_root_dir": str(out)}
     if tc.precision:
         trainer_kwargs["precision"] = tc.precision
+    if progress and not tc.enable_progress_bar:
+        trainer_kwargs["callbacks"] = [ValidationProgress()]
     return pl.Trainer(**trainer_kwargs)
 
 
-def _validate_ablation(trainer: pl.Trainer, module: ProbeModule) -> list[dict[str, Any]]:
+def _validate_ablation(trainer: pl.Trainer, module: ProbeModule, progress: bool = False) -> list[dict[str, Any]]:
     """The second validate: an :class:`AblationModule` tests the scored neurons on the held-out split (a model
     without an output head gets its probe head fitted there); records its time in the result's timings."""
     result = module.result
     t3 = time.perf_counter()
-    ablation_metrics = trainer.validate(AblationModule.from_scoring(result, module.scoring), verbose=False)
+    ablation = AblationModule.from_scoring(result, module.scoring, progress=progress)
+    ablation_metrics = trainer.validate(ablation, verbose=False)
     result.timings["ablation"] = time.perf_counter() - t3
     return ablation_metrics
 

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from neurolens_lightning.ablation import (ablation_inputs, chunk_generator, encode_chunk, finish_ablation, make_runner,
                                           plan_ablation)
+from neurolens_lightning.ablation.loop import announce_ablation
 from neurolens_lightning.adapters import ModelAdapter
 from neurolens_lightning.concepts import Concept, load_concept
 from neurolens_lightning.distributed import gather_cat
@@ -248,7 +249,7 @@ class AblationModule(pl.LightningModule):
                  replicas: int = 8, batch_size: int = 16, seed: int = 0, audit_samples: int = 20,
                  min_effect: float | None = None, alpha: float = 0.05, n_boot: int = 1000,
                  suppressors: int | None = None, test_top_k: bool = True, direction: str = "importance",
-                 split: str | None = None) -> None:
+                 split: str | None = None, progress: bool = False) -> None:
         super().__init__()
         self.result, self.adapter, self.scanner, self.held_out = result, adapter, scanner, held_out
         self.model = adapter.model
@@ -257,6 +258,7 @@ class AblationModule(pl.LightningModule):
         self.replicas, self.batch_size, self.seed = replicas, batch_size, seed
         self.min_effect, self.alpha, self.n_boot, self.split = min_effect, alpha, n_boot, split
         self.runner = None
+        self.progress = progress  # the null rounds' bars (the first round's are the trainer's: neurolens eval's)
         self._chunks = ablation_inputs(adapter, scanner, held_out, batch_size, seed)
 
     def val_dataloader(self) -> DataLoader:
@@ -278,6 +280,7 @@ class AblationModule(pl.LightningModule):
             self.scanner.fit_head(gather=gather_cat)
         if self.plan.candidates:
             self.runner = make_runner(self.plan, self.result, self.adapter, self.scanner, replicas=self.replicas)
+            announce_ablation(self.plan, self._chunks, self.progress)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         # batch_idx is the chunk's index (every rank iterates every chunk in order): the null rounds of
@@ -285,21 +288,22 @@ class AblationModule(pl.LightningModule):
         self.runner.step(batch["kind"], batch["batch"], batch["src"], key=batch_idx)
 
     @classmethod
-    def from_scoring(cls, result: ScanResult, scoring: Any) -> "AblationModule":
+    def from_scoring(cls, result: ScanResult, scoring: Any, progress: bool = False) -> "AblationModule":
         """The causal test of a :class:`~neurolens_lightning.pipeline.Scoring`'s settings on its held-out part
         (``neurolens eval``'s second validate: the Lightning form of ``pipeline.test_causally``)."""
         s = scoring.settings
         return cls(result, scoring.adapter, scoring.scanner, scoring.held_out or scoring.concept, method=s.ablation,
                    null_samples=s.null_samples, neurons=s.named_neurons(), batch_size=s.batch_size, seed=s.seed,
                    min_effect=s.min_effect, alpha=s.alpha, suppressors=s.suppressors, test_top_k=s.test_top_k,
-                   direction=s.direction, split=None if scoring.held_out is not None else SAME_EXAMPLES)
+                   direction=s.direction, split=None if scoring.held_out is not None else SAME_EXAMPLES,
+                   progress=progress)
 
     def on_validation_epoch_end(self) -> None:
         # the first pass ran as this loop; the null grows (plain loop over the same inputs) only
         # where a tested neuron's p-value is not settled yet, then the statistics
         finish_ablation(self.result, self.plan, self.runner, self.adapter, self.scanner, self._chunks,
                         min_effect=self.min_effect, alpha=self.alpha, n_boot=self.n_boot, seed=self.seed,
-                        replicas=self.replicas, split=self.split)
+                        replicas=self.replicas, split=self.split, progress=self.progress)
         logs: dict[str, float] = {}
         for (l, i), ab in self.result.ablation.items():
             logs[f"ablation/delta/{l}:{i}"] = ab["delta"]
