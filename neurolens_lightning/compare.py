@@ -40,7 +40,7 @@ import numpy as np
 from neurolens_lightning.catalog import model_facts
 from neurolens_lightning.concepts import load_concept
 from neurolens_lightning.errors import NeuroLensError
-from neurolens_lightning.io import publish, rounded, slug
+from neurolens_lightning.io import Output, check_out, publish, rounded, slug
 from neurolens_lightning.settings import ScanSettings
 
 __all__ = [
@@ -396,6 +396,8 @@ def compare(
     concept_obj = load_concept(concept)
     # fail fast, before any model is loaded: unknown names, mixed modalities
     _check_modalities([s.label for s in specs], [_static_modality(s) for s in specs], concept_obj)
+    st.split(concept_obj)  # a probe too small for the causal test's split, and an output that cannot take the run
+    output = check_out(out) if out is not None else None
     results, t_all = _load_and_scan(specs, concept_obj, st, device, download, progress)
     datas = [r.to_dict() for r in results]
     comp = build_comparison(datas, [s.label for s in specs], top_k=st.top_k, grid=grid,
@@ -404,8 +406,8 @@ def compare(
         m["scan_dir"] = f"models/{name}"
         m["timing_s"] = round(r.timings.get("total", 0.0), 3)
     comp["timings_s"] = {"total": round(time.perf_counter() - t_all, 3)}
-    if out is not None:
-        write_comparison(comp, out, results=results, scan_reports=report)
+    if output is not None:
+        write_comparison(comp, output, results=results, scan_reports=report)
     return comp
 
 
@@ -472,14 +474,11 @@ def _dir_names(labels: Sequence[str]) -> list[str]:
     return out
 
 
-def write_comparison(comp: dict[str, Any], out: str | Path, results: Sequence[Any] = (),
+def write_comparison(comp: dict[str, Any], out: "str | Path | Output", results: Sequence[Any] = (),
                      scan_reports: bool = True) -> Path:
     """Write ``comparison.json``, ``report.html`` and each model's scan folder into ``out`` atomically."""
     from neurolens_lightning.report import compare_page  # plotly: only when a page is written
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise NeuroLensError(f"output {str(out)!r} exists and is not a folder")
 
     def write(tmp: Path) -> None:
         for m, r in zip(comp["models"], results):

@@ -63,6 +63,7 @@ class ScanConfig(ScanSettings):
     cross_concept: bool = False
     also: List[str] = field(default_factory=list)
     out: Optional[str] = None
+    overwrite: bool = False  # allow ``out`` to be a symlink or a non-empty folder that is not a NeuroLens output
     report: bool = True
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
@@ -84,6 +85,7 @@ class CompareConfig(ScanSettings):
     device: str = "auto"
     download: bool = False
     out: Optional[str] = None
+    overwrite: bool = False  # allow ``out`` to be a symlink or a non-empty folder that is not a NeuroLens output
     report: bool = True
 
 
@@ -168,6 +170,7 @@ class EvalConfig(ScanSettings):
     weights: Literal["pretrained", "random"] = "pretrained"
     tokenizer: Optional[str] = None
     out: Optional[str] = None
+    overwrite: bool = False  # allow ``out`` to be a symlink or a non-empty folder that is not a NeuroLens output
     report: bool = True
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

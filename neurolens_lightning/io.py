@@ -74,6 +74,7 @@ class Output:
     mount: bool = False
     replaces: bool = False
     notes: list[str] = field(default_factory=list)
+    published: Path | None = None  # where :func:`publish` put the run (``path``, or ``path-2`` after a race)
 
 
 def _alive(pid: int) -> bool:
@@ -334,6 +335,7 @@ def publish(out: "str | Path | Output", write: Callable[[Path], Any],
                     raise
                 shutil.rmtree(aside, ignore_errors=True)
             _published.append(target)
+            output.published = target
     except OSError as e:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)

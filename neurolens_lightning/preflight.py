@@ -25,7 +25,7 @@ from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.io import Output, check_out
 from neurolens_lightning.settings import ScanSettings
 
-__all__ = ["Preflight", "preflight", "check_layers", "check_modality"]
+__all__ = ["Preflight", "preflight", "check_layers", "check_units", "check_modality"]
 
 
 @dataclass
@@ -45,6 +45,15 @@ def check_layers(layers: Sequence[int] | None, n_layers: int | None, name: str, 
     if bad:
         raise NeuroLensError(f"{what} {bad} out of range for {name}: it has {n_layers} layers, valid indices are "
                              f"0..{n_layers - 1} (0 = closest to the input)")
+
+
+def check_units(neurons: Sequence[tuple[int, int]], facts: ModelFacts) -> None:
+    """Refuse a named neuron whose index is beyond its layer's width (when the width is known here)."""
+    for layer, index in neurons:
+        units = facts.units_of(layer)
+        if units is not None and not 0 <= index < units:
+            raise NeuroLensError(f"neuron {layer}:{index}: index out of range, layer {layer} has {units} units "
+                                 f"(0..{units - 1})")
 
 
 def check_modality(facts: ModelFacts, concept: Concept) -> None:
@@ -70,6 +79,7 @@ def preflight(model: Any, concept: Any, settings: ScanSettings, *, arch: str | N
     check_layers(settings.layers, facts.n_layers, facts.name)
     named = settings.named_neurons() or []
     check_layers(sorted({l for l, _ in named}), facts.n_layers, facts.name, what="named neuron layer(s)")
+    check_units(named, facts)
     for extra in also:
         check_modality(facts, load_concept(extra))
     output = check_out(out, overwrite=overwrite) if out is not None else None

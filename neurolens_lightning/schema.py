@@ -23,7 +23,7 @@ from typing import Any, List, Mapping, Optional, TypedDict
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.settings import format_neuron, parse_neuron
 
-__all__ = ["RESULTS_VERSION", "STEERING_VERSION", "COMPARISON_VERSION", "SchemaError", "read_results",
+__all__ = ["neurons_from_results", "scan_split", "RESULTS_VERSION", "STEERING_VERSION", "COMPARISON_VERSION", "SchemaError", "read_results",
            "neuron_key", "format_neuron", "parse_neuron", "AblationRecord", "NeuronRecord", "ResultsFile",
            "NEURONS", "ABLATION", "ABLATION_SUMMARY", "SETTINGS", "VALIDATED", "CAUSAL", "VERDICT", "DELTA",
            "DELTA_CONTROL", "CI_LOW", "CI_HIGH", "P_VALUE", "P_HOLM", "N_VALIDATED", "WARNINGS"]
@@ -156,3 +156,50 @@ def read_results(source: "str | Path | Mapping[str, Any]", where: str | None = N
 def neuron_key(rec: Mapping[str, Any]) -> tuple[int, int]:
     """``(layer, index)`` of a neuron record."""
     return int(rec["layer"]), int(rec["index"])
+
+
+# ---------------------------------------------------------------------------- what steer --from reads
+def neurons_from_results(path: "str | Path", which: str = "validated") -> tuple[list[tuple[int, int]], dict[str, Any]]:
+    """The neurons of an earlier scan's results.json, and that results dict.
+
+    ``which``: ``validated`` (default: validated for a drop — ablating them lowers y, so turning
+    them up is predicted to raise it, steering direction +1), ``suppressors`` (validated for a
+    rise, direction −1) or ``candidates`` (its top-k candidates, direction +1). The scan's split
+    is in the returned dict: see :func:`scan_split`.
+    """
+    data = read_results(path, where=f"--from {path}")  # types checked: strict booleans, integer indices
+    neurons = data.get("neurons") or []
+    if which in ("validated", "suppressors"):
+        want = "drop" if which == "validated" else "rise"
+        picked = [n for n in neurons if isinstance(n.get("ablation"), dict) and n["ablation"].get("validated")
+                  and n["ablation"].get("direction", "drop") == want]
+        if not picked:
+            what = "no neuron" if which == "validated" else "no suppressor (no neuron validated for a rise)"
+            raise NeuroLensError(f"--from {path}: the scan validated {what} (run it with --ablate, or pass "
+                                 "--neurons L:I to steer chosen neurons)")
+    elif which == "candidates":
+        picked = [n for n in neurons if n.get("role") == "candidate"][: int(data.get("top_k") or 10)]
+        if not picked:
+            raise NeuroLensError(f"--from {path}: the scan has no candidates to steer")
+    else:
+        raise NeuroLensError(f"--from: which must be validated, suppressors or candidates, got {which!r}")
+    return [(int(n["layer"]), int(n["index"])) for n in picked], data
+
+
+def scan_split(data: dict[str, Any]) -> dict[str, Any]:
+    """The split of a scan's results dict: ``seed`` and ``holdout`` (0 and 0.5 when not recorded) and
+    ``ablated`` (its neurons were validated on the held-out split of that seed and holdout).
+
+    Example:
+        >>> scan_split({"settings": {"seed": 3, "holdout": 0.25, "ablate": True}})
+        {'seed': 3, 'holdout': 0.25, 'ablated': True, 'recorded': True}
+        >>> scan_split({})
+        {'seed': 0, 'holdout': 0.5, 'ablated': False, 'recorded': False}
+    """
+    st = data.get("settings") or {}
+    ablated = bool(st.get("ablate")) or any(isinstance(n.get("ablation"), dict) for n in data.get("neurons") or [])
+    recorded = "seed" in st and "holdout" in st
+    return {"seed": int(st["seed"]) if st.get("seed") is not None else 0,
+            "holdout": float(st["holdout"]) if st.get("holdout") is not None else 0.5,
+            "ablated": ablated, "recorded": recorded}
+

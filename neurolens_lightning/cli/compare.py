@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
 from neurolens_lightning.io import default_out
-from neurolens_lightning.cli.common import add_ablation_flags, add_command, add_runtime_flags
+from neurolens_lightning.cli.common import (add_ablation_flags, add_command, add_output_flags, add_runtime_flags,
+                                            quiet_libraries)
 from neurolens_lightning.compare import compare
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.settings import ScanSettings
@@ -38,12 +40,12 @@ def _add_compare_flags(p: argparse.ArgumentParser) -> None:
     add_ablation_flags(p, top_k_help="top neurons per model (ablated with --ablate)",
                        ablate_help="validate each model's top-k by ablation")
     p.add_argument("--grid", type=int, help="points of the common relative-depth grid (default 21)")
-    p.add_argument("--out", help="output folder (default reports/compare-<concept>-<timestamp>/)")
+    add_output_flags(p, "reports/compare-<concept>-<timestamp>/")
     add_runtime_flags(p, tokenizer_help="tokenizer directory (random-weight GPT-2/RoBERTa)")
     p.add_argument("overrides", nargs="*", help="config overrides as key=value (e.g. top_k=5 grid=41)")
 
 
-_COMPARE_FLAG_KEYS = ["concept", "weights", "top_k", "out", "device", "tokenizer", "grid", "batch_size", "ablation",
+_COMPARE_FLAG_KEYS = ["concept", "weights", "top_k", "out", "overwrite", "device", "tokenizer", "grid", "batch_size", "ablation",
                       "null_samples", "ablate", "download", "importance"]
 
 
@@ -64,11 +66,38 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if len(cfg.models) < 2:
         raise NeuroLensError(f"compare needs at least two models (--models A B, or models=[A,B]), got {cfg.models}")
     out = Path(cfg.out) if cfg.out else default_compare_out_dir(cfg.concept)
-    comp = compare(cfg.models, cfg.concept, out=out, weights=cfg.weights, grid=cfg.grid, tokenizer=cfg.tokenizer,
+    output = _preflight(cfg, out)  # every check that needs no model: one line and exit 2, nothing started
+    quiet_libraries()
+    comp = compare(cfg.models, cfg.concept, out=output, weights=cfg.weights, grid=cfg.grid, tokenizer=cfg.tokenizer,
                    device=None if cfg.device == "auto" else cfg.device, download=cfg.download, report=cfg.report,
                    progress=True, settings=ScanSettings.from_any(cfg))
+    out = output.published or out
     _print_comparison(comp, out)
+    if out != output.path:
+        print(f"note: {output.path} was written by another run while this one worked; this run is in {out}",
+              file=sys.stderr)
+    elif output.replaces:
+        print(f"note: the earlier run in {out} was replaced whole by this one", file=sys.stderr)
     return 0
+
+
+def _preflight(cfg: Any, out: Path) -> Any:
+    """The checks of ``compare`` that need no model (names, probe, split, settings, layers, output folder)."""
+    from neurolens_lightning.catalog import model_facts  # no torch
+    from neurolens_lightning.compare import parse_model_spec
+    from neurolens_lightning.concepts import load_concept
+    from neurolens_lightning.io import check_out
+    from neurolens_lightning.preflight import check_modality
+
+    st = ScanSettings.from_any(cfg).check()
+    probe = load_concept(cfg.concept)
+    for m in cfg.models:
+        check_modality(model_facts(parse_model_spec(m, cfg.weights).model, where="in --models"), probe)
+    st.split(probe)
+    output = check_out(out, overwrite=cfg.overwrite)
+    for note in output.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return output
 
 
 def _print_comparison(comp: Mapping[str, Any], out: Path) -> None:

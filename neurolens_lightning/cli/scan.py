@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from neurolens_lightning.io import default_out
-from neurolens_lightning.cli.common import add_ablation_flags, add_command, add_runtime_flags
+from neurolens_lightning.cli.common import (add_ablation_flags, add_command, add_output_flags, add_runtime_flags,
+                                            quiet_libraries)
+from neurolens_lightning.preflight import preflight
 from neurolens_lightning.settings import ScanSettings
 
 
@@ -45,7 +48,7 @@ def _add_scan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--direction", choices=["importance", "drop", "rise"],
                    help="direction a --neurons neuron is tested in (default importance: the sign of its importance, "
                         "with every null neuron signed by its own; drop / rise: as you state)")
-    p.add_argument("--out", help="output folder (default reports/<model>-<concept>-<timestamp>/)")
+    add_output_flags(p, "reports/<model>-<concept>-<timestamp>/")
     p.add_argument("--weights", choices=["pretrained", "random"], help="pretrained (default) or random init")
     p.add_argument("--arch", help="architecture of a .pt/.pth state dict (resnet18|resnet50)")
     p.add_argument("--site", help="any other text model: its neurons as 'PATTERN[:input|:output]', a glob over "
@@ -59,7 +62,7 @@ def _add_scan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="config overrides as key=value (e.g. top_k=20 wandb.enabled=true)")
 
 
-_FLAG_KEYS = ["model", "concept", "layers", "top_k", "ablate", "ablation", "null_samples", "neurons", "out",
+_FLAG_KEYS = ["model", "concept", "layers", "top_k", "ablate", "ablation", "null_samples", "neurons", "out", "overwrite",
               "weights", "arch", "tokenizer", "device", "download", "importance", "batch_size", "cross_concept", "also"]
 
 
@@ -97,10 +100,19 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
     cfg = load_config(ScanConfig, args.config, list(args.overrides) + _flags_to_dotlist(args),
                       {"site": args.site} if getattr(args, "site", None) else None)  # verbatim: ':' '*' in it
-    from neurolens_lightning.api import scan  # lazy: keeps neurolens --help fast
-
     # --neurons alone tests just those; with --ablate the top-k too
     settings = ScanSettings.from_any(cfg, test_top_k=cfg.test_top_k and (cfg.ablate or not cfg.neurons)).check()
+    writer = int(os.environ.get("RANK", "0")) == 0  # under torchrun rank 0 alone writes the folder
+    out = Path(cfg.out) if cfg.out else default_out_dir(cfg.model, cfg.concept)
+    # every check that needs no model, before any heavy import: one line and exit 2, nothing started
+    pf = preflight(cfg.model, cfg.concept, settings, arch=cfg.arch, site=cfg.site, also=list(cfg.also),
+                   out=out if writer else None, overwrite=cfg.overwrite)
+    for note in pf.output.notes if pf.output else []:
+        print(f"note: {note}", file=sys.stderr)
+    quiet_libraries()
+    from neurolens_lightning.api import scan  # lazy: keeps neurolens --help fast
+    from neurolens_lightning.distributed import dist_context  # lazy: keeps neurolens --help fast
+
     device = None if cfg.device == "auto" else cfg.device
     launched = _join_distributed_launch()
     if launched is not None and device is None:
@@ -108,13 +120,15 @@ def cmd_scan(args: argparse.Namespace) -> int:
     result = scan(model=cfg.model, concept=cfg.concept, tokenizer=cfg.tokenizer, weights=cfg.weights, arch=cfg.arch,
                   device=device, download=cfg.download, progress=True, image_size=cfg.image_size,
                   cross_concept=cfg.cross_concept, also=list(cfg.also), site=cfg.site, settings=settings)
-    from neurolens_lightning.distributed import dist_context  # lazy: keeps neurolens --help fast
-
     if dist_context()[0] != 0:  # every rank holds the result; rank 0 alone writes and reports it
         return 0
-    out = Path(cfg.out) if cfg.out else default_out_dir(cfg.model, cfg.concept)
-    result.save(out, report=cfg.report)
+    out = result.save(pf.output or out, report=cfg.report)
     _print_summary(result, out)
+    if pf.output is not None and out != pf.output.path:
+        print(f"note: {pf.output.path} was written by another run while this one worked; this run is in {out}",
+              file=sys.stderr)
+    elif pf.output is not None and pf.output.replaces:
+        print(f"note: the earlier run in {out} was replaced whole by this one", file=sys.stderr)
     if cfg.wandb.enabled:
         from neurolens_lightning.report import log_scan_to_wandb, wandb_run_for  # lazy: keeps neurolens --help fast
 

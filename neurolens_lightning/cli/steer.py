@@ -9,11 +9,12 @@ Writes steering.json + steering.html (the module, with torch, is imported only w
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
 from neurolens_lightning.io import default_out
-from neurolens_lightning.cli.common import add_command
+from neurolens_lightning.cli.common import add_command, add_output_flags, quiet_libraries
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.settings import parse_neuron
 
@@ -56,16 +57,19 @@ def register(subparsers: Any) -> None:
     p.add_argument("--tokenizer", help="tokenizer directory (local models)")
     p.add_argument("--weights", choices=["pretrained", "random"], default="pretrained")
     p.add_argument("--device", help="cpu, cuda or auto (default)")
-    p.add_argument("--out", help="output folder (default reports/steer-<model>-<concept>-<timestamp>/)")
+    add_output_flags(p, "reports/steer-<model>-<concept>-<timestamp>/")
 
 
 def cmd_steer(args: argparse.Namespace) -> int:
     """``neurolens steer``: the dose-response of chosen (or validated) neurons against random neurons, saved as
     steering.json + page."""
-    from neurolens_lightning.steering import dose_response  # lazy: keeps neurolens --help fast
-
     plan = _steer_plan(args)
     model, concept = plan["model"], plan["concept"]
+    out = Path(args.out) if args.out else default_out("steer", model, concept)  # timestamped, as scan's
+    output = _preflight(args, plan, out)  # every check that needs no model: one line and exit 2, nothing started
+    quiet_libraries()
+    from neurolens_lightning.steering import dose_response  # lazy: keeps neurolens --help fast
+
     mode = "set" if args.set else "mean" if args.mean else "scale"
     scales = args.set if args.set else args.scales
     res = dose_response(model, concept, plan["neurons"], scales=scales, mode=mode, tokenizer=args.tokenizer,
@@ -74,16 +78,42 @@ def cmd_steer(args: argparse.Namespace) -> int:
                         direction=plan["direction"], null_sets=args.null_sets, n_examples=args.examples,
                         max_new_tokens=args.tokens, progress=True)
     res.extra["source"] = plan["source"]
-    out = Path(args.out) if args.out else default_out("steer", model, concept)  # timestamped, as scan's
-    res.save(out)
+    out = res.save(output)
     _print_steering(res.to_dict(), out)
+    if out != output.path:
+        print(f"note: {output.path} was written by another run while this one worked; this run is in {out}",
+              file=sys.stderr)
+    elif output.replaces:
+        print(f"note: the earlier run in {out} was replaced whole by this one", file=sys.stderr)
     return 0
+
+
+def _preflight(args: argparse.Namespace, plan: dict[str, Any], out: Path) -> Any:
+    """The checks of ``steer`` that need no model: names, probe and split, neurons, output folder."""
+    from neurolens_lightning.catalog import model_facts  # no torch
+    from neurolens_lightning.concepts import load_concept
+    from neurolens_lightning.io import check_out
+    from neurolens_lightning.preflight import check_layers, check_modality, check_units
+
+    facts = model_facts(plan["model"], site=None)
+    probe = load_concept(plan["concept"])
+    check_modality(facts, probe)
+    if not 0 <= plan["holdout"] < 1:
+        raise NeuroLensError(f"neurolens steer: --holdout must be in [0, 1), got {plan['holdout']}")
+    if plan["holdout"] > 0:
+        probe.split(plan["holdout"], seed=plan["seed"])  # a probe too small for the split fails here
+    check_layers(sorted({l for l, _ in plan["neurons"]}), facts.n_layers, facts.name, what="neuron layer(s)")
+    check_units(plan["neurons"], facts)
+    output = check_out(out, overwrite=bool(args.overwrite))
+    for note in output.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return output
 
 
 def _steer_plan(args: argparse.Namespace) -> dict[str, Any]:
     """The model, concept, neurons, split (seed, holdout, inputs), direction and source of a steer run: from the
     flags, or from an earlier scan's results.json (``--from``; explicit flags win). Bad input raises here."""
-    from neurolens_lightning.steering import neurons_from_results, scan_split  # lazy: keeps neurolens --help fast
+    from neurolens_lightning.schema import neurons_from_results, scan_split
 
     if bool(args.neurons) == bool(args.from_results):
         raise NeuroLensError("neurolens steer: pass either --neurons L:I [L:I ...] or --from RESULTS.json (the "
