@@ -80,6 +80,10 @@ def preflight(model: Any, concept: Any, settings: ScanSettings, *, arch: str | N
     named = settings.named_neurons() or []
     check_layers(sorted({l for l, _ in named}), facts.n_layers, facts.name, what="named neuron layer(s)")
     check_units(named, facts)
+    for l, i in named:
+        if settings.layers is not None and l not in settings.layers:
+            raise NeuroLensError(f"neuron {l}:{i}: layer {l} was not scanned (scanned layers: "
+                                 f"{sorted(settings.layers)}); add it to --layers")
     for extra in also:
         check_modality(facts, load_concept(extra))
     output = check_out(out, overwrite=overwrite) if out is not None else None

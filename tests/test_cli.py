@@ -41,7 +41,8 @@ def test_scan_writes_valid_results_json(tmp_path, capsys):
     (["--layers", "7"], "valid indices are 0..5"),
     (["--concept", "no_such_concept"], "unknown concept 'no_such_concept'"),
     (["--model", "no-such-model"], "unknown model 'no-such-model'"),
-    (["--neurons", "9:1", "--ablate"], "layer 9 was not scanned"),
+    (["--neurons", "9:1", "--ablate"], "named neuron layer(s) [9] out of range for minilm"),
+    (["--layers", "2", "--neurons", "3:1", "--ablate"], "layer 3 was not scanned (scanned layers: [2])"),
     (["top_kk=3"], "top_kk"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, message):

@@ -83,16 +83,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _preflight(cfg: Any, out: Path) -> Any:
     """The checks of ``compare`` that need no model (names, probe, split, settings, layers, output folder)."""
-    from neurolens_lightning.catalog import model_facts  # no torch
-    from neurolens_lightning.compare import parse_model_spec
+    from neurolens_lightning.compare import _check_modalities, _static_modality, parse_model_spec  # no torch
     from neurolens_lightning.concepts import load_concept
     from neurolens_lightning.io import check_out
-    from neurolens_lightning.preflight import check_modality
 
     st = ScanSettings.from_any(cfg).check()
     probe = load_concept(cfg.concept)
-    for m in cfg.models:
-        check_modality(model_facts(parse_model_spec(m, cfg.weights).model, where="in --models"), probe)
+    specs = [parse_model_spec(m, cfg.weights) for m in cfg.models]
+    _check_modalities([s.label for s in specs], [_static_modality(s) for s in specs], probe)
     st.split(probe)
     output = check_out(out, overwrite=cfg.overwrite)
     for note in output.notes:
