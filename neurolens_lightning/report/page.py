@@ -139,7 +139,8 @@ def summary_sentences(data: dict[str, Any]) -> list[str]:
     npos, nneg = data.get("n_positive"), data.get("n_negative")
     out.append(
         f"We scanned <b>{fmt_number(data.get('n_neurons_scanned'))} neurons</b> in {layer_txt} of <b>{model}</b>"
-        f"{(' — ' if kind else ' ') + arch if arch else ''} for the concept <b>{escape(data.get('concept'))}</b>, comparing "
+        f"{(' — ' if kind else ' ') + arch if arch else ''} for the concept <b>{escape(data.get('concept'))}</b>, "
+        f"comparing "
         f"<b>{fmt_number(npos)}</b> concept examples with <b>{fmt_number(nneg)}</b> control examples"
         f"{' in ' + fmt_number(ci.get('n_groups')) + ' phrasing groups' if isnum(ci.get('n_groups')) else ''}.")
     split = (data.get("settings") or {}).get("split")

@@ -14,8 +14,9 @@ float16 / int8 tensors, 9 bytes per neuron per point), so that the trajectories 
 top-k late (:meth:`emergence` fills them in as each point's ``tracked`` list). At fit end (and
 on demand, :meth:`write_reports`) it writes, per concept, the final scan report with the
 emergence timeline; the top examples of an image probe given as tensors are inlined there as
-PNG thumbnails with their group label. The history is in ``state_dict()``, so a resumed run
-continues it.
+PNG thumbnails with their group label (also when the fit stops on an exception or Ctrl-C: the
+points measured so far, marked as interrupted). The history is in ``state_dict()``, keyed by the
+concept names, so a resumed run continues it, also with another cadence.
 
 It never disturbs training: probes run in eval mode (each module's mode restored) under
 ``no_grad`` except the importance backward, which takes gradients w.r.t. activations only
