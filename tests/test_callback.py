@@ -7,7 +7,11 @@ What is pinned:
   the same (shuffled) order, as the same fit without it - with dropout on, so RNG matters;
 * resume: fit to step 4 with ``ModelCheckpoint(every_n_train_steps=4)``, resume with
   ``ckpt_path=`` to step 8: the history and the score log continue 0, 2, 4, 6, 8 (no gaps, no
-  duplicates) and the checkpoint loads with ``weights_only=True``;
+  duplicates) and the checkpoint loads with ``weights_only=True``; also with another cadence (steps 2 -> 3,
+  steps -> epochs), from a checkpoint of the earlier key (which held the cadence) and from one of a larger
+  concept set; other layers / top_k / importance are refused with one line;
+* interrupted fits (Ctrl-C, an exception, a probe failing half way): the report of the points measured so far
+  is written, marked as interrupted, and the exception propagates; the page names the model once;
 * trajectories: the final top neurons' scores are filled in at every probe point from the score
   log (no gaps from the first point) and match the full-precision scores of each point;
 * DDP: a 2-process ``ddp`` fit (CPU, gloo; run as a subprocess of this file with a hard timeout)
