@@ -7,7 +7,11 @@ What is pinned:
   the same (shuffled) order, as the same fit without it - with dropout on, so RNG matters;
 * resume: fit to step 4 with ``ModelCheckpoint(every_n_train_steps=4)``, resume with
   ``ckpt_path=`` to step 8: the history and the score log continue 0, 2, 4, 6, 8 (no gaps, no
-  duplicates) and the checkpoint loads with ``weights_only=True``;
+  duplicates) and the checkpoint loads with ``weights_only=True``; also with another cadence (steps 2 -> 3,
+  steps -> epochs), from a checkpoint of the earlier key (which held the cadence) and from one of a larger
+  concept set; other layers / top_k / importance are refused with one line;
+* interrupted fits (Ctrl-C, an exception, a probe failing half way): the report of the points measured so far
+  is written, marked as interrupted, and the exception propagates; the page names the model once;
 * trajectories: the final top neurons' scores are filled in at every probe point from the score
   log (no gaps from the first point) and match the full-precision scores of each point;
 * DDP: a 2-process ``ddp`` fit (CPU, gloo; run as a subprocess of this file with a hard timeout)
@@ -23,6 +27,7 @@ Run ``python tests/test_callback.py --ddp-worker OUT DEVICES`` to run one DDP fi
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -263,6 +268,213 @@ def test_resume_continues_history_without_gaps_or_duplicates(tok, data, tmp_path
     assert all(t["score"] is not None and t["selectivity"] is not None for p in timeline for t in p["tracked"])
     final = torch.load(ckpt_dir / "step=8.ckpt", map_location="cpu", weights_only=True)
     assert [p["step"] for p in final["callbacks"][cb2.state_key]["history"]] == steps
+
+
+def _fit_to_step4(tok, data, tmp_path, **cb_kw: Any) -> tuple[NeuroLensCallback, Path]:
+    """A fit to step 4 (probes every 2 steps, checkpoint at step 4); returns the callback and the checkpoint."""
+    cb = _callback(**cb_kw)
+    mc = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1, filename="{step}")
+    _fit(tok, data, callbacks=[cb, mc], max_steps=4, enable_checkpointing=True)
+    assert sorted({p["step"] for p in cb.history}) == [0, 2, 4]
+    return cb, tmp_path / "ckpt" / "step=4.ckpt"
+
+
+@pytest.mark.parametrize("cadence,steps,reasons", [
+    (dict(every_n_train_steps=3), [0, 2, 4, 6, 8], ["start", "step", "step", "step", "end"]),
+    (dict(every_n_train_steps=None, every_n_epochs=1), [0, 2, 4, 8], ["start", "step", "step", "epoch"]),
+], ids=["steps-2-to-3", "steps-to-epochs"])
+def test_resume_with_another_cadence_keeps_every_point(tok, data, tmp_path, cadence, steps, reasons):
+    """The checkpoint entry does not depend on the cadence: a resume with another one continues the history (the
+    saved points as saved, no second "start" at the resume step)."""
+    cb1, ckpt = _fit_to_step4(tok, data, tmp_path)
+    saved = copy.deepcopy(cb1.history)
+    cb2 = _callback(**cadence)
+    _fit(tok, data, callbacks=[cb2], max_steps=8, ckpt_path=str(ckpt))
+    assert [p["step"] for p in cb2.history] == steps
+    assert [p["reason"] for p in cb2.history] == reasons
+    assert cb2.history[:3] == saved
+    assert [e["step"] for e in cb2.score_log] == steps
+    assert all(t["score"] is not None for p in cb2.emergence(CONCEPT) for t in p["tracked"])
+
+
+def _legacy_checkpoint(ckpt: Path, out: Path, key_cadence: tuple[int | None, int | None]) -> Path:
+    """``ckpt`` as an earlier NeuroLens wrote it: the callback's entry under the key that held the cadence, its
+    state without ``probe_setup``."""
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    (key, state), = [(k, v) for k, v in raw["callbacks"].items() if k.startswith("NeuroLensCallback")]
+    state.pop("probe_setup")
+    old = (f"NeuroLensCallback{{'concepts': [{CONCEPT!r}], 'every_n_train_steps': {key_cadence[0]!r}, "
+           f"'every_n_epochs': {key_cadence[1]!r}}}")
+    raw["callbacks"] = {old: state, **{k: v for k, v in raw["callbacks"].items() if k != key}}
+    torch.save(raw, out)
+    return out
+
+
+@pytest.mark.parametrize("every", [2, 3])
+def test_resume_from_a_checkpoint_of_the_earlier_key(tok, data, tmp_path, every):
+    """Checkpoints written under the earlier key (concepts + cadence) still resume: with the same cadence (what
+    the earlier key found) and with another one."""
+    cb1, ckpt = _fit_to_step4(tok, data, tmp_path)
+    legacy = _legacy_checkpoint(ckpt, tmp_path / "legacy.ckpt", (2, None))
+    cb2 = _callback(every_n_train_steps=every)
+    _fit(tok, data, callbacks=[cb2], max_steps=8, ckpt_path=str(legacy))
+    assert cb2.history[:3] == cb1.history
+    assert [p["step"] for p in cb2.history] == [0, 2, 4, 6, 8]
+    assert [p["reason"] for p in cb2.history][:3] == ["start", "step", "step"]
+    assert [e["step"] for e in cb2.score_log] == [p["step"] for p in cb2.history]
+
+
+def test_resume_with_a_smaller_concept_set_keeps_the_shared_concepts(tok, data, tmp_path):
+    """A checkpoint of concepts [A, B] resumed by a callback of [A]: A's points continue, B's are not taken."""
+    other = dict(small_probe_dict(), name="other_royalty")
+    cb1, ckpt = _fit_to_step4(tok, data, tmp_path, concepts=[small_probe_dict(), other])
+    cb2 = _callback()
+    _fit(tok, data, callbacks=[cb2], max_steps=6, ckpt_path=str(ckpt))
+    assert [(p["concept"], p["step"]) for p in cb2.history] == [(CONCEPT, s) for s in (0, 2, 4, 6)]
+    assert cb2.history[:3] == [p for p in cb1.history if p["concept"] == CONCEPT]
+    assert [(e["concept"], e["step"]) for e in cb2.score_log] == [(CONCEPT, s) for s in (0, 2, 4, 6)]
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(top_k=3), r"top_k=5, this NeuroLensCallback has top_k=3.*resume with top_k=5"),
+    (dict(layers=[1]), r"layers=\[0, 1\], this NeuroLensCallback has layers=\[1\]"),
+    (dict(importance=False), r"importance=True, this NeuroLensCallback has importance=False"),
+])
+def test_resume_with_incomparable_probes_is_refused(tok, data, tmp_path, change, match):
+    """Points of other layers / top_k / importance are not comparable with the saved ones: one line naming the
+    setting, before a step is trained - also from a checkpoint of the earlier key (setup read from the points)."""
+    from neurolens_lightning.errors import NeuroLensError
+
+    _, ckpt = _fit_to_step4(tok, data, tmp_path)
+    legacy = _legacy_checkpoint(ckpt, tmp_path / "legacy.ckpt", (2, None))
+    for path in (ckpt, legacy):
+        if "top_k" in change and path == legacy:
+            continue  # the earlier state did not hold top_k (a point's top may be shorter than k)
+        cb = _callback(**change)
+        module = _make_module(tok)
+        with pytest.raises(NeuroLensError, match=match) as err:
+            _fit(tok, data, callbacks=[cb], max_steps=8, ckpt_path=str(path), module=module)
+        assert "\n" not in str(err.value)
+        assert cb.history == [] and module.seen == []
+
+
+def test_two_callbacks_of_one_concept_set_are_refused():
+    """One checkpoint entry per concept set: Lightning refuses a second callback of the same set (other cadence) when
+    the Trainer is built, instead of one history silently overwriting the other in the checkpoint."""
+    with pytest.raises(RuntimeError, match="state_key` must be unique"):
+        _trainer(max_steps=2, callbacks=[_callback(), _callback(every_n_train_steps=3)])
+    _trainer(max_steps=2, callbacks=[_callback(), _callback(concepts=dict(small_probe_dict(), name="other"))])
+
+
+# ------------------------------------------------------------------------------------------ interrupted fits
+
+
+class _StopAt(Callback):
+    """Raises ``error`` at the end of training step ``step`` (after the NeuroLens callback, listed before it)."""
+
+    def __init__(self, step: int, error: BaseException) -> None:
+        self.step, self.error = step, error
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise self.error
+
+
+@pytest.fixture
+def restore_sigint():
+    """Lightning ignores SIGINT after a KeyboardInterrupt (for its shutdown): put the handler back."""
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, handler)
+
+
+@pytest.mark.parametrize("error,raised", [(KeyboardInterrupt(), SystemExit), (RuntimeError("boom"), RuntimeError)],
+                         ids=["ctrl-c", "runtime-error"])
+def test_interrupted_fit_writes_the_measured_points(tok, data, tmp_path, error, raised, restore_sigint):
+    """Ctrl-C (Lightning turns it into exit 1) or an exception at step 5: the report of the points measured before
+    (0, 2, 4) is written, marked as interrupted at step 5, with a warning; the exception still propagates."""
+    out = tmp_path / "reports"
+    cb = _callback(report_dir=str(out))
+    with pytest.warns(UserWarning, match="interrupted at step 5"), pytest.raises(raised):
+        _fit(tok, data, callbacks=[cb, _StopAt(5, error)], max_steps=8)
+    saved = json.loads((out / CONCEPT / "results.json").read_text())
+    assert [p["step"] for p in saved["emergence"]] == [0, 2, 4]
+    assert saved["interrupted"] == {"step": 5, "exception": type(error).__name__, "last_probe_step": 4}
+    page = (out / CONCEPT / "report.html").read_text(encoding="utf-8")
+    assert "The run was interrupted at step 5</b> (" + type(error).__name__ in page
+    assert sorted(p.name for p in out.iterdir()) == [CONCEPT]            # published whole: no temporary folder
+    assert sorted(p.name for p in (out / CONCEPT).iterdir()) == ["report.html", "results.json"]
+    # a later fit that ends normally writes an unmarked report
+    cb.report_dir = str(out)
+    _fit(tok, data, callbacks=[cb], max_steps=2)
+    assert "interrupted" not in json.loads((out / CONCEPT / "results.json").read_text())
+
+
+def test_probe_interrupted_half_way_adds_nothing(tok, data, tmp_path, monkeypatch):
+    """Two concepts, the second one's scan fails at step 4: the report holds steps 0 and 2 of both, the score log
+    and the final scans agree with the history, and the scan's error propagates."""
+    from neurolens_lightning.training import callback as cb_mod
+
+    run_scan, calls = cb_mod.run_scan, []
+
+    def failing(adapter, concept, *args, **kwargs):
+        calls.append(concept.name)
+        if len(calls) == 6:  # step 4, second concept
+            raise RuntimeError("scan failed")
+        return run_scan(adapter, concept, *args, **kwargs)
+
+    monkeypatch.setattr(cb_mod, "run_scan", failing)
+    other = dict(small_probe_dict(), name="other_royalty")
+    out = tmp_path / "reports"
+    cb = _callback(concepts=[small_probe_dict(), other], report_dir=str(out))
+    with pytest.warns(UserWarning, match="interrupted at step 4"), pytest.raises(RuntimeError, match="scan failed"):
+        _fit(tok, data, callbacks=[cb], max_steps=8)
+    assert [p["step"] for p in cb.history] == [0, 0, 2, 2]
+    assert [e["step"] for e in cb.score_log] == [0, 0, 2, 2]
+    for name in (CONCEPT, "other_royalty"):
+        assert [p["step"] for p in json.loads((out / name / "results.json").read_text())["emergence"]] == [0, 2]
+
+
+def test_interrupt_report_failure_does_not_replace_the_error(tok, data, tmp_path, monkeypatch):
+    from neurolens_lightning.results import ScanResult
+
+    def no_disk(self, out_dir, report=True):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ScanResult, "save", no_disk)
+    cb = _callback(report_dir=str(tmp_path / "reports"))
+    with pytest.warns(UserWarning, match="could not be written: OSError: disk full"), \
+            pytest.raises(RuntimeError, match="boom"):
+        _fit(tok, data, callbacks=[cb, _StopAt(3, RuntimeError("boom"))], max_steps=8)
+
+
+# ------------------------------------------------------------------------------------------ model name
+
+
+def test_report_names_the_model_once(tok, data, tmp_path):
+    """The page names the network by its name (``model_name``, ``pl_module.model_name``, the HF
+    ``_name_or_path``), its class once after it; a network known only by its class is named once."""
+    out = tmp_path / "reports"
+    cb = _callback(report_dir=str(out), probe_at_start=False)  # one point: the end probe at step 1
+    _fit(tok, data, callbacks=[cb], max_steps=1)
+    page = (out / CONCEPT / "report.html").read_text(encoding="utf-8")
+    assert "of <b>GPT2LMHeadModel</b> (gpt2) for the concept" in page
+    assert json.loads((out / CONCEPT / "results.json").read_text())["model"] == "GPT2LMHeadModel"
+
+    module = _make_module(tok)
+    module.model.config._name_or_path = "tiny-gpt2"
+    cb = _callback(report_dir=str(out), probe_at_start=False)
+    _fit(tok, data, callbacks=[cb], max_steps=1, module=module)
+    page = (out / CONCEPT / "report.html").read_text(encoding="utf-8")
+    assert "of <b>tiny-gpt2</b> — GPT2LMHeadModel (gpt2) for the concept" in page
+
+    module.model_name = "my-lm"                                    # as TextClassifier("minilm") sets it
+    cb = _callback(report_dir=str(out), probe_at_start=False)
+    _fit(tok, data, callbacks=[cb], max_steps=1, module=module)
+    assert "of <b>my-lm</b> — GPT2LMHeadModel (gpt2)" in (out / CONCEPT / "report.html").read_text(encoding="utf-8")
+    cb = _callback(report_dir=str(out), probe_at_start=False, model_name="run-7")
+    _fit(tok, data, callbacks=[cb], max_steps=1, module=module)
+    assert json.loads((out / CONCEPT / "results.json").read_text())["model"] == "run-7"
 
 
 # ------------------------------------------------------------------------------------------ trajectories

@@ -129,7 +129,9 @@ def summary_sentences(data: dict[str, Any]) -> list[str]:
     mi = data.get("model_info") or {}
     ci = data.get("concept_info") or {}
     model = escape(data.get("model") or mi.get("name") or "the model")
-    arch = " ".join(escape(v) for v in (mi.get("type"), f"({mi['family']})" if mi.get("family") else None) if v)
+    # the class after the name only when it says more than the name (a callback's network may be named by class)
+    kind = mi.get("type") if escape(mi.get("type") or "") != model else None
+    arch = " ".join(escape(v) for v in (kind, f"({mi['family']})" if mi.get("family") else None) if v)
     layers = data.get("layers") or []
     nl = mi.get("n_layers")
     layer_txt = (f"{len(layers)} of its {nl} layers" if isnum(nl) and nl != len(layers) else
@@ -137,7 +139,8 @@ def summary_sentences(data: dict[str, Any]) -> list[str]:
     npos, nneg = data.get("n_positive"), data.get("n_negative")
     out.append(
         f"We scanned <b>{fmt_number(data.get('n_neurons_scanned'))} neurons</b> in {layer_txt} of <b>{model}</b>"
-        f"{' — ' + arch if arch else ''} for the concept <b>{escape(data.get('concept'))}</b>, comparing "
+        f"{(' — ' if kind else ' ') + arch if arch else ''} for the concept <b>{escape(data.get('concept'))}</b>, "
+        f"comparing "
         f"<b>{fmt_number(npos)}</b> concept examples with <b>{fmt_number(nneg)}</b> control examples"
         f"{' in ' + fmt_number(ci.get('n_groups')) + ' phrasing groups' if isnum(ci.get('n_groups')) else ''}.")
     split = (data.get("settings") or {}).get("split")
@@ -201,11 +204,24 @@ def _change(a: Any, b: Any, nd: int = 3) -> str:
     return f"{fmt_number(a, nd)} → {fmt_number(b, nd)} ({sign}{fmt_number(abs(d), nd)})"
 
 
+def _interrupted_sentence(data: dict[str, Any]) -> str:
+    """The fit stopped early (``results.json["interrupted"]``, written by the callback): where, and what is here."""
+    stop = data.get("interrupted")
+    if not isinstance(stop, dict):
+        return ""
+    last = stop.get("last_probe_step")
+    return (f"<b>The run was interrupted at step {escape(stop.get('step'))}</b> ({escape(stop.get('exception'))}): "
+            f"this report holds the probe points measured until then"
+            f"{', the final scan is the one of step ' + escape(last) if isnum(last) else ''}.")
+
+
 def _emergence_sentence(data: dict[str, Any]) -> str:
-    """One summary sentence on the training timeline (first point → last point), or empty without one."""
+    """One summary sentence on the training timeline (first point → last point), or empty without one; led by the
+    interruption, when the fit stopped early."""
+    stop = _interrupted_sentence(data)
     h = figures.emergence_headline(data.get("emergence") or [])
     if not h or h["n_points"] < 2:
-        return ""
+        return stop
     s0, s1 = h["first"].get("step"), h["last"].get("step")
     parts = []
     if any(isnum(v) for v in h["most_selective_mean"]):
@@ -216,9 +232,10 @@ def _emergence_sentence(data: dict[str, Any]) -> str:
     if any(isnum(v) for v in h["n_candidates"]):
         parts.append(f"candidates {_change(*h['n_candidates'])}")
     if not parts:
-        return ""
-    return (f"<b>Over training</b> ({plural(h['n_points'], 'probe point')}, step {escape(s0)} → step {escape(s1)}), "
-            f"{join_words(parts)}; the first point is the baseline (see <a href='#sec-emergence'>Emergence</a>).")
+        return stop
+    return (f"{stop + ' ' if stop else ''}<b>Over training</b> ({plural(h['n_points'], 'probe point')}, step "
+            f"{escape(s0)} → step {escape(s1)}), {join_words(parts)}; the first point is the baseline (see "
+            f"<a href='#sec-emergence'>Emergence</a>).")
 
 
 def _baseline_html(data: dict[str, Any]) -> str:

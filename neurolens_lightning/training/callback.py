@@ -14,8 +14,9 @@ float16 / int8 tensors, 9 bytes per neuron per point), so that the trajectories 
 top-k late (:meth:`emergence` fills them in as each point's ``tracked`` list). At fit end (and
 on demand, :meth:`write_reports`) it writes, per concept, the final scan report with the
 emergence timeline; the top examples of an image probe given as tensors are inlined there as
-PNG thumbnails with their group label. The history is in ``state_dict()``, so a resumed run
-continues it.
+PNG thumbnails with their group label (also when the fit stops on an exception or Ctrl-C: the
+points measured so far, marked as interrupted). The history is in ``state_dict()``, keyed by the
+concept names, so a resumed run continues it, also with another cadence.
 
 It never disturbs training: probes run in eval mode (each module's mode restored) under
 ``no_grad`` except the importance backward, which takes gradients w.r.t. activations only
@@ -37,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import ast
 import copy
 import time
 from pathlib import Path
@@ -46,7 +48,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from neurolens_lightning.adapters import ModelAdapter, adapter_for, family_of
 from neurolens_lightning.concepts import Concept, load_concept
@@ -125,6 +127,17 @@ class NeuroLensCallback(Callback):
         settings: a :class:`~neurolens_lightning.settings.ScanSettings` for every probe's scan and causal test
             (split, intervention, null, alpha ...): the same object that drives ``scan()``, eval, steer and
             compare; the arguments above that differ from their defaults override its fields.
+        model_name: the network's name in the reports (default: ``pl_module.model_name`` when set, as the
+            :mod:`~neurolens_lightning.training.finetune` wrappers do for a registry name, else the Hugging Face
+            ``config._name_or_path``, else the class name).
+
+    The history is keyed in the checkpoint by the concept names alone: a fit resumed with another cadence (or
+    other reporting options) continues it, also from checkpoints of earlier versions, whose key held the cadence.
+    A resume whose probes would not be comparable with the saved points (other ``layers``, ``top_k`` or
+    ``importance``) is refused with one line naming the setting. Two NeuroLensCallbacks of one Trainer must probe
+    different concept sets (one checkpoint entry each: Lightning refuses duplicate keys when the Trainer is built;
+    one callback's cadence options combine). When the fit stops on an exception or Ctrl-C, the reports
+    of the points measured so far are written (marked as interrupted at that step) and the exception propagates.
 
     Probe points never repeat a ``global_step`` and are skipped in the sanity check, under
     ``fast_dev_run`` and outside ``Trainer.fit``. Under ``ddp_spawn`` the callback object of the
@@ -160,6 +173,7 @@ class NeuroLensCallback(Callback):
         store_scores: bool = True,
         steer_scales: Sequence[float] | None = None,
         settings: ScanSettings | None = None,
+        model_name: str | None = None,
     ) -> None:
         super().__init__()
         items = [concepts] if isinstance(concepts, (str, Concept, dict, Path)) else list(concepts)
@@ -207,33 +221,132 @@ class NeuroLensCallback(Callback):
         self.emergence_history = EmergenceHistory(top_k, self.store_scores)
         self.last_probe_step: int = -1
         self.last_results: dict[str, ScanResult] = {}
+        self.model_name = model_name
         self._adapter: ModelAdapter | None = None
+        self._probe_layers: list[int] | None = None  # the layers probed, once setup resolved them
+        self._reports_final = False  # the fit-end reports of this fit are written
 
     # ------------------------------------------------------------------ identity / state
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(concepts=[c.name for c in self.concepts],
-                                        every_n_train_steps=self.every_n_train_steps,
-                                        every_n_epochs=self.every_n_epochs)
+        # the concepts only: the history of a concept set is continued by a resumed fit whatever its cadence
+        # (probe points never repeat a step, so a cadence change just changes the spacing of the new points)
+        return self._generate_state_key(concepts=sorted(c.name for c in self.concepts))
+
+    @property
+    def probe_setup(self) -> dict[str, Any]:
+        """What makes two probe points comparable: the layers probed (None = all, until ``setup`` resolves them),
+        ``top_k`` (the headline's k) and ``importance`` (part of each neuron's score)."""
+        return {"layers": self._probe_layers if self._probe_layers is not None else
+                (sorted(self.layers) if self.layers is not None else None),
+                "top_k": int(self.top_k), "importance": bool(self.importance)}
 
     def state_dict(self) -> dict[str, Any]:
         # a copy: the checkpoint must not change when later probe points are appended (the stored tensors are
         # never modified in place, so the score log's entries are copied, not its tensors)
         return {"history": copy.deepcopy(self.history), "last_probe_step": int(self.last_probe_step),
-                "score_log": [dict(e) for e in self.score_log]}
+                "score_log": [dict(e) for e in self.score_log], "probe_setup": copy.deepcopy(self.probe_setup)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = copy.deepcopy(list(state_dict.get("history", [])))
+        history = copy.deepcopy(list(state_dict.get("history", [])))
+        self._check_comparable(history, state_dict.get("probe_setup"))
+        self.history = history
         self.last_probe_step = int(state_dict.get("last_probe_step", -1))
         # checkpoints written before the score log existed: trajectories fall back to each point's top-k
         self.score_log = [dict(e) for e in state_dict.get("score_log", [])]
+
+    def _check_comparable(self, history: list[dict[str, Any]], saved: dict[str, Any] | None) -> None:
+        """Refuse (one line, naming the setting) to continue a history whose points this callback's would not be
+        comparable with: other layers, another ``top_k`` or importance on/off. Checkpoints written before the
+        setup was saved: the layers and importance are read from the points themselves."""
+        if not history:
+            return
+        saved = dict(saved or {})
+        if saved.get("layers") is None:  # the layers each point holds a per-layer summary of
+            layers = sorted({int(k) for p in history for k in (p.get("max_selectivity_per_layer") or {})})
+            saved["layers"] = layers or None
+        if "importance" not in saved:
+            vals = [c.get("importance") for p in history for c in p.get("top") or []]
+            saved["importance"] = any(v is not None for v in vals) if vals else None
+        now = self.probe_setup
+        concepts = sorted({str(p.get("concept")) for p in history})
+        for key, fix in (("layers", "layers"), ("top_k", "top_k"), ("importance", "importance")):
+            a, b = saved.get(key), now[key]
+            if key == "layers" and (a is None or b is None):
+                continue  # "all layers" of a network not resolved yet: nothing to compare
+            if a is not None and a != b:
+                raise NeuroLensError(
+                    f"cannot continue the emergence history of {concepts} from the checkpoint: its points were probed "
+                    f"with {key}={a!r}, this NeuroLensCallback has {key}={b!r}, and points of the two are not "
+                    f"comparable; resume with {fix}={a!r}, or start a new history (no ckpt_path, or another "
+                    "concept set)")
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        """Continue the history also from a checkpoint written under another key: an earlier NeuroLens whose key
+        held the cadence (``NeuroLensCallback{'concepts': [...], 'every_n_train_steps': 2, ...}``), or a callback
+        of another concept set (the points of the concepts shared are taken). Lightning restores the state of this
+        callback's own :attr:`state_key` itself, after this hook."""
+        states = checkpoint.get("callbacks") or {}
+        if self.state_key in states:
+            return
+        mine = [c.name for c in self.concepts]
+        cands = [(k, st) for k, st in states.items() if isinstance(st, dict) and set(self._key_concepts(k)) & set(mine)]
+        if not cands:
+            return
+        history: list[dict[str, Any]] = []
+        score_log: list[dict[str, Any]] = []
+        used: dict[str, str] = {}
+        last, setups = -1, []
+        for name in mine:
+            def n_points(item: tuple[Any, dict[str, Any]]) -> int:
+                return sum(p.get("concept") == name for p in item[1].get("history") or [])
+            # the entry with most points of this concept (several: two callbacks of one concept set that differed
+            # in cadence only, under the old key); the first such entry on a tie
+            key, st = max(cands, key=n_points)
+            if not n_points((key, st)):
+                continue
+            used[name] = str(key)
+            history += [p for p in st.get("history") or [] if p.get("concept") == name]
+            score_log += [e for e in st.get("score_log") or [] if e.get("concept") == name]
+            last = max(last, int(st.get("last_probe_step", -1)))
+            setups.append(st.get("probe_setup"))
+        if not used:
+            return
+        order = {k: i for i, k in enumerate(mine)}
+        history.sort(key=lambda p: (int(p["step"]), order[p["concept"]]))
+        score_log.sort(key=lambda e: (int(e["step"]), order[e["concept"]]))
+        for setup in setups:
+            self._check_comparable(history, setup)
+        self.load_state_dict({"history": history, "last_probe_step": last, "score_log": score_log,
+                              "probe_setup": setups[0] if setups else None})
+        fresh = [n for n in mine if n not in used]
+        rank_zero_info(f"NeuroLens: emergence history of {sorted(used)} ({len(history)} points) continued from the "
+                       f"checkpoint entry {sorted(set(used.values()))}"
+                       + (f"; {fresh} have no saved points and start at this run" if fresh else ""))
+
+    @classmethod
+    def _key_concepts(cls, key: Any) -> list[str]:
+        """The concept names of a NeuroLensCallback checkpoint key (this format or the earlier one, which also held
+        the cadence); [] for any other key."""
+        prefix = cls.__qualname__ + "{"
+        if not isinstance(key, str) or not key.startswith(prefix):
+            return []
+        try:
+            fields = ast.literal_eval(key[len(prefix) - 1:])
+        except (ValueError, SyntaxError):
+            return []
+        names = fields.get("concepts") if isinstance(fields, dict) else None
+        return [str(n) for n in names] if isinstance(names, (list, tuple)) else []
 
     # ------------------------------------------------------------------ setup
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        self._reports_final = False
         adapter = self._get_adapter(pl_module)
-        adapter.select_sites(self.layers)  # layer range checked before training starts
+        # layer range checked before training starts; the resolved layers are what a resumed history must match
+        self._probe_layers = [int(site.layer) for site in adapter.select_sites(self.layers)]
         for c in self.concepts:
             if c.modality != adapter.modality:
                 raise NeuroLensError(f"concept {c.name!r} is a {c.modality} probe but the network is a "
@@ -245,8 +358,18 @@ class NeuroLensCallback(Callback):
         net = self.model_getter(pl_module) if self.model_getter else find_network(pl_module)
         if self._adapter is None or self._adapter.model is not net:
             tok = self.tokenizer if self.tokenizer is not None else getattr(pl_module, "tokenizer", None)
-            self._adapter = adapter_for(net, tok, name=type(net).__name__)
+            self._adapter = adapter_for(net, tok, name=self._network_name(pl_module, net))
         return self._adapter
+
+    def _network_name(self, pl_module: pl.LightningModule, net: torch.nn.Module) -> str:
+        """The network's name in the reports: ``model_name``, else ``pl_module.model_name`` (a registry name),
+        else the Hugging Face ``config._name_or_path``, else the class name."""
+        config = getattr(net, "config", None)
+        for name in (self.model_name, getattr(pl_module, "model_name", None),
+                     getattr(config, "_name_or_path", None) if config is not None else None):
+            if isinstance(name, (str, Path)) and str(name).strip():
+                return str(name).strip()
+        return type(net).__name__
 
     # ------------------------------------------------------------------ cadence
     def _should_skip(self, trainer: pl.Trainer) -> bool:
@@ -327,6 +450,28 @@ class NeuroLensCallback(Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.report_dir and not trainer.fast_dev_run:
             self.write_reports(trainer)
+            self._reports_final = True
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """A fit stopped by an exception or Ctrl-C: write the reports of the points measured so far (rank 0), marked
+        as interrupted at this step, with a warning; Lightning re-raises the exception. A failure to write is
+        warned about, never raised in place of the exception that stopped the fit."""
+        if (not self.report_dir or trainer.fast_dev_run or not self.last_results or self._reports_final
+                or trainer.state.fn != TrainerFn.FITTING or not trainer.is_global_zero):
+            return
+        step = int(trainer.global_step)
+        what = type(exception).__name__
+        measured = sorted({int(p["step"]) for p in self.history})
+        info = {"step": step, "exception": what, "last_probe_step": int(self.last_probe_step)}
+        try:
+            paths = self.write_reports(trainer, interrupted=info)
+        except Exception as e:  # noqa: BLE001 - the exception that stopped the fit is the one to raise
+            rank_zero_warn(f"NeuroLens: the fit was interrupted at step {step} ({what}) and its emergence report "
+                           f"could not be written: {type(e).__name__}: {e}")
+            return
+        rank_zero_warn(f"NeuroLens: the fit was interrupted at step {step} ({what}); the emergence report of the "
+                       f"{len(measured)} probe points measured up to step {self.last_probe_step} is in "
+                       f"{', '.join(str(p) for p in paths)}")
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # probe hooks are context managers (removed when each pass ends); drop the adapter's model reference
@@ -338,15 +483,21 @@ class NeuroLensCallback(Callback):
         adapter = self._get_adapter(pl_module)
         step = int(trainer.global_step)
         world, rank = int(trainer.world_size), int(trainer.global_rank)
-        points = []
+        points, results = [], {}
+        n_log = len(self.score_log)
         t0 = time.perf_counter()
         # inference_mode(False): a probe called from a hook under the Trainer's inference mode must still be able
         # to take the importance backward (the scanner re-enables grad itself where it needs it)
-        with preserved_rng(), torch.inference_mode(False):
-            for concept in self.concepts:
-                result = self._score(adapter, concept, pl_module, rank, world)
-                self.last_results[concept.name] = result
-                points.append(self.emergence_history.record(result, step, trainer.current_epoch, reason))
+        try:
+            with preserved_rng(), torch.inference_mode(False):
+                for concept in self.concepts:
+                    result = self._score(adapter, concept, pl_module, rank, world)
+                    results[concept.name] = result
+                    points.append(self.emergence_history.record(result, step, trainer.current_epoch, reason))
+        except BaseException:
+            del self.score_log[n_log:]  # a probe interrupted half way adds nothing: history, log, results agree
+            raise
+        self.last_results.update(results)
         self.last_probe_step = step
         self.emergence_history.extend(points)
         self._log(trainer, points, time.perf_counter() - t0)
@@ -375,8 +526,12 @@ class NeuroLensCallback(Callback):
         <neurolens_lightning.training.emergence.EmergenceHistory.emergence>`)."""
         return self.emergence_history.emergence(concept)
 
-    def write_reports(self, trainer: pl.Trainer | None = None) -> list[Path]:
-        """Write, per concept, results.json + report.html (final scan + emergence timeline). Rank 0 only."""
+    def write_reports(self, trainer: pl.Trainer | None = None, interrupted: dict[str, Any] | None = None
+                      ) -> list[Path]:
+        """Write, per concept, results.json + report.html (final scan + emergence timeline). Rank 0 only.
+        ``interrupted`` (``{"step", "exception", "last_probe_step"}``) marks the reports of a fit that stopped
+        early (``results.json["interrupted"]`` and a line on the page)."""
         if trainer is not None and not trainer.is_global_zero:
             return []
-        return write_reports(self.last_results, self.emergence_history, self.steering, self.report_dir)
+        return write_reports(self.last_results, self.emergence_history, self.steering, self.report_dir,
+                             interrupted=interrupted)

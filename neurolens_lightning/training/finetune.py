@@ -125,8 +125,9 @@ class TextClassifier(_Base):
                  lr: float = 3e-5, weight_decay: float = 0.01, optimizer: OptimizerName = "adamw",
                  lr_schedule: ScheduleName = "constant", max_length: int = 64, dropout: float = 0.1) -> None:
         super().__init__()
+        #: the registry name / model directory the encoder was loaded from (the callback's reports show it)
+        self.model_name: str | None = str(model) if isinstance(model, (str, Path)) else None
         if isinstance(model, (str, Path)):
-
             adapter = load_model(model, tokenizer=tokenizer, device="cpu")
             model, tokenizer = adapter.model, getattr(adapter, "tokenizer", tokenizer)
         if tokenizer is None:

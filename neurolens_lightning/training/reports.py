@@ -98,12 +98,21 @@ def log_wandb_charts(trainer: pl.Trainer, results: Mapping[str, ScanResult],
 
 
 def write_reports(results: Mapping[str, ScanResult], history: "EmergenceHistory",
-                  steering: Mapping[str, dict[str, Any]], report_dir: str | None) -> list[Path]:
+                  steering: Mapping[str, dict[str, Any]], report_dir: str | None,
+                  interrupted: Mapping[str, Any] | None = None) -> list[Path]:
     """Write, per concept, ``<report_dir>/<concept>/`` results.json + report.html (the final scan with its emergence
-    timeline) and, when the steering check ran, ``steering/steering.{json,html}``; returns the folders."""
+    timeline) and, when the steering check ran, ``steering/steering.{json,html}``; returns the folders. Each folder
+    is published atomically (:func:`~neurolens_lightning.io.publish`): a reader sees the old files or the new ones.
+
+    ``interrupted`` (``{"step", "exception", "last_probe_step"}``): the fit stopped early; stored as
+    ``results.json["interrupted"]`` and said on the page."""
     out = []
     for name, result in results.items():
         result.extra["emergence"] = history.emergence(name)
+        if interrupted:
+            result.extra["interrupted"] = dict(interrupted)
+        else:
+            result.extra.pop("interrupted", None)
         if result.concept.modality == "image":  # labelled (and, for tensor examples, inlined) image examples
             result.label_neurons = history.label_examples
         path = Path(report_dir or "reports") / name
