@@ -49,7 +49,7 @@ __all__ = ["publish", "check_out", "Output", "OutputError", "published", "json_s
 #: "foreign" and is replaced only with ``overwrite``)
 OUTPUT_MARKERS = ("results.json", "steering.json", "comparison.json", "emergence.json")
 #: free space a published folder needs at least (a report page with plotly inlined is ~5 MB)
-MIN_FREE_BYTES = 64 * 2**20
+MIN_FREE_BYTES = 32 * 2**20
 _HIDDEN = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-[^/]*$")
 _IN_MOUNT = ".neurolens"  # temporary entries inside a mount point: .neurolens.tmp-PID-*, .neurolens.old-PID-*
 _published: list[Path] = []
