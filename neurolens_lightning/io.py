@@ -75,6 +75,7 @@ class Output:
     replaces: bool = False
     notes: list[str] = field(default_factory=list)
     published: Path | None = None  # where :func:`publish` put the run (``path``, or ``path-2`` after a race)
+    keep: "tuple[str, ...]" = ()  # entries carried over, not judged (see :func:`check_out`)
 
 
 def _alive(pid: int) -> bool:
@@ -89,16 +90,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _token(path: Path) -> Any:
-    """What ``path`` holds: None when absent, else its inode and its visible entries with their inodes."""
+def _token(path: Path, keep: "tuple[str, ...]" = ()) -> Any:
+    """What ``path`` holds: None when absent or empty, else its visible entries (but ``keep``) with their
+    inodes."""
     try:
-        st = os.stat(path)
-        entries = sorted((e.name, e.inode()) for e in os.scandir(path) if not e.name.startswith("."))
+        os.stat(path)
+        entries = sorted((e.name, e.inode()) for e in os.scandir(path)
+                         if not e.name.startswith(".") and e.name not in keep)
     except FileNotFoundError:
         return None
     except NotADirectoryError:
         return ("file",)
-    return (st.st_ino, tuple(entries))
+    return tuple(entries) or None  # an empty folder holds no run: as good as absent
 
 
 def _recover(out: Path) -> list[str]:
@@ -157,13 +160,15 @@ def _probe_writable(folder: Path) -> None:
                           "permissions") from None
 
 
-def check_out(out: "str | Path | Output", overwrite: bool = False, need_bytes: int = MIN_FREE_BYTES) -> Output:
+def check_out(out: "str | Path | Output", overwrite: bool = False, need_bytes: int = MIN_FREE_BYTES,
+              keep: "tuple[str, ...]" = ()) -> Output:
     """Check the output folder ``out`` before any work; raise :class:`OutputError` (one line) if it cannot take
     a run. Leftovers of killed runs are cleaned (or the earlier run they moved aside restored) first.
 
     Refused: an existing file, a dangling symbolic link, a folder that cannot be written (read-only, immutable),
     less than ``need_bytes`` free, and — unless ``overwrite`` — a symbolic link or a non-empty folder that is
-    not a NeuroLens output. An earlier NeuroLens run in ``out`` is replaced whole by :func:`publish`.
+    not a NeuroLens output. An earlier NeuroLens run in ``out`` is replaced whole by :func:`publish`. Entries
+    named in ``keep`` (e.g. the ``logs`` a Lightning logger writes there during the run) are not judged.
 
     Example:
         >>> import tempfile; d = Path(tempfile.mkdtemp())
@@ -187,7 +192,7 @@ def check_out(out: "str | Path | Output", overwrite: bool = False, need_bytes: i
     mount = path.is_dir() and os.path.ismount(path)
     replaces = False
     if path.is_dir():
-        visible = [e for e in os.listdir(path) if not e.startswith(".")]
+        visible = [e for e in os.listdir(path) if not e.startswith(".") and e not in keep]
         replaces = bool(visible)
         if visible and not any(m in visible for m in OUTPUT_MARKERS) and not overwrite:
             raise OutputError(f"output {str(path)!r} is a non-empty folder that is not a NeuroLens output "
@@ -205,7 +210,7 @@ def check_out(out: "str | Path | Output", overwrite: bool = False, need_bytes: i
     if free < need_bytes:
         raise OutputError(f"output {str(path)!r}: only {free / 2**20:.0f} MiB free on its disk, a run needs about "
                           f"{need_bytes / 2**20:.0f} MiB; free space or choose another --out")
-    return Output(path, _token(path), overwrite, mount, replaces, notes)
+    return Output(path, _token(path, keep), overwrite, mount, replaces, notes, keep=tuple(keep))
 
 
 def published() -> list[Path]:
@@ -288,7 +293,7 @@ def _free_name(path: Path) -> Path:
 
 
 def publish(out: "str | Path | Output", write: Callable[[Path], Any],
-            rescue: "str | Path | None" = tempfile.gettempdir()) -> Path:
+            rescue: "str | Path | None" = tempfile.gettempdir(), keep: "tuple[str, ...]" = ()) -> Path:
     """Fill a fresh folder with ``write(tmp_dir)`` and publish it as ``out`` atomically, whole: afterwards ``out``
     holds this run and nothing of an earlier one; interrupted at any point it holds one whole run (old or new).
 
@@ -298,9 +303,11 @@ def publish(out: "str | Path | Output", write: Callable[[Path], Any],
     SIGINT / SIGTERM are held. When another run wrote ``out`` after the check, this run goes to ``out-2`` (the
     returned path) instead of replacing it. Folders get the mode the umask gives. When writing or swapping
     fails with an OS error (disk full, permissions changed during the work), the folder is published in
-    ``rescue`` instead (unless None) and :class:`OutputError` names where.
+    ``rescue`` instead (unless None) and :class:`OutputError` names where. Entries of ``out`` named in ``keep``
+    (and not written by ``write``) are carried into the new folder (eval's ``logs``, written while it ran).
     """
-    output = check_out(out)
+    output = check_out(out, keep=keep)
+    keep = output.keep
     path = output.path
     base = path if output.mount else path.parent
     prefix = f"{_IN_MOUNT}.tmp-" if output.mount else f".{path.name}.tmp-"
@@ -314,26 +321,21 @@ def publish(out: "str | Path | Output", write: Callable[[Path], Any],
         write(tmp)
         with _locked(base), _signals_held():
             target = path
-            if _token(path) != output.token:  # another run wrote it after our check: never replace it silently
+            if _token(path, output.keep) != output.token:  # another run wrote it after our check: never replace it silently
                 target = _free_name(path)
                 if output.mount:
                     target.parent.mkdir(parents=True, exist_ok=True)
-            if output.mount and target == path:
-                _swap_in_mount(tmp, path)
-                shutil.rmtree(tmp, ignore_errors=True)
-            elif not os.path.lexists(target):
-                os.rename(tmp, target)
-            elif _exchange(tmp, target):
-                shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the earlier run
-            else:
-                aside = base / f".{path.name}.old-{os.getpid()}-{time.time_ns()}"
-                os.rename(target, aside)
-                try:
-                    os.rename(tmp, target)
-                except BaseException:
-                    os.rename(aside, target)
-                    raise
-                shutil.rmtree(aside, ignore_errors=True)
+            carried = [k for k in keep if target == path and os.path.lexists(path / k)
+                       and not os.path.lexists(tmp / k)]
+            for k in carried:
+                os.rename(path / k, tmp / k)
+            try:
+                _swap(tmp, target, path, base, output.mount)
+            except BaseException:
+                for k in carried:  # the swap was rolled back: what was carried goes back where it was
+                    if os.path.lexists(tmp / k) and not os.path.lexists(path / k):
+                        os.rename(tmp / k, path / k)
+                raise
             _published.append(target)
             output.published = target
     except OSError as e:
@@ -355,6 +357,26 @@ def publish(out: "str | Path | Output", write: Callable[[Path], Any],
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _swap(tmp: Path, target: Path, path: Path, base: Path, mount: bool) -> None:
+    """Put the finished folder ``tmp`` in place as ``target`` (signals held, lock taken by the caller)."""
+    if mount and target == path:
+        _swap_in_mount(tmp, path)
+        shutil.rmtree(tmp, ignore_errors=True)
+    elif not os.path.lexists(target):
+        os.rename(tmp, target)
+    elif _exchange(tmp, target):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the earlier run
+    else:
+        aside = base / f".{path.name}.old-{os.getpid()}-{time.time_ns()}"
+        os.rename(target, aside)
+        try:
+            os.rename(tmp, target)
+        except BaseException:
+            os.rename(aside, target)
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 class _locked:

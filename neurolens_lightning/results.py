@@ -16,7 +16,7 @@ import torch
 
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.concepts import Concept, ImageExample, TextExample
-from neurolens_lightning.io import json_safe, nonfinite_paths, nonfinite_warning, publish, rounded
+from neurolens_lightning.io import Output, json_safe, nonfinite_paths, nonfinite_warning, publish, rounded
 from neurolens_lightning.ranking import ROLE_CANDIDATE, ROLE_NAMES, ROLE_SUPPRESSOR
 from neurolens_lightning.report.page import write_report
 from neurolens_lightning.scanner import NeuronScores
@@ -245,8 +245,10 @@ class ScanResult:
             data["warnings"] = self.all_warnings()
         return json_safe(data)
 
-    def save(self, out_dir: str | Path, report: bool = True) -> Path:
-        """Write ``results.json`` (and ``report.html`` when ``report``) into ``out_dir`` atomically."""
+    def save(self, out_dir: "str | Path | Output", report: bool = True, keep: "tuple[str, ...]" = ()) -> Path:
+        """Write ``results.json`` (and ``report.html`` when ``report``) as the folder ``out_dir``, atomically and
+        whole (:func:`~neurolens_lightning.io.publish`; ``keep``: entries of an existing folder carried over).
+        Returns the folder written."""
         data = self.to_dict()
 
         def write(tmp: Path) -> None:
@@ -254,4 +256,4 @@ class ScanResult:
             if report:
                 write_report(data, tmp / "report.html")
 
-        return publish(out_dir, write)
+        return publish(out_dir, write, keep=keep)

@@ -282,3 +282,17 @@ def test_a_read_only_output_is_refused_before_the_work(tmp_path):
             check_out(point / "run")
     finally:
         subprocess.run(["umount", "-l", str(point)])
+
+
+def test_kept_entries_are_carried_into_the_new_folder(tmp_path, monkeypatch):
+    """eval's Lightning logger writes <out>/logs while it runs: the publish keeps them, and rolls them back too."""
+    out = tmp_path / "run"
+    checked = check_out(out, keep=("logs",))  # before the run: nothing there
+    (out / "logs").mkdir(parents=True)  # the logger, during the run
+    (out / "logs" / "metrics.csv").write_text("step,x")
+    assert publish(checked, writer(OLD), keep=("logs",)) == out  # not taken for another writer's folder
+    assert contents(out / "logs") == {"metrics.csv": "step,x"} and (out / "results.json").read_text() == "old"
+    monkeypatch.setattr(nio, "_exchange", lambda a, b: (_ for _ in ()).throw(OSError(5, "injected")))
+    with pytest.raises(OSError):
+        publish(out, writer(NEW), rescue=None, keep=("logs",))
+    assert contents(out / "logs") == {"metrics.csv": "step,x"} and (out / "results.json").read_text() == "old"

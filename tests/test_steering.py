@@ -452,7 +452,7 @@ def test_cli_steer_on_minilm_and_bad_input(tmp_path, capsys):
     bad = tmp_path / "bad"
     assert main(["steer", "--model", "minilm", "--concept", "royalty", "--out", str(bad)]) == 2
     assert main(["steer", "--model", "minilm", "--concept", "royalty", "--neurons", "9:1", "--out", str(bad)]) == 2
-    assert "layer 9 out of range" in capsys.readouterr().err
+    assert "neuron layer(s) [9] out of range for minilm" in capsys.readouterr().err
     assert main(["steer", "--model", "minilm", "--concept", "royalty", "--neurons", "1:1", "--null-sets", "0",
                  "--out", str(bad)]) == 2
     assert "--null-sets must be >= 1" in capsys.readouterr().err

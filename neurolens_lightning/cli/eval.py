@@ -23,6 +23,21 @@ DESCRIPTION = ("Score a concept with ProbeModule under lightning.Trainer(inferen
                "ablates the top-k on the held-out split.")
 
 
+#: what each headline scalar the eval run logs means (printed beside its value)
+SCALARS = {
+    "neurolens/n_significant_fdr": "neurons selective at the FDR level, either sign",
+    "neurolens/top_selectivity": "mean selectivity d (concept vs control) of the top-k candidates",
+    "neurolens/top_consistency": "mean consistency of the top-k candidates across phrasing groups (0..1)",
+    "neurolens/top_score": "combined score of the best-ranked neuron",
+    "ablation/joint_delta": "change of y when the tested candidates are ablated together",
+    "ablation/joint_beyond_null": "1 when that joint change is beyond random sets of the same size and layers",
+    "ablation/joint_p_null": "its p-value against those random sets",
+    "ablation/n_causal": "tested neurons whose ablation moves y beyond random neurons of their layer",
+    "ablation/n_validated": "candidates that are selective and causal (VALIDATED)",
+    "ablation/n_suppressors_validated": "suppressors validated for a rise of y",
+}
+
+
 def register(subparsers: Any) -> None:
     p = add_command(subparsers, "eval", cmd_eval, help=HELP, description=DESCRIPTION)
     p.add_argument("--config", action="append", default=[], help="YAML config file(s) (EvalConfig), merged in order")
@@ -80,9 +95,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
               f"consistency={c['consistency']:.3f} score={c['score']:.3f}")
     # the headline scalars (the per-neuron ablation/... metrics are in the log and in results.json)
     scalars = {**info["metrics"], **info.get("ablation_metrics", {})}
-    for k, v in sorted(scalars.items()):
-        if ":" not in k:
-            print(f"  {k} = {v:.4g}")
+    shown = [(k, v) for k, v in sorted(scalars.items()) if ":" not in k]
+    if shown:
+        print("logged scalars:")
+    for k, v in shown:
+        print(f"  {k} = {v:.4g}" + (f"  ({SCALARS[k]})" if k in SCALARS else ""))
     _print_ablation(result)
     t = {k: v for k, v in result.timings.items() if isinstance(v, (int, float)) and k != "total"}
     if t:

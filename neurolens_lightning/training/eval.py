@@ -51,7 +51,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-from neurolens_lightning.io import default_out
+from neurolens_lightning.io import Output, check_out, default_out
 from neurolens_lightning.concepts import load_concept
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.progress import Bar, progress_bar
@@ -62,6 +62,10 @@ from neurolens_lightning.settings import ScanSettings
 from neurolens_lightning.training.modules import AblationModule, ProbeModule
 
 __all__ = ["make_logger", "run_eval"]
+
+
+#: the folder of ``<out>`` the default CSV / W&B logger writes into (kept when the result is published)
+LOGS = "logs"
 
 
 def _default_out(cfg: Any) -> Path:
@@ -84,7 +88,7 @@ def make_logger(cfg: Any, out: str | Path) -> Any:
     ``logger.mode`` says otherwise); ``save_dir`` defaults to ``<out>/logs``.
     """
     lc = cfg.logger
-    save_dir = Path(lc.save_dir) if lc.save_dir else Path(out) / "logs"
+    save_dir = Path(lc.save_dir) if lc.save_dir else Path(out) / LOGS
     if lc.kind == "csv":
         return CSVLogger(save_dir=str(save_dir), name=lc.name, version=lc.version)
     if lc.kind == "wandb":
@@ -114,8 +118,7 @@ def run_eval(cfg: Any, progress: bool = False) -> dict[str, Any]:
     settings.check()
     ablate = settings.tests_causally  # naming neurons asks for their ablation, as in `neurolens scan`
     out = Path(cfg.out) if cfg.out else _default_out(cfg)
-    if out.exists() and not out.is_dir():
-        raise NeuroLensError(f"output {str(out)!r} exists and is not a folder")
+    output = check_out(out, overwrite=bool(getattr(cfg, "overwrite", False)), keep=(LOGS,))  # before any work
     # everything that can fail on user input happens before the logger creates a folder
     concept = load_concept(cfg.concept)
     # the adapter is loaded here (as `neurolens scan` does) so random weights are drawn from `seed`
@@ -135,8 +138,9 @@ def run_eval(cfg: Any, progress: bool = False) -> dict[str, Any]:
     ablation_metrics = _validate_ablation(trainer, module, progress) if ablate else []
     result.timings["total"] = time.perf_counter() - t_start
     if trainer.is_global_zero:
-        _save_and_log(cfg, trainer, logger, result, out)
-    return {"out": out, "result": result, "logger": logger, "metrics": metrics[0] if metrics else {},
+        _save_and_log(cfg, trainer, logger, result, output)
+    return {"out": output.published or out, "result": result, "logger": logger,
+            "metrics": metrics[0] if metrics else {},
             "ablation_metrics": ablation_metrics[0] if ablation_metrics else {},
             "global_zero": trainer.is_global_zero}
 
@@ -200,12 +204,12 @@ def _validate_ablation(trainer: pl.Trainer, module: ProbeModule, progress: bool 
     return ablation_metrics
 
 
-def _save_and_log(cfg: Any, trainer: pl.Trainer, logger: Any, result: ScanResult, out: Path) -> None:
+def _save_and_log(cfg: Any, trainer: pl.Trainer, logger: Any, result: ScanResult, out: "Path | Output") -> None:
     """Rank 0: save the result (results.json + report.html) and, with a W&B logger and ``log_report``, log the
     report's charts, table and page to the run."""
     result.settings.update({"runner": "lightning Trainer.validate (neurolens eval)", "logger": cfg.logger.kind,
                             "world_size": trainer.world_size})
-    result.save(out, report=cfg.report)
+    out = result.save(out, report=cfg.report, keep=(LOGS,))  # the logger's files stay in the folder
     if isinstance(logger, WandbLogger) and cfg.logger.log_report and _wandb_mode(cfg.logger.mode) != "disabled":
         data = result.to_dict()  # logged from memory (what results.json holds)
         report = out / "report.html"
