@@ -164,12 +164,22 @@ def test_long_examples_are_counted_in_one_warning(tok):
 def test_tiny_gpt2_with_16_positions_scans_long_examples_and_prompts(tok):
     model = tiny_gpt2(tok, n_positions=16)
     probe = {**ROYALTY, "negative": ROYALTY["negative"] + [_long(60)],
-             "tasks": ROYALTY["tasks"] + [{"prompt": _long(40, "the") + " The king sat on his", "target": " throne"}]}
+             "tasks": ROYALTY["tasks"] + [{"prompt": _long(40, "the") + " The king sat on his", "target": " throne"},
+                                          {"prompt": _long(12, "the") + " The king sat on his",
+                                           "target": " " + _long(9, "throne")}]}  # a 10-token target
     res = nl.scan(model=model, tokenizer=tok, concept=probe, top_k=2, ablate=True, null_samples=4)
     assert torch.isfinite(res.scores.selectivity).all()
     ws = [w for w in res.all_warnings() if w.startswith("long examples")]
-    assert len(ws) == 1 and "1 of 135 examples and 1 of 16 task prompts are longer than the 16 tokens" in ws[0]
+    assert len(ws) == 1 and "1 of 135 examples and 2 of 17 task prompts are longer than the 16 tokens" in ws[0]
     assert "(its n_positions)" in ws[0]
+    # every task, prompt cut on the left so that prompt + target fit the 16 positions, runs through the model
+    from neurolens_lightning.registry import load_model
+
+    adapter = load_model(model, tokenizer=tok)
+    batch = adapter.encode_confidence(None, load_concept(probe).tasks)
+    assert batch.inputs["input_ids"].shape[1] == 16
+    with torch.no_grad():
+        assert torch.isfinite(adapter.confidence(batch, adapter.forward(batch))).all()
 
 
 def test_a_task_target_longer_than_the_model_reads_is_an_error(tok):
