@@ -258,8 +258,9 @@ def clip_text(text: str, span: tuple[int, int] | list[int] | None = None, limit:
 
 
 def check_image_file(path: Path, where: str) -> None:
-    """Refuse, in one line and before decoding, an image file PIL cannot read or one above :data:`MAX_IMAGE_PIXELS`
-    (only the header is read: ``Image.open(path).size``). Without Pillow nothing is checked here."""
+    """Refuse, in one line and before decoding, an image file above :data:`MAX_IMAGE_PIXELS` (only the header is
+    read: ``Image.open(path).size``). A file PIL cannot open passes here (the loader names it); without Pillow nothing
+    is checked."""
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:  # the image adapters need Pillow and say so when they load the image
@@ -274,8 +275,8 @@ def check_image_file(path: Path, where: str) -> None:
     except Image.DecompressionBombError:
         raise ProbeError(f"{where}: image {str(path)!r} is too large to open (over "
                          f"{2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} megapixels); {limit}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise ProbeError(f"{where}: cannot read image {str(path)!r} ({e}); give a PNG/JPEG file") from None
+    except (UnidentifiedImageError, OSError, ValueError):  # not an image: the adapter names it when it loads it
+        return
     if w * h > MAX_IMAGE_PIXELS:
         raise ProbeError(f"{where}: image {str(path)!r} is {w}x{h} ({w * h / 1e6:.0f} megapixels); {limit}")
 
