@@ -290,10 +290,12 @@ def _text_key(ex: TextExample, with_span: bool) -> str:
 
 
 def _duplicate_key(ex: Example, with_span: bool, cache: dict[Path, str]) -> tuple[str, str]:
-    """What makes two examples the same input: the whitespace-normalised text (and span, ``with_span``), or the
-    bytes of the image file."""
+    """What makes two examples the same input: the whitespace-normalised text (and span, ``with_span``), the
+    bytes of the image file, else (a tensor) the object itself."""
     if isinstance(ex, TextExample):
         return "text", _text_key(ex, with_span)
+    if not isinstance(ex, ImageExample):  # e.g. the callback's image tensors: only the same object is the same
+        return "object", str(id(ex))
     path = Path(ex.path)
     if path not in cache:
         try:
@@ -304,7 +306,9 @@ def _duplicate_key(ex: Example, with_span: bool, cache: dict[Path, str]) -> tupl
 
 
 def _label(ex: Example) -> str:
-    return repr(_short(ex.text)) if isinstance(ex, TextExample) else repr(str(ex.path))
+    if isinstance(ex, TextExample):
+        return repr(_short(ex.text))
+    return repr(str(ex.path)) if isinstance(ex, ImageExample) else f"a {type(ex).__name__}"
 
 
 def drop_duplicates(positive: list[Example], groups: list[str], negative: list[Example], name: str,
