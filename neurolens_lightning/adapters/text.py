@@ -153,6 +153,8 @@ class TextAdapter(ModelAdapter):
 
     def _token_counts(self, texts: list[str]) -> list[int]:
         """Real tokens (no special tokens) of each text, uncut."""
+        if not texts:
+            return []
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
 
     def truncated(self, examples: Sequence[Example]) -> list[int]:
@@ -164,11 +166,12 @@ class TextAdapter(ModelAdapter):
         texts = [ex.text for _, ex in items]
         enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, return_offsets_mapping=True,
                              return_special_tokens_mask=True, verbose=False)
+        full = [b for b, ids in enumerate(enc["input_ids"]) if len(ids) >= self.max_length]  # only these may be cut
         out = []
-        for (i, ex), n, offs, special in zip(items, self._token_counts(texts), enc["offset_mapping"],
-                                             enc["special_tokens_mask"]):
-            if self._check_cut(ex, n, [tuple(o) for o, sp in zip(offs, special) if not sp]):
-                out.append(i)
+        for b, n in zip(full, self._token_counts([texts[b] for b in full])):
+            kept = [tuple(o) for o, sp in zip(enc["offset_mapping"][b], enc["special_tokens_mask"][b]) if not sp]
+            if self._check_cut(items[b][1], n, kept):
+                out.append(items[b][0])
         return out
 
     def task_overhead(self) -> int | None:
@@ -226,10 +229,11 @@ class TextAdapter(ModelAdapter):
                              "it visible text")
         span_mask = torch.zeros_like(position_mask)
         marked = [b for b, ex in enumerate(examples) if ex.span is not None]
-        if marked:  # a span is read whole or the example is refused: pooling never silently changes
-            counts = self._token_counts([texts[b] for b in marked])
-            for b, n in zip(marked, counts):
-                self._check_cut(examples[b], n, [tuple(o) for o in offsets[b][position_mask[b]].tolist()])
+        # a span is read whole or the example is refused: pooling never silently changes. Only an example that
+        # fills max_length may have been cut: the others are not tokenized again
+        full = [b for b in marked if int(attn[b].sum()) >= self.max_length]
+        for b, n in zip(full, self._token_counts([texts[b] for b in full])):
+            self._check_cut(examples[b], n, [tuple(o) for o in offsets[b][position_mask[b]].tolist()])
         for b in marked:
             s, e = examples[b].span
             starts, ends = offsets[b, :, 0], offsets[b, :, 1]
