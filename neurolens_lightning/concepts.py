@@ -14,7 +14,13 @@ A probe is a JSON file::
 
 ``[[...]]`` marks the concept span of a text example (at most one per example).
 Image entries are image files or folders of images, relative to the JSON file; image
-tasks are ``{"image": "path.png", "label": 3}``.
+tasks are ``{"image": "path.png", "label": 3}``. An image above :data:`MAX_IMAGE_PIXELS`
+(40 megapixels) is refused in one line when the probe is read (its header only is read).
+
+Exact duplicates are not independent evidence: an example repeated within a class (the
+same text and span after whitespace normalisation, or the same image bytes) is dropped,
+keeping its first occurrence, with one warning (:attr:`Concept.warnings`) that counts them;
+an example that is both a concept and a control example is an error naming it.
 
 Example:
     >>> c = load_concept({"name": "demo", "modality": "text",
@@ -25,9 +31,11 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
+import warnings as _warnings
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -39,6 +47,11 @@ Modality = Literal["text", "image"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _SPAN_RE = re.compile(r"\[\[(.*?)\]\]")
 _DEFAULT_FOLDS = 5
+#: images with more pixels than this are refused before decoding (a 40-megapixel RGB image is ~120 MB decoded;
+#: every image is resized to the model's input size, a few hundred pixels a side, anyway)
+MAX_IMAGE_PIXELS = 40_000_000
+#: text examples longer than this are stored in results.json and shown on the page clipped to it (see clip_text)
+EXAMPLE_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -95,6 +108,8 @@ class Concept:
     description: str = ""
     tasks: list[TextTask | ImageTask] = field(default_factory=list)
     source: str = "<object>"
+    #: what reading the probe changed, for the result's warnings (e.g. duplicate examples dropped)
+    warnings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if len(self.positive_groups) != len(self.positive):
@@ -227,6 +242,147 @@ def parse_marked_text(raw: str, where: str) -> TextExample:
     return TextExample(text, (m.start(), m.start() + len(inner)))
 
 
+def _short(text: str, n: int = 60) -> str:
+    """``text`` with its whitespace collapsed, cut to ``n`` characters with an ellipsis (for messages)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= n else flat[: n - 1] + "…"
+
+
+def clip_text(text: str, span: tuple[int, int] | list[int] | None = None, limit: int = EXAMPLE_CHARS
+              ) -> tuple[str, tuple[int, int] | None]:
+    """``text`` cut to about ``limit`` characters around its span (from its start when it has none), the cut ends
+    marked with ``…``, and the span's offsets into the clipped text. Text within ``limit`` is returned unchanged.
+
+    Example:
+        >>> t, sp = clip_text("x" * 500 + " the king", (505, 509), limit=20)
+        >>> t, t[sp[0]:sp[1]]
+        ('…xxxxxxxxxxx the king', 'king')
+    """
+    if len(text) <= limit:
+        return text, (None if span is None else (int(span[0]), int(span[1])))
+    if span is None:
+        return text[: limit - 1] + "…", None
+    s, e = int(span[0]), int(span[1])
+    room = max(limit - (e - s), 0)
+    start = max(0, min(s - room // 2, len(text) - limit))
+    end = max(e, min(len(text), start + limit))
+    head, tail = ("…" if start > 0 else ""), ("…" if end < len(text) else "")
+    return head + text[start:end] + tail, (s - start + len(head), e - start + len(head))
+
+
+def check_image_file(path: Path, where: str) -> None:
+    """Refuse, in one line and before decoding, an image file above :data:`MAX_IMAGE_PIXELS` (only the header is
+    read: ``Image.open(path).size``). A file PIL cannot open passes here (the loader names it); without Pillow nothing
+    is checked."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:  # the image adapters need Pillow and say so when they load the image
+        return
+    limit = f"NeuroLens reads images up to {MAX_IMAGE_PIXELS / 1e6:g} megapixels; downscale it (every image is " \
+            "resized to the model's input size anyway)"
+    try:
+        with _warnings.catch_warnings():
+            _warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+    except Image.DecompressionBombError:
+        raise ProbeError(f"{where}: image {str(path)!r} is too large to open (over "
+                         f"{2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} megapixels); {limit}") from None
+    except (UnidentifiedImageError, OSError, ValueError):  # not an image: the adapter names it when it loads it
+        return
+    if w * h > MAX_IMAGE_PIXELS:
+        raise ProbeError(f"{where}: image {str(path)!r} is {w}x{h} ({w * h / 1e6:.0f} megapixels); {limit}")
+
+
+def _text_key(ex: TextExample, with_span: bool) -> str:
+    text = ex.text
+    if with_span and ex.span is not None:
+        s, e = ex.span
+        text = f"{text[:s]}[[{text[s:e]}]]{text[e:]}"
+    return " ".join(text.split())
+
+
+def _duplicate_key(ex: Example, with_span: bool, cache: dict[Path, str]) -> tuple[str, str]:
+    """What makes two examples the same input: the whitespace-normalised text (and span, ``with_span``), the
+    bytes of the image file, else (a tensor) the object itself."""
+    if isinstance(ex, TextExample):
+        return "text", _text_key(ex, with_span)
+    if not isinstance(ex, ImageExample):  # e.g. the callback's image tensors: only the same object is the same
+        return "object", str(id(ex))
+    path = Path(ex.path)
+    if path not in cache:
+        try:
+            cache[path] = hashlib.sha1(path.read_bytes()).hexdigest()
+        except OSError:  # unreadable: the adapter names it when it loads the image
+            cache[path] = f"path:{path.resolve()}"
+    return "image", cache[path]
+
+
+def _label(ex: Example) -> str:
+    if isinstance(ex, TextExample):
+        return repr(_short(ex.text))
+    return repr(str(ex.path)) if isinstance(ex, ImageExample) else f"a {type(ex).__name__}"
+
+
+def drop_duplicates(positive: list[Example], groups: list[str], negative: list[Example], name: str,
+                    source: str) -> tuple[list[Example], list[str], list[Example], str | None]:
+    """Drop exact duplicates within each class (first occurrence kept, its group too) and refuse an example that is
+    in both classes. Returns ``(positive, groups, negative, warning or None)``.
+
+    Example:
+        >>> pos = [TextExample("a  king"), TextExample("a king"), TextExample("a queen")]
+        >>> p, g, n, w = drop_duplicates(pos, ["", "", ""], [TextExample("a man"), TextExample("a dog")], "x", "")
+        >>> [e.text for e in p], w.split(":")[0]
+        (['a  king', 'a queen'], 'duplicate examples')
+    """
+    cache: dict[Path, str] = {}
+    neg_plain = {_duplicate_key(ex, False, cache): ex for ex in negative}
+    both = [ex for ex in positive if _duplicate_key(ex, False, cache) in neg_plain]
+    if both:
+        more = f" (and {len(both) - 1} more)" if len(both) > 1 else ""
+        raise ProbeError(f"probe '{name}' ({source}): example {_label(both[0])}{more} is both a concept (positive) "
+                         "and a control (negative) example; the same input cannot count for and against the concept "
+                         "- remove it from one of the two classes")
+
+    def unique(items: list[Example]) -> list[int]:
+        seen: set[tuple[str, str]] = set()
+        keep = []
+        for i, ex in enumerate(items):
+            k = _duplicate_key(ex, True, cache)
+            if k not in seen:
+                seen.add(k)
+                keep.append(i)
+        return keep
+
+    kp, kn = unique(positive), unique(negative)
+    dp, dn = len(positive) - len(kp), len(negative) - len(kn)
+    if not dp and not dn:
+        return positive, groups, negative, None
+    items, kept = (positive, set(kp)) if dp else (negative, set(kn))
+    first = next(ex for i, ex in enumerate(items) if i not in kept)
+    for label, kept, dropped in (("positive", kp, dp), ("negative", kn, dn)):
+        if len(kept) < 2:
+            raise ProbeError(f"probe '{name}' ({source}): field '{label}' has {len(kept)} distinct example(s) after "
+                             f"dropping {dropped} exact duplicate(s); at least 2 are needed to estimate a variance - "
+                             "add more (different) examples")
+    warning = (f"duplicate examples: {dp + dn} exact duplicate(s) were dropped ({dp} concept, {dn} control; the same "
+               f"{'text and [[span]] after whitespace normalisation' if isinstance(first, TextExample) else 'image'}"
+               f" as an earlier example of its class, e.g. {_label(first)}) - a repeated example is not independent "
+               f"evidence and would inflate the significance; {len(kp)} concept and {len(kn)} control examples "
+               "remain - remove the repeats from the probe")
+    return ([positive[i] for i in kp], [groups[i] for i in kp], [negative[i] for i in kn], warning)
+
+
+def without_duplicates(concept: Concept) -> Concept:
+    """``concept`` with exact duplicate examples dropped (see :func:`drop_duplicates`); the same object if none."""
+    pos, groups, neg, warning = drop_duplicates(list(concept.positive), list(concept.positive_groups),
+                                                list(concept.negative), concept.name, concept.source)
+    if warning is None:
+        return concept
+    return replace(concept, positive=pos, positive_groups=groups, negative=neg,
+                   warnings=list(concept.warnings) + [warning])
+
+
 def _expand_images(entry: str, base: Path, where: str) -> list[ImageExample]:
     path = Path(entry)
     if not path.is_absolute():
@@ -235,11 +391,14 @@ def _expand_images(entry: str, base: Path, where: str) -> list[ImageExample]:
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise ProbeError(f"{where}: folder {str(path)!r} contains no images ({', '.join(IMAGE_SUFFIXES)})")
+        for p in files:
+            check_image_file(p, where)
         return [ImageExample(p) for p in files]
     if not path.is_file():
         raise ProbeError(f"{where}: image file {str(path)!r} does not exist (paths are relative to the probe file)")
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise ProbeError(f"{where}: {str(path)!r} is not an image file ({', '.join(IMAGE_SUFFIXES)})")
+    check_image_file(path, where)
     return [ImageExample(path)]
 
 
@@ -329,9 +488,11 @@ def concept_from_dict(data: Any, base_dir: Path | str = ".", source: str = "<dic
         raise ProbeError(f"probe {src}: field 'negative' is missing; add a list of concept-negative (control) examples")
     negative = _examples(data["negative"], "negative", modality, base, src)
     tasks = _tasks(data.get("tasks"), modality, base, src)
+    # before the groups are filled: ungrouped positives are dealt into folds by their number
+    positive, groups, negative, warning = drop_duplicates(positive, groups, negative, name, str(source))
     groups = _fill_groups(positive, groups)
     return Concept(name=name, modality=modality, description=description, positive=positive, negative=negative,
-                   positive_groups=groups, tasks=tasks, source=str(source))
+                   positive_groups=groups, tasks=tasks, source=str(source), warnings=[warning] if warning else [])
 
 
 def _fill_groups(positive: list[Example], groups: list[str]) -> list[str]:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from neurolens_lightning.ablation import check_ablation_args, run_ablation
 from neurolens_lightning.adapters import ModelAdapter
-from neurolens_lightning.concepts import Concept, split_text
+from neurolens_lightning.concepts import Concept, split_text, without_duplicates
 from neurolens_lightning.distributed import dist_context, gather_cat
 from neurolens_lightning.io import rounded
 from neurolens_lightning.results import ScanResult
@@ -45,6 +45,8 @@ class Scoring:
     scanner: ConceptScanner
     settings: ScanSettings
     timings: dict[str, float] = field(default_factory=dict)
+    #: what the probe's reading and encoding changed (duplicates dropped, long examples cut), for the result
+    warnings: list[str] = field(default_factory=list)
 
 
 def check_for_model(adapter: ModelAdapter, settings: ScanSettings) -> None:
@@ -60,6 +62,9 @@ def make_scanner(adapter: ModelAdapter, concept: Concept, settings: ScanSettings
     """Split the probe as ``settings`` says and build the scanner of its ranking part (no pass runs yet)."""
     if rank is None or world is None:
         rank, world = dist_context()
+    concept = without_duplicates(concept)  # a Concept built in code (a loaded probe has none left)
+    warnings = list(concept.warnings) + adapter.input_warnings(list(concept.positive) + list(concept.negative),
+                                                               concept.tasks)
     rank_concept, held_out = settings.split(concept)
     if settings.pooling:  # the adapter is NeuroLens' wrapper (never the user's module): it carries the pooling
         adapter.pooling = settings.pooling
@@ -67,7 +72,7 @@ def make_scanner(adapter: ModelAdapter, concept: Concept, settings: ScanSettings
                              importance=settings.importance, baseline=settings.baseline,
                              top_examples=settings.top_examples, progress=progress, fdr_q=settings.fdr_q,
                              min_d=settings.min_selectivity, rank=rank, world_size=world)
-    return Scoring(adapter, concept, rank_concept, held_out, scanner, settings)
+    return Scoring(adapter, concept, rank_concept, held_out, scanner, settings, warnings=warnings)
 
 
 def score(run: Scoring, gather: Callable[[Any], Any] | None = gather_cat) -> Scoring:
@@ -105,7 +110,7 @@ def build_result(run: Scoring, weights: str = "pretrained", **settings_extra: An
     return ScanResult(model={**run.adapter.describe(), "weights": weights}, concept=run.rank_concept,
                       layers=sc.layers, units=[site.units for site in sc.sites], scores=scores, top_k=s.top_k,
                       max_neurons=s.max_neurons, fdr_q=s.fdr_q, min_selectivity=s.min_selectivity, head=head,
-                      settings=record, timings=run.timings, warnings=warnings)
+                      settings=record, timings=run.timings, warnings=run.warnings + warnings)
 
 
 def test_causally(result: ScanResult, run: Scoring, progress: bool = False) -> ScanResult:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 
 from neurolens_lightning.errors import NeuroLensError
-from neurolens_lightning.concepts import Concept, ImageExample, TextExample
+from neurolens_lightning.concepts import EXAMPLE_CHARS, Concept, ImageExample, TextExample, clip_text
 from neurolens_lightning.io import Output, json_safe, nonfinite_paths, nonfinite_warning, publish, rounded
 from neurolens_lightning.ranking import ROLE_CANDIDATE, ROLE_NAMES, ROLE_SUPPRESSOR
 from neurolens_lightning.report.page import write_report
@@ -159,7 +159,9 @@ class ScanResult:
         return out
 
     def examples_for(self, i: int) -> list[dict[str, Any]]:
-        """The probe examples that activate neuron ``i`` most, with the strongest position."""
+        """The probe examples that activate neuron ``i`` most, with the strongest position; a text longer than
+        :data:`~neurolens_lightning.concepts.EXAMPLE_CHARS` characters is clipped around its span (``…`` at each cut,
+        ``span`` into the clipped text, ``text_chars`` its full length)."""
         s = self.scores
         items = list(self.concept.positive) + list(self.concept.negative)
         n_pos = len(self.concept.positive)
@@ -170,9 +172,11 @@ class ScanResult:
                 continue
             ex = items[eid]
             rec: dict[str, Any] = {"activation": rounded(v), "positive": eid < n_pos, "position": int(pos)}
-            if isinstance(ex, TextExample):
-                rec["text"] = ex.text
-                rec["span"] = list(ex.span) if ex.span else None
+            if isinstance(ex, TextExample):  # a long text is stored clipped around its span (EXAMPLE_CHARS)
+                text, span = clip_text(ex.text, ex.span, EXAMPLE_CHARS)
+                rec["text"], rec["span"] = text, list(span) if span else None
+                if text != ex.text:
+                    rec["text_chars"] = len(ex.text)
             elif isinstance(ex, ImageExample):
                 rec["image"] = str(ex.path)
             out.append(rec)

@@ -24,9 +24,9 @@ from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.settings import format_neuron, parse_neuron
 
 __all__ = ["neurons_from_results", "scan_split", "RESULTS_VERSION", "STEERING_VERSION", "COMPARISON_VERSION", "SchemaError", "read_results",
-           "neuron_key", "format_neuron", "parse_neuron", "AblationRecord", "NeuronRecord", "ResultsFile",
-           "NEURONS", "ABLATION", "ABLATION_SUMMARY", "SETTINGS", "VALIDATED", "CAUSAL", "VERDICT", "DELTA",
-           "DELTA_CONTROL", "CI_LOW", "CI_HIGH", "P_VALUE", "P_HOLM", "N_VALIDATED", "WARNINGS"]
+           "neuron_key", "format_neuron", "parse_neuron", "AblationRecord", "ExampleRecord", "NeuronRecord",
+           "ResultsFile", "NEURONS", "ABLATION", "ABLATION_SUMMARY", "SETTINGS", "VALIDATED", "CAUSAL", "VERDICT",
+           "DELTA", "DELTA_CONTROL", "CI_LOW", "CI_HIGH", "P_VALUE", "P_HOLM", "N_VALIDATED", "WARNINGS"]
 
 #: schema versions of the three files (a reader refuses a newer one)
 RESULTS_VERSION = 2
@@ -57,6 +57,19 @@ class AblationRecord(TypedDict, total=False):
     reasons: List[str]
 
 
+class ExampleRecord(TypedDict, total=False):
+    """One of a neuron's top examples (``neurons[i]["top_examples"][j]``). A text longer than 300 characters is
+    stored clipped around its span with ``…`` at each cut; ``text_chars`` is then its full length."""
+
+    activation: float
+    positive: bool
+    position: int
+    text: str
+    span: Optional[List[int]]
+    text_chars: int
+    image: str
+
+
 class NeuronRecord(TypedDict, total=False):
     """One listed neuron (``neurons[i]``)."""
 
@@ -69,6 +82,7 @@ class NeuronRecord(TypedDict, total=False):
     importance: Optional[float]
     score: float
     ablation: AblationRecord
+    top_examples: List[ExampleRecord]
 
 
 class ResultsFile(TypedDict, total=False):

@@ -33,10 +33,11 @@ from helpers import (CONCEPT, DECOY, NEGATIVE, PLANTED, make_word_tokenizer, pla
 import neurolens_lightning as nl
 from neurolens_lightning.ablation import decide, null_size_needed, sequential_p
 from neurolens_lightning.adapters import adapter_for
-from neurolens_lightning.concepts import TextExample, load_concept
+from neurolens_lightning.concepts import Concept, TextExample, load_concept, parse_marked_text
 from neurolens_lightning.errors import ProbeError
 from neurolens_lightning.hooks import capture
 from neurolens_lightning.ranking import holm_adjust
+from neurolens_lightning.scanner import ConceptScanner
 from neurolens_lightning.results import SMALL_PROBE
 
 WHISPER, SUPPRESSOR = 13, 17  # extra layer-0 units planted by the tests below
@@ -284,20 +285,27 @@ def test_marked_positives_vs_same_sentences_unmarked_select_nothing(bert_tok):
     plain = _sentences(PEOPLE, TEMPLATES[:4], marked=False)
     assert len(marked) == 40 and len(set(plain)) == 40
     probe = {"name": "same_sentences", "modality": "text", "positive": marked, "negative": plain}
+    # the same sentences in both classes are refused outright (issue 21 item 8: an input in both classes) ...
+    with pytest.raises(ProbeError, match=r"is both a concept \(positive\) and a control \(negative\) example"):
+        nl.scan(model=tiny_bert(bert_tok), tokenizer=bert_tok, concept=probe, top_k=5)
 
-    result = nl.scan(model=tiny_bert(bert_tok), tokenizer=bert_tok, concept=probe, top_k=5)
-    n_neurons = len(result.scores.order)
+    # ... and below that check, the pooling rule still compares them like with like
+    concept = Concept("same_sentences", "text", [parse_marked_text(t, "p") for t in marked],
+                      [TextExample(t) for t in plain], [f"fold{i % 5}" for i in range(40)])
+    adapter = adapter_for(tiny_bert(bert_tok), bert_tok)
+    sc = ConceptScanner(adapter, concept, importance=False).run()
+    scores = sc.compute()
+    n_neurons = len(scores.order)
     assert n_neurons == 256
-    assert result.settings["pooling"] == "max"
-    assert result.n_significant_fdr / n_neurons <= 0.01, result.n_significant_fdr
-    assert result.scores.n_candidates == 0
-    assert float(result.scores.selectivity.abs().max()) < 1e-3
-    mixed = [w for w in result.all_warnings() if "40 of 80 examples mark a [[concept span]]" in w]
-    assert mixed and "like with like" in mixed[0]
-    assert mixed[0] in result.to_dict()["warnings"]
+    assert sc.pooling == "max"
+    assert int((scores.selectivity_q <= 0.05).sum()) / n_neurons <= 0.01
+    assert scores.n_candidates == 0
+    assert float(scores.selectivity.abs().max()) < 1e-3
+    assert "40 of 80 examples mark a [[concept span]]" in sc.pooling_warning and "like with like" in sc.pooling_warning
 
+    adapter.pooling = "span"
     with pytest.raises(ProbeError) as err:
-        nl.scan(model=tiny_bert(bert_tok), tokenizer=bert_tok, concept=probe, top_k=5, pooling="span")
+        ConceptScanner(adapter, concept, importance=False)
     msg = str(err.value)
     assert "40 of 80" in msg and "mark a span in each example" in msg and "pooling 'max' or 'auto'" in msg
 

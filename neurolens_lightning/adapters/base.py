@@ -178,6 +178,11 @@ class ModelAdapter(ABC):
                           ) -> Batch:
         """Encode the inputs on which confidence y is measured: the tasks if given, else ``examples``."""
 
+    def input_warnings(self, examples: Sequence[Example], tasks: Sequence[TextTask | ImageTask]) -> list[str]:
+        """Warnings about what encoding changes in the probe's inputs (e.g. text cut to the model's length),
+        checked once before any pass; an input that cannot be encoded faithfully raises instead."""
+        return []
+
     def forward(self, batch: Batch) -> Any:
         return self.model(**batch.inputs)
 

@@ -222,5 +222,8 @@ class DecoderAdapter(TextAdapter):
         return SimpleNamespace(logits=logits, gathered=True)
 
     # ---------------------------------------------------------------- confidence inputs
+    def task_overhead(self) -> int | None:
+        return len(_special_prefix(self.tokenizer))
+
     def encode_confidence(self, examples: Sequence[Example] | None, tasks: Sequence[TextTask] | None) -> Batch:
         return causal_lm_confidence(self, examples, tasks, prefix=_special_prefix(self.tokenizer))

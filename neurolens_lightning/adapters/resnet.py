@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from neurolens_lightning.adapters.base import Batch, ModelAdapter, NeuronSite
-from neurolens_lightning.concepts import Example, ImageExample, ImageTask
+from neurolens_lightning.concepts import Example, ImageExample, ImageTask, check_image_file
 from neurolens_lightning.errors import NeuroLensError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -25,9 +25,11 @@ MIN_IMAGE_SIZE = 32
 
 
 def load_image_tensor(path: Any, size: int) -> torch.Tensor:
-    """Read an image file as a normalized ``[3, size, size]`` tensor (RGB, ImageNet statistics)."""
+    """Read an image file as a normalized ``[3, size, size]`` tensor (RGB, ImageNet statistics); a file above
+    :data:`~neurolens_lightning.concepts.MAX_IMAGE_PIXELS` is refused in one line before it is decoded."""
     from PIL import Image, UnidentifiedImageError
 
+    check_image_file(path, "image")
     try:
         with Image.open(path) as im:
             im = im.convert("RGB").resize((size, size), Image.BILINEAR)

@@ -172,6 +172,9 @@ class SiteAdapter(TextAdapter):
     def encode_confidence(self, examples: Sequence[Example] | None, tasks: Sequence[TextTask] | None) -> Batch:
         return self.encode(examples or [])
 
+    def task_overhead(self) -> int | None:
+        return None  # y is measured on the examples: tasks are not encoded
+
     # ---------------------------------------------------------------- sites
     @property
     def sites(self) -> list[NeuronSite]:

@@ -15,6 +15,14 @@ Confidence y (DESIGN §2):
   logistic probe fitted on the mean-pooled last hidden state; y is its log-odds
   ``log p(concept) - log p(not concept)`` (log p itself saturates near 0 for confidently
   classified positives, which would hide ablation effects).
+
+Length: an example is read up to ``max_length`` tokens, the smaller of the configured
+length (128) and what the model can read (its position embeddings: ``n_positions`` /
+``max_position_embeddings``, less RoBERTa's padding offset; the tokenizer's
+``model_max_length``). Longer examples are cut to it, counted in one warning
+(:meth:`TextAdapter.input_warnings`); a ``[[span]]`` reaching past the cut is an error
+naming the example (its pooling would otherwise silently change). Task prompts are cut
+from the left so that prompt and target fit.
 """
 
 from __future__ import annotations
@@ -28,8 +36,43 @@ import torch
 from torch import nn
 
 from neurolens_lightning.adapters.base import Batch, ModelAdapter, NeuronSite
-from neurolens_lightning.concepts import Example, TextExample, TextTask
+from neurolens_lightning.concepts import Example, ImageTask, TextExample, TextTask
 from neurolens_lightning.errors import NeuroLensError, ProbeError
+
+#: a tokenizer ``model_max_length`` at or above this is transformers' "no limit" sentinel (``int(1e30)``)
+_NO_LIMIT = 1_000_000
+
+
+def _short(text: str, n: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= n else flat[: n - 1] + "…"
+
+
+def model_token_limit(model: nn.Module, tokenizer: Any) -> tuple[int | None, str]:
+    """The most tokens ``model`` can read and where that number comes from, or ``(None, "")`` when nothing says.
+
+    From the config's ``n_positions`` / ``max_position_embeddings`` (less the padding offset of RoBERTa-style
+    position embeddings, whose positions start after the pad id) and the tokenizer's ``model_max_length``.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> model_token_limit(SimpleNamespace(config=SimpleNamespace(n_positions=16)), None)
+        (16, 'its n_positions')
+    """
+    found: list[tuple[int, str]] = []
+    cfg = getattr(model, "config", None)
+    for key in ("n_positions", "max_position_embeddings"):
+        v = getattr(cfg, key, None)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            emb = getattr(getattr(model, "base_model", model), "embeddings", None)
+            pe = getattr(emb, "position_embeddings", None)
+            offset = pe.padding_idx + 1 if isinstance(pe, nn.Embedding) and pe.padding_idx is not None else 0
+            found.append((v - offset, f"its {key}" + (f" {v} less the padding offset {offset}" if offset else "")))
+            break
+    tok_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_max, int) and 0 < tok_max < _NO_LIMIT:
+        found.append((tok_max, "its tokenizer's model_max_length"))
+    return min(found) if found else (None, "")
 
 
 def _with_special_tokens(tok: Any, ids: list[int]) -> list[int]:
@@ -67,7 +110,12 @@ class TextAdapter(ModelAdapter):
         #: the token this adapter pads with; a tokenizer without one gets it only while encoding, so the
         #: user's tokenizer is never left changed (load_model, ProbeModule, steer and compare included)
         self.pad_token = tokenizer.pad_token or tokenizer.eos_token or tokenizer.unk_token
-        self.max_length = max_length or self.max_length
+        configured = max_length or self.max_length
+        limit, why = model_token_limit(model, tokenizer)
+        #: the most tokens an example is read to: the configured length, or less where the model reads fewer
+        self.max_length = min(configured, limit) if limit is not None and limit > 0 else configured
+        #: where :attr:`max_length` comes from (for the messages)
+        self.length_source = why if self.max_length < configured else "the configured max_length"
 
     @property
     def pad_token_id(self) -> int:
@@ -88,6 +136,81 @@ class TextAdapter(ModelAdapter):
             tok.pad_token = None
 
     # ---------------------------------------------------------------- encoding
+    def _check_cut(self, ex: TextExample, n_tokens: int, kept: Sequence[tuple[int, int]]) -> bool:
+        """Whether ``ex`` (``n_tokens`` real tokens) was cut to the ``kept`` token offsets; a ``[[span]]`` that
+        reaches past the cut raises (it would be read partly or not at all)."""
+        if n_tokens <= len(kept):
+            return False
+        if ex.span is not None:
+            s, e = ex.span
+            end = s + len(ex.text[s:e].rstrip())
+            if end > max((o[1] for o in kept), default=0):
+                raise ProbeError(f"example {_short(ex.text)!r} ({n_tokens} tokens): its [[concept span]] "
+                                 f"{_short(ex.text[s:e], 30)!r} lies (partly) beyond the first {self.max_length} "
+                                 f"tokens that {self.name} reads ({self.length_source}); shorten the example or "
+                                 "move the span nearer its start")
+        return True
+
+    def _token_counts(self, texts: list[str]) -> list[int]:
+        """Real tokens (no special tokens) of each text, uncut."""
+        if not texts:
+            return []
+        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
+
+    def truncated(self, examples: Sequence[Example]) -> list[int]:
+        """Indices of the text ``examples`` longer than :attr:`max_length` tokens (they are cut to it); raises
+        :class:`ProbeError` for an example whose ``[[span]]`` reaches past the cut."""
+        items = [(i, ex) for i, ex in enumerate(examples) if isinstance(ex, TextExample)]
+        if not items:
+            return []
+        texts = [ex.text for _, ex in items]
+        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, return_offsets_mapping=True,
+                             return_special_tokens_mask=True, verbose=False)
+        full = [b for b, ids in enumerate(enc["input_ids"]) if len(ids) >= self.max_length]  # only these may be cut
+        out = []
+        for b, n in zip(full, self._token_counts([texts[b] for b in full])):
+            kept = [tuple(o) for o, sp in zip(enc["offset_mapping"][b], enc["special_tokens_mask"][b]) if not sp]
+            if self._check_cut(items[b][1], n, kept):
+                out.append(items[b][0])
+        return out
+
+    def task_overhead(self) -> int | None:
+        """Tokens a task encoding adds around prompt and target (BOS, [CLS] ... [SEP]); None if tasks are not
+        encoded."""
+        return 0
+
+    def _prompt_room(self, task: TextTask, n_target: int) -> int:
+        """How many prompt tokens fit beside ``n_target`` target tokens; a target that leaves none raises."""
+        room = self.max_length - (self.task_overhead() or 0) - n_target
+        if room < 1:
+            raise ProbeError(f"task {_short(task.prompt, 40)!r} -> {_short(task.target, 30)!r}: the target's "
+                             f"{n_target} tokens leave no room for the prompt in the {self.max_length} tokens "
+                             f"{self.name} reads ({self.length_source}); shorten the target")
+        return room
+
+    def input_warnings(self, examples: Sequence[Example], tasks: Sequence[TextTask | ImageTask]) -> list[str]:
+        """One warning counting the examples (and task prompts) cut to :attr:`max_length` tokens; a span past the
+        cut or a task target too long to fit raises.
+
+        Example:
+            >>> adapter.input_warnings([TextExample("word " * 500)], [])  # doctest: +SKIP
+            ['long examples: 1 of 1 examples are longer than the 128 tokens ...']
+        """
+        cut = self.truncated(examples)
+        n_prompts, text_tasks = 0, [t for t in tasks if isinstance(t, TextTask)]
+        if text_tasks and self.task_overhead() is not None:
+            for t in text_tasks:
+                n_prompt = len(self.tokenizer(t.prompt, add_special_tokens=False)["input_ids"])
+                n_prompts += n_prompt > self._prompt_room(t, len(self._target_ids(t.target)))
+        if not cut and not n_prompts:
+            return []
+        what = [f"{len(cut)} of {len(examples)} examples"] if cut else []
+        what += [f"{n_prompts} of {len(text_tasks)} task prompts"] if n_prompts else []
+        eg = f" (e.g. {_short(examples[cut[0]].text)!r})" if cut else ""
+        return [f"long examples: {' and '.join(what)} are longer than the {self.max_length} tokens {self.name} "
+                f"reads ({self.length_source}) and were cut to fit{eg}; the model never sees the rest (examples "
+                "keep their first tokens, prompts their last) - shorten them to compare what the model reads"]
+
     def encode(self, examples: Sequence[Example]) -> Batch:
         for ex in examples:
             if not isinstance(ex, TextExample):
@@ -105,12 +228,19 @@ class TextAdapter(ModelAdapter):
                              "tokens): every activation of it would be undefined; remove it from the probe or give "
                              "it visible text")
         span_mask = torch.zeros_like(position_mask)
-        for b, ex in enumerate(examples):
-            if ex.span is None:
-                continue
-            s, e = ex.span
+        marked = [b for b, ex in enumerate(examples) if ex.span is not None]
+        # a span is read whole or the example is refused: pooling never silently changes. Only an example that
+        # fills max_length may have been cut: the others are not tokenized again
+        full = [b for b in marked if int(attn[b].sum()) >= self.max_length]
+        for b, n in zip(full, self._token_counts([texts[b] for b in full])):
+            self._check_cut(examples[b], n, [tuple(o) for o in offsets[b][position_mask[b]].tolist()])
+        for b in marked:
+            s, e = examples[b].span
             starts, ends = offsets[b, :, 0], offsets[b, :, 1]
             span_mask[b] = position_mask[b] & (starts < e) & (ends > s)
+            if not bool(span_mask[b].any()):
+                raise ProbeError(f"example {_short(texts[b])!r}: its [[concept span]] {examples[b].span_text!r} "
+                                 f"covers no token of {self.name}'s tokenization; mark a span of visible text")
         inputs = {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         tokens = [self.tokenizer.convert_ids_to_tokens(row.tolist()) for row in enc["input_ids"]]
         return Batch(inputs=inputs, size=len(texts), position_mask=position_mask, span_mask=span_mask, tokens=tokens)
@@ -203,12 +333,12 @@ def causal_lm_confidence(adapter: "TextAdapter", examples: Sequence[Example] | N
     if tasks:
         rows, pos, ids = [], [], []
         for t in tasks:
-            p = list(prefix) + adapter.tokenizer(t.prompt, add_special_tokens=False)["input_ids"][
-                -(adapter.max_length - 8 - len(prefix)):]
+            tgt = adapter._target_ids(t.target)
+            room = adapter._prompt_room(t, len(tgt))  # prefix + prompt + target fit the model (prompt cut on the left)
+            p = list(prefix) + adapter.tokenizer(t.prompt, add_special_tokens=False)["input_ids"][-room:]
             if not p:
                 raise NeuroLensError(f"task prompt {t.prompt!r} encodes to no tokens and {adapter.name}'s tokenizer "
                                      "adds no BOS: nothing predicts the target")
-            tgt = adapter._target_ids(t.target)
             rows.append(p + tgt)
             pos.append(list(range(len(p) - 1, len(p) - 1 + len(tgt))))
             ids.append(tgt)
@@ -303,6 +433,9 @@ class BertAdapter(TextAdapter):
     def has_output_head(self) -> bool:
         return type(self.model).__name__.endswith("ForMaskedLM")
 
+    def task_overhead(self) -> int | None:
+        return len(_with_special_tokens(self.tokenizer, [])) if self.has_output_head else None
+
     @property
     def blocks(self) -> list[nn.Module] | None:
         if not self.has_output_head and type(self.model).__name__ not in ("BertModel", "RobertaModel"):
@@ -323,8 +456,8 @@ class BertAdapter(TextAdapter):
         if tasks:
             rows, pos, ids = [], [], []
             for t in tasks:
-                p = tok(t.prompt, add_special_tokens=False)["input_ids"][-(self.max_length - 16):]
                 tgt = self._target_ids(t.target)
+                p = tok(t.prompt, add_special_tokens=False)["input_ids"][-self._prompt_room(t, len(tgt)):]
                 full = _with_special_tokens(tok, p + [mask_id] * len(tgt))
                 first = full.index(mask_id)
                 rows.append(full)

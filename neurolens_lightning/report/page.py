@@ -25,6 +25,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
+from neurolens_lightning.concepts import EXAMPLE_CHARS, clip_text
 from neurolens_lightning.report import figures
 from neurolens_lightning.report.figures import build_figures  # render_report's `figures` argument hides the module
 from neurolens_lightning.report.html import (PLOTLY_CONFIG, definition_list, escape, figure_html, fmt_general,
@@ -657,6 +658,9 @@ def _image_label(rec: dict[str, Any], data: dict[str, Any] | None = None) -> str
 def _text_html(rec: dict[str, Any]) -> str:
     text = str(rec.get("text") or "")
     span = rec.get("span")
+    if len(text) > EXAMPLE_CHARS:  # a results.json written before examples were stored clipped
+        ok = isinstance(span, (list, tuple)) and len(span) == 2 and all(isinstance(v, int) for v in span)
+        text, span = clip_text(text, span if ok and 0 <= span[0] < span[1] <= len(text) else None, EXAMPLE_CHARS)
     if (isinstance(span, (list, tuple)) and len(span) == 2 and all(isinstance(v, int) for v in span)
             and 0 <= span[0] < span[1] <= len(text)):
         s, e = span
