@@ -1,6 +1,7 @@
-"""The README's timings, from one run on the current code: every command of the README's walk-through run once as
-a user runs it (a fresh process each), timed from outside, with the stage timings the command itself records, the
-load average before and after each, and the install's size on disk. Its output is
+"""The README's timings and CPU figures, from one run on the current code: every command of the README's walk-through
+run once as a user runs it (a fresh process each), timed from outside, with the stage timings the command itself
+records, the load average before and after each, the figures the README quotes from each (validated neurons,
+steering effect, comparison counts, shared neurons), and the install's size on disk. Its output is
 ``docs/measured/readme_timings_cpu.txt`` (or ``_cuda``), which the README quotes.
 
     python benchmarks/readme_timings.py [--out docs/measured/readme_timings_cpu.txt] [--skip-eval]
@@ -49,6 +50,37 @@ def sizes() -> list[str]:
     return out
 
 
+def figures(data: dict) -> list[str]:
+    """The numbers the README quotes from one command's output file."""
+    out = []
+    if "ablation_summary" in data:
+        summ = data["ablation_summary"]
+        val = [f"{n['layer']}:{n['index']}" for n in data["neurons"]
+               if isinstance(n.get("ablation"), dict) and n["ablation"].get("validated")]
+        out.append(f"  validated {len(val)} of {summ['n_tested']} tested: {' '.join(val)}; joint set "
+                   f"{'beyond' if summ.get('joint_beyond_null') else 'not beyond'} its null, p = "
+                   f"{summ.get('joint_p_null')}; {data['n_significant_fdr']} neurons FDR-significant")
+    elif "neurons" in data:
+        out.append(f"  {data['n_significant_fdr']} neurons FDR-significant; top candidates "
+                   + " ".join(f"{n['layer']}:{n['index']}" for n in data["neurons"][:5]))
+    cc = data.get("cross_concept")
+    if isinstance(cc, dict):
+        shared = cc.get("shared") or []
+        out.append(f"  cross-concept: {len(shared)} shared: "
+                   + "; ".join(f"{s['layer']}:{s['index']} ({', '.join(s['selective_for'])})" for s in shared))
+    t = data.get("test")
+    if isinstance(t, dict) and t.get("p_null") is not None:
+        con = data["concept_inputs"]["mean_y"]
+        steered = " ".join(f"{n['layer']}:{n['index']}" for n in data["neurons"])
+        out.append(f"  steering {steered}: y "
+                   + " -> ".join(f"{y:.3f}" for y in con) + f" over {data['labels']}; effect {t['effect']:.3f}, "
+                   f"p_null = {t['p_null']:.3g}, beyond_null = {t['beyond_null']}")
+    for m in data.get("models", []) if isinstance(data.get("models"), list) else []:
+        out.append(f"  {m['name']}: {m['n_significant_positive']} positively selective, peak depth "
+                   f"{m.get('peak_rel_depth')}, strongest d {m.get('max_selectivity')}")
+    return out
+
+
 def run(label: str, argv: list[str], out: Path | None, lines: list[str], env: dict) -> dict | None:
     before = load()
     t = time.perf_counter()
@@ -65,10 +97,11 @@ def run(label: str, argv: list[str], out: Path | None, lines: list[str], env: di
                                                   if isinstance(v, (int, float)))
             break
     lines.append(line)
-    lines.append("  $ " + " ".join(a if " " not in a else repr(a) for a in argv[2:]))
+    lines.append("  $ neurolens " + " ".join(a if " " not in a else repr(a) for a in argv[3:]))
+    lines += figures(data) if data else []
     if p.returncode != 0:
         lines.append("  stderr: " + p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "  (no stderr)")
-    print(lines[-2] if p.returncode == 0 else "\n".join(lines[-3:]), flush=True)
+    print("\n".join(lines[lines.index(line):]), flush=True)
     return data
 
 
@@ -95,9 +128,9 @@ def main() -> int:
     cmp_out = work / "compare"
     run("compare minilm vs minilm:random", nl + ["compare", "--models", "minilm", "minilm:random", "--concept",
                                                   "negation", "--out", str(cmp_out)], cmp_out, lines, env)
-    small = work / "scan-plain"
-    run("scan without --ablate (all 6 layers)", nl + ["scan", "--model", "minilm", "--concept", "royalty", "--out",
-                                                       str(small)], small, lines, env)
+    cross = work / "scan-cross"
+    run("scan --cross-concept (no --ablate)", nl + ["scan", "--model", "minilm", "--concept", "royalty",
+                                                     "--cross-concept", "--out", str(cross)], cross, lines, env)
     if not args.skip_eval:
         ev = work / "eval"
         run("eval (configs/eval_minilm.yaml)", nl + ["eval", "--config", "configs/eval_minilm.yaml", "--out", str(ev)],

@@ -23,12 +23,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -354,10 +355,28 @@ def load_model(
     ``weights="random"`` draws the weights from ``seed`` without touching the global RNG state
     (CPU and every CUDA device are left as they were; a not yet initialized CUDA is not seeded).
     """
-    if weights == "random":
-        with seeded_rng(seed):
-            return _load_model(model, tokenizer, weights, arch, device, download, **adapter_kwargs)
-    return _load_model(model, tokenizer, weights, arch, device, download, **adapter_kwargs)
+    with _no_loading_bar():
+        if weights == "random":
+            with seeded_rng(seed):
+                return _load_model(model, tokenizer, weights, arch, device, download, **adapter_kwargs)
+        return _load_model(model, tokenizer, weights, arch, device, download, **adapter_kwargs)
+
+
+@contextlib.contextmanager
+def _no_loading_bar() -> Iterator[None]:
+    """transformers' "Loading weights" bar off while NeuroLens loads a model (restored afterwards)."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def _is_auto(device: Any) -> bool:

@@ -43,10 +43,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import time
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
@@ -127,15 +130,16 @@ def run_eval(cfg: Any, progress: bool = False) -> dict[str, Any]:
     datamodule = module.datamodule()
     t_loaded = time.perf_counter()
     logger = make_logger(cfg, out)
-    trainer = _build_trainer(cfg, logger, out, progress)
-    t0 = time.perf_counter()
-    metrics = trainer.validate(module, datamodule=datamodule, verbose=False)
-    t_scored = time.perf_counter()
-    result = module.result
-    if result is None:  # pragma: no cover - validate always runs the epoch end
-        raise NeuroLensError("the validation run produced no result")
-    result.timings.update({"load_model": t_loaded - t_start, "scoring": t_scored - t0})
-    ablation_metrics = _validate_ablation(trainer, module, progress) if ablate else []
+    with quiet_lightning():  # this Trainer is NeuroLens': none of Lightning's tips and notes about it
+        trainer = _build_trainer(cfg, logger, out, progress)
+        t0 = time.perf_counter()
+        metrics = trainer.validate(module, datamodule=datamodule, verbose=False)
+        t_scored = time.perf_counter()
+        result = module.result
+        if result is None:  # pragma: no cover - validate always runs the epoch end
+            raise NeuroLensError("the validation run produced no result")
+        result.timings.update({"load_model": t_loaded - t_start, "scoring": t_scored - t0})
+        ablation_metrics = _validate_ablation(trainer, module, progress) if ablate else []
     result.timings["total"] = time.perf_counter() - t_start
     if trainer.is_global_zero:
         _save_and_log(cfg, trainer, logger, result, output)
@@ -143,6 +147,21 @@ def run_eval(cfg: Any, progress: bool = False) -> dict[str, Any]:
             "metrics": metrics[0] if metrics else {},
             "ablation_metrics": ablation_metrics[0] if ablation_metrics else {},
             "global_zero": trainer.is_global_zero}
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Around a Trainer NeuroLens builds itself: Lightning's info lines (device summary, litlogger / litmodels
+    tips) and its own deprecation notice about ``_pytree`` are not shown; warnings are restored afterwards."""
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
+            yield
+    finally:
+        log.setLevel(level)
 
 
 class ValidationProgress(pl.Callback):
