@@ -4,6 +4,7 @@ work, and what a killed run leaves behind is repaired by the next one. Faults ar
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -296,3 +297,50 @@ def test_kept_entries_are_carried_into_the_new_folder(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         publish(out, writer(NEW), rescue=None, keep=("logs",))
     assert contents(out / "logs") == {"metrics.csv": "step,x"} and (out / "results.json").read_text() == "old"
+
+
+class _FakeScan:
+    """Stands in for a ScanResult in write_comparison: save() publishes a results.json naming its run."""
+
+    def __init__(self, run: str) -> None:
+        self.run = run
+
+    def save(self, out, report=True):
+        return publish(out, writer({"results.json": self.run}))
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_compare_publishes_its_model_scans_in_the_same_swap(tmp_path, monkeypatch, fail):
+    import importlib
+
+    cmp = importlib.import_module("neurolens_lightning.compare")
+    from neurolens_lightning.report import compare_page
+
+    monkeypatch.setattr(compare_page, "render_comparison", lambda comp: f"page {comp['run']}")
+    out = tmp_path / "cmp"
+
+    def comp(run, names):
+        return {"run": run, "models": [{"name": n, "scan_dir": f"models/{n}"} for n in names]}
+
+    cmp.write_comparison(comp("old", ["a", "b"]), out, results=[_FakeScan("old"), _FakeScan("old")])
+    if fail:  # the swap fails: the earlier comparison and every one of its model scans are kept, whole
+        monkeypatch.setattr(nio, "_exchange", lambda a, b: (_ for _ in ()).throw(OSError(5, "injected")))
+        with pytest.raises(OutputError, match="saved to") as e:  # the finished comparison is rescued elsewhere
+            cmp.write_comparison(comp("new", ["c"]), check_out(out), results=[_FakeScan("new")])
+        rescued = Path(str(e.value).split("saved to '")[1].split("'")[0])
+        assert sorted(p.name for p in (rescued / "models").iterdir()) == ["c"]
+        shutil.rmtree(rescued)
+        assert sorted(p.name for p in (out / "models").iterdir()) == ["a", "b"]
+        assert (out / "report.html").read_text() == "page old"
+    else:  # the earlier run's models/a and models/b do not survive beside the new models/c
+        cmp.write_comparison(comp("new", ["c"]), out, results=[_FakeScan("new")])
+        assert sorted(p.name for p in (out / "models").iterdir()) == ["c"]
+        assert (out / "models" / "c" / "results.json").read_text() == "new"
+        assert json_loads(out / "comparison.json")["run"] == "new"
+    assert leftovers(tmp_path) == []
+
+
+def json_loads(path: Path):
+    import json
+
+    return json.loads(path.read_text())
