@@ -218,21 +218,36 @@ def published() -> list[Path]:
     return list(_published)
 
 
-_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class _signals_held:
-    """Hold SIGINT / SIGTERM / SIGHUP during a swap (delivered right after it), so a signal never leaves a
-    folder mixed; only SIGKILL can, and :func:`check_out` repairs that on the next run."""
+    """Hold SIGINT / SIGTERM / SIGHUP during a swap and deliver them right after it (to the handlers that were
+    installed), so a signal never leaves a folder mixed; only SIGKILL can, and :func:`check_out` repairs that on the
+    next run. Python runs signal handlers in the main thread whichever thread the signal reached, so deferring the
+    handlers (not a thread's signal mask) holds them for the whole process."""
 
     def __enter__(self) -> None:
-        self.old = None
-        if threading.current_thread() is threading.main_thread():
-            self.old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        self.old: dict[int, Any] = {}
+        self.pending: list[int] = []
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in _SIGNALS:
+            handler = signal.getsignal(sig)
+            if handler in (signal.SIG_IGN, None):
+                continue
+            self.old[sig] = handler
+            signal.signal(sig, lambda signum, frame: self.pending.append(signum))
 
     def __exit__(self, *exc: Any) -> None:
-        if self.old is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, self.old)
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(self.pending):
+            handler = self.old[sig]
+            if callable(handler):
+                handler(sig, None)  # Ctrl-C's KeyboardInterrupt, or the CLI's SIGTERM handler
+            else:
+                signal.raise_signal(sig)  # the default action
 
 
 def _exchange(a: Path, b: Path) -> bool:

@@ -107,7 +107,14 @@ def test_a_publish_interrupted_at_any_step_leaves_one_whole_run(tmp_path, monkey
         assert leftovers(tmp_path) == []
 
 
-def test_a_signal_during_the_swap_is_held_until_the_run_is_whole(tmp_path, monkeypatch):
+@pytest.mark.parametrize("other_thread", [False, True])
+def test_a_signal_during_the_swap_is_held_until_the_run_is_whole(tmp_path, monkeypatch, other_thread):
+    """Also with another thread alive (torch's and tokenizers' pools): the kernel may hand it the signal."""
+    import threading
+
+    stop = threading.Event()
+    if other_thread:
+        threading.Thread(target=stop.wait, daemon=True).start()
     out = tmp_path / "run"
     publish(out, writer(OLD))
     real = nio._exchange
@@ -119,6 +126,7 @@ def test_a_signal_during_the_swap_is_held_until_the_run_is_whole(tmp_path, monke
     monkeypatch.setattr(nio, "_exchange", exchange_with_signal)
     with pytest.raises(KeyboardInterrupt):
         publish(out, writer(NEW))
+    stop.set()
     assert contents(out) == NEW and out in nio.published()  # delivered after the swap: the new run, whole
 
 

@@ -207,7 +207,7 @@ def test_unknown_model_error_names_site(tok):
         adapter_for(tiny(tok), tok)
 
 
-def test_cli_site_flag(tok, monkeypatch):
+def test_cli_site_flag(tok, monkeypatch, tmp_path):
     from neurolens_lightning import api, cli
     from neurolens_lightning.config import ScanConfig, load_config
 
@@ -223,6 +223,8 @@ def test_cli_site_flag(tok, monkeypatch):
         raise Stop
 
     monkeypatch.setattr(api, "scan", fake_scan)
+    (tmp_path / "config.json").write_text('{"model_type": "llama", "num_hidden_layers": 2}')  # a local model folder
     with pytest.raises(Stop):
-        cli.main(["scan", "--model", "some/dir", "--site", "model.layers.*.mlp.down_proj:input"])
+        cli.main(["scan", "--model", str(tmp_path), "--site", "model.layers.*.mlp.down_proj:input", "--out",
+                  str(tmp_path / "out")])
     assert seen["site"] == "model.layers.*.mlp.down_proj:input"
