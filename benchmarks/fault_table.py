@@ -50,9 +50,12 @@ def holds(folder: Path) -> str:
 
 
 def last_line(p) -> str:
-    err = [l for l in (p.stderr or "").splitlines() if l.startswith("neurolens") or l.startswith("note")
-           or "Error" in l]
-    return (err[-1] if err else (p.stdout or "").strip().splitlines()[-1] if (p.stdout or "").strip() else "")[:200]
+    """Every note the command printed, then its last neurolens line (or its last line of output)."""
+    lines = (p.stderr or "").splitlines()
+    notes = [l[:160] for l in lines if l.startswith("note")]
+    err = [l for l in lines if l.startswith("neurolens") or "Error" in l]
+    last = err[-1] if err else (p.stdout or "").strip().splitlines()[-1] if (p.stdout or "").strip() else ""
+    return " / ".join(notes + ([last[:200]] if last and not notes or err else []))
 
 
 def row(fault: str, p, folder: Path | None, t: float | None = None) -> None:
