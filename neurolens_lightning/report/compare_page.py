@@ -21,7 +21,7 @@ import numpy as np
 
 from neurolens_lightning.report import figures
 from neurolens_lightning.report.html import (definition_list, escape, figure_html, fmt_general, fmt_number,
-                                             html_document, isnum, join_words, kv_table, pct, plural)
+                                             grid_style, html_document, isnum, join_words, kv_table, pct, plural)
 
 __all__ = ["render_comparison", "summary_sentences", "depth_figure"]
 
@@ -84,6 +84,7 @@ def depth_figure(comp: Mapping[str, Any]) -> Any:
                                         "<b>Placement</b>: each layer's share of the model's selective neurons, "
                                         "relative to an even spread (1 = even; ★ = peak)"))
     top = 1.0
+    stars: list[tuple[Any, str, str, Any, float]] = []
     for i, m in enumerate(comp.get("models") or []):
         col = _COLORS[i % len(_COLORS)]
         name = escape(m.get("name"))
@@ -111,17 +112,23 @@ def depth_figure(comp: Mapping[str, Any]) -> Any:
         if m.get("peak_rel_depth") is not None:
             pk = next((l for l in layers if l.get("layer") == m.get("peak_layer")), None)
             if pk is not None:
-                fig.add_trace(go.Scatter(
-                    x=[pk.get("rel_depth")], y=[figures.to_float(pk.get("share")) * max(len(layers), 1)],
-                    mode="markers+text", showlegend=False,
-                    legendgroup=name, marker={"symbol": "star", "size": 20, "color": col,
-                                              "line": {"color": "#222", "width": 1}},
-                    text=[f"peak {figures.to_float(m.get('peak_rel_depth')):.2f}"],
-                    textposition="top center", textfont={"color": col, "size": 12},
-                    hovertemplate=(f"<b>{name}</b> peak: layer {escape(m.get('peak_layer'))} · relative depth "
-                                   "%{x:.2f}<extra></extra>")), row=2, col=1)
-                fig.add_vline(x=figures.to_float(pk.get("rel_depth")),
-                              line={"color": col, "width": 1.2, "dash": "dash"}, opacity=0.6)
+                stars.append((m, name, col, pk, figures.to_float(pk.get("share")) * max(len(layers), 1)))
+    # the peaks: a star each; labels of stars that share a place take turns around it (same text: said once)
+    placed: list[tuple[float, float, str]] = []
+    for m, name, col, pk, y in stars:
+        x, text = figures.to_float(pk.get("rel_depth")), f"peak {figures.to_float(m.get('peak_rel_depth')):.2f}"
+        near = [p for p in placed if abs(p[0] - x) < 0.12 and abs(p[1] - y) < 0.15 * top * 1.22]
+        same = any(abs(p[0] - x) < 1e-9 and abs(p[1] - y) < 1e-9 and p[2] == text for p in near)
+        placed.append((x, y, text))
+        fig.add_trace(go.Scatter(
+            x=[pk.get("rel_depth")], y=[y], mode="markers+text", showlegend=False,
+            legendgroup=name, marker={"symbol": "star", "size": 20, "color": col, "line": {"color": "#222", "width": 1}},
+            text=["" if same else text],
+            textposition=("top center", "bottom center", "middle right", "middle left")[min(len(near), 3)],
+            textfont={"color": col, "size": 12},
+            hovertemplate=(f"<b>{name}</b> peak: layer {escape(m.get('peak_layer'))} · relative depth "
+                           "%{x:.2f}<extra></extra>")), row=2, col=1)
+        fig.add_vline(x=x, line={"color": col, "width": 1.2, "dash": "dash"}, opacity=0.6)
     fig.update_xaxes(range=[-0.04, 1.04], dtick=0.1, zeroline=False)
     fig.update_xaxes(title_text="relative depth ℓ/(L−1)   (0 = first layer, 1 = last layer)", row=2, col=1)
     fig.update_yaxes(title_text="% of layer", rangemode="tozero", row=1, col=1)
@@ -189,12 +196,14 @@ def _cards(comp: Mapping[str, Any]) -> str:
         rows = [("peak depth", _depth(m.get("peak_rel_depth"))), ("centre of mass", _depth(m.get("mean_rel_depth"))),
                 ("layers", fmt_number(m.get("n_layers"))), ("strongest d", fmt_number(m.get("max_selectivity")))]
         if m.get("n_validated") is not None:
-            rows.append(("validated", f"{fmt_number(m['n_validated'])} / {fmt_number(m.get('n_ablated'))} tested"))
+            rows.append(("<a href='#def-verdict'>validated</a>",
+                         f"{fmt_number(m['n_validated'])} / {fmt_number(m.get('n_ablated'))} tested"))
         kv = "".join(f"<div><span class='ck'>{k}</span> <b>{v}</b></div>" for k, v in rows)
         cards.append(f"<div class='card' style='border-top:4px solid {col}'><div class='card-k'>{escape(m.get('name'))}"
                      f"</div><div class='card-v'>{fmt_number(nsp)}</div><div class='card-s'>concept-selective neurons "
                      f"· {share}</div><div class='card-kv'>{kv}</div></div>")
-    return "<div class='cards'>" + "".join(cards) + "</div>"
+    # balanced rows, never a lone tile (html.grid_style)
+    return f"<div class='cards grid' style='{grid_style(len(cards))}'>" + "".join(cards) + "</div>"
 
 
 def _divergence_table(comp: Mapping[str, Any]) -> str:
@@ -306,6 +315,10 @@ def render_comparison(comp: Mapping[str, Any], plotlyjs: str = "inline") -> str:
         ("Peak depth", "relative depth of the layer with the largest share (ties: the shallowest); centre of mass = "
                        "Σ share × relative depth."),
     ]
+    if any(m.get("n_validated") is not None for m in comp.get("models") or []):
+        defs.append(("Verdict", "the causal test's verdict of a tested neuron, in the words of the console and of "
+                     "each model's scan report: " + "; ".join(
+                         f"<i>{escape(v)}</i>: {escape(figures.STATUS_GLOSS[v])}" for v in figures.VERDICTS) + "."))
     parts = [
         "<header><div class='kicker'>NeuroLens cross-model comparison</div>"
         f"<h1>Where <span class='concept'>“{concept}”</span> lives: {title_models}</h1>"

@@ -34,6 +34,8 @@ from plotly.subplots import make_subplots
 
 __all__ = [
     "STATUS_COLORS",
+    "STATUS_GLOSS",
+    "label_offsets",
     "FIGURE_BUILDERS",
     "ablation_figure",
     "build_figures",
@@ -58,6 +60,7 @@ __all__ = [
     "layer_distribution_figure",
     "layer_profile",
     "neuron_table",
+    "nice_ticks",
     "p_value_text",
     "place_labels",
     "sankey_figure",
@@ -82,6 +85,19 @@ STATUS_COLORS: dict[str, str] = {
     "significant": "#2c7fb8",
     "suppressor": "#8c6bb1",
     "not significant": "#b8860b",
+}
+
+#: each status in words (one line; the page's tiles, Sankey caption and scatter key, the console's meaning of the
+#: same upper-case words)
+STATUS_GLOSS: dict[str, str] = {
+    "validated": "selective and causal: a candidate whose intervention moved y beyond random neurons",
+    "validated suppressor": "selective and causal: a suppressor whose intervention raised y beyond random neurons",
+    "causal, not a candidate": "every causal criterion met, but the ranking did not select it",
+    "not causal": "some causal criterion failed (the candidate table lists which)",
+    "not ablated": "ranked, but beyond the neurons tested",
+    "significant": "positively selective at the FDR level (no ablation ran)",
+    "suppressor": "selective, but removing it is predicted to raise y (no ablation ran)",
+    "not significant": "not selective at the FDR level",
 }
 
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
@@ -127,7 +143,7 @@ def style_figure(fig: go.Figure, title: str, height: int, subtitle: str | None =
     extra = 0
     if subtitle:
         t["subtitle"] = {"text": subtitle, "font": {"size": 12, "color": "#555"}}
-        extra = 16 * subtitle.count("<br>")
+        extra = 19 * subtitle.count("<br>")
     fig.update_layout(
         template="plotly_white", title=t, height=height + extra,
         font={"family": FONT, "size": 13, "color": "#222"},
@@ -141,6 +157,24 @@ def style_figure(fig: go.Figure, title: str, height: int, subtitle: str | None =
     fig.update_xaxes(automargin=True)
     fig.update_yaxes(automargin=True)
     return fig
+
+
+def nice_ticks(hi: float, lo: float = 0.0, n: int = 5) -> list[float]:
+    """Round tick values from ``lo`` (rounded down) to ``hi`` (rounded up): at most ``n`` steps of 1, 2 or 5
+    × a power of ten, so that an axis reads 0, 0.2, 0.4 … rather than 0.087, 0.173 ….
+
+    >>> nice_ticks(0.553), nice_ticks(150)
+    ([0.0, 0.2, 0.4, 0.6], [0.0, 50.0, 100.0, 150.0])
+    """
+    span = hi - lo
+    if not (math.isfinite(span) and span > 0):
+        return [lo] if math.isfinite(lo) else [0.0]
+    raw = span / max(n, 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw * (1 - 1e-9))
+    first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+    digits = max(0, -math.floor(math.log10(step)) + 1)
+    return [float(round(k * step, digits)) for k in range(first, last + 1)]
 
 
 def neuron_label(n: dict[str, Any]) -> str:
@@ -500,6 +534,63 @@ def place_labels(xs: Sequence[float], ys: Sequence[float], labels: Sequence[str]
     return texts, positions
 
 
+def label_offsets(xs: Sequence[float], ys: Sequence[float], labels: Sequence[str], x_range: tuple[float, float],
+                  y_range: tuple[float, float], obstacles: Sequence[tuple[float, float]] = (),
+                  width_px: float = 640.0, height_px: float = 400.0, font_px: float = 12.0
+                  ) -> list[tuple[float, float]]:
+    """A pixel offset (ax, ay; y down, as plotly annotations take them) for the label of EVERY point.
+
+    Each label, in the given order, goes to the nearest free spot on rings of growing radius around its marker
+    (16 directions): a spot whose box overlaps no label placed so far, no marker (the points and ``obstacles``)
+    and stays inside the plot; where no ring has one, the spot of the outermost ring with the fewest overlaps
+    (so no point is ever left without a label; far labels get a leader line). Pixel sizes are estimated for a
+    ``width_px`` × ``height_px`` plot area, the narrowest the report's scatter gets (a 1000 px window).
+    """
+    x0, x1 = x_range
+    pad = 0.05 * ((x1 - x0) or 1.0)  # plotly's autorange margin
+    x0, x1 = x0 - pad, x1 + pad
+    y0, y1 = y_range
+
+    def px(x: float, y: float) -> tuple[float, float]:
+        return ((x - x0) / ((x1 - x0) or 1.0) * width_px, (1 - (y - y0) / ((y1 - y0) or 1.0)) * height_px)
+
+    def hit(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+        return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+    pts = [px(x, y) for x, y in zip(xs, ys)]
+    r = 8.0  # marker radius (size 14-18) and a little air
+    markers = [(u - r, v - r, u + r, v + r) for u, v in pts + [px(x, y) for x, y in obstacles]
+               if not (math.isnan(u) or math.isnan(v))]
+    placed: list[tuple[float, float, float, float]] = []
+    out: list[tuple[float, float]] = []
+    angles = [math.radians(a) for a in (90, 270, 0, 180, 45, 135, 315, 225, 22.5, 157.5, 337.5, 202.5, 67.5, 112.5,
+                                        292.5, 247.5)]
+    for (u, v), label in zip(pts, labels):
+        w, h = 0.62 * font_px * len(label) + 6, font_px + 4
+        if math.isnan(u) or math.isnan(v):
+            out.append((0.0, -(r + h / 2)))
+            continue
+        best, best_cost = None, None
+        for radius in (r + h / 2 + 1, 26.0, 38.0, 52.0, 68.0):
+            for a in angles:
+                dx, dy = radius * math.cos(a) * max(1.0, w / h / 1.6), -radius * math.sin(a)
+                box = (u + dx - w / 2, v + dy - h / 2, u + dx + w / 2, v + dy + h / 2)
+                if box[0] < 0 or box[2] > width_px or box[1] < 0 or box[3] > height_px:
+                    continue
+                cost = sum(hit(box, b) for b in placed + markers)
+                if best_cost is None or cost < best_cost:
+                    best, best_cost = (dx, dy, box), cost
+                if cost == 0:
+                    break
+            if best_cost == 0:
+                break
+        if best is None:  # the plot is smaller than the label: above the marker
+            best = (0.0, -(r + h / 2), (u - w / 2, v - r - h, u + w / 2, v - r))
+        out.append((best[0], best[1]))
+        placed.append(best[2])
+    return out
+
+
 def scatter_figure(data: dict[str, Any], gl_threshold: int = 5000, density_threshold: int = 20000,
                    max_points: int = 5000, label_top: int | None = None, max_labels: int = 6) -> go.Figure | None:
     """Selectivity (Cohen's d) vs consistency for every scanned neuron, colour = importance.
@@ -567,44 +658,65 @@ def scatter_figure(data: dict[str, Any], gl_threshold: int = 5000, density_thres
     fig.add_trace(cls(x=t["selectivity"][idx].astype(np.float32), y=t["consistency"][idx].astype(np.float32),
                       mode="markers", marker=marker, customdata=custom.astype(np.float32),
                       hovertemplate=hover, name=name, showlegend=True))
-    n_labelled = 0
     ablated = _ablation_ran(data)
+    sx = [to_float(n_.get("selectivity")) for n_ in supps]
+    sy = [to_float(n_.get("consistency")) for n_ in supps]
+    st_c = [candidate_status(n_, data) for n_ in cands]
+    st_s = [candidate_status(n_, data) for n_ in supps]
     if cands:
         cx, cy = [to_float(n_.get("selectivity")) for n_ in cands], [to_float(n_.get("consistency")) for n_ in cands]
         names = [neuron_label(n_) for n_ in cands]
-        sx = [to_float(n_.get("selectivity")) for n_ in supps]
-        sy = [to_float(n_.get("consistency")) for n_ in supps]
+        # one trace per status, so that the legend names the verdicts; validated rings are stars
+        for st in (_STATUS_ORDER if ablated else [None]):
+            sel = [i for i, s_ in enumerate(st_c) if st is None or s_ == st]
+            if not sel:
+                continue
+            valid = st == "validated"
+            colour = STATUS_COLORS.get(st, "#111") if ablated else "#111"
+            fig.add_trace(go.Scatter(
+                x=[cx[i] for i in sel], y=[cy[i] for i in sel], mode="markers",
+                marker={"symbol": "star-open" if valid else "circle-open", "size": 20 if valid else 14,
+                        "line": {"width": 2.5 if valid else 2}, "color": colour},
+                customdata=[[cands[i].get("rank"), to_float(cands[i].get("importance")),
+                             to_float(cands[i].get("score")), names[i], st_c[i]] for i in sel],
+                hovertemplate=("candidate #%{customdata[0]}: %{customdata[3]}<br>selectivity d = %{x:.3f}<br>"
+                               "consistency = %{y:.3f}<br>importance = %{customdata[1]:.3g}<br>score = "
+                               "%{customdata[2]:.3f}<br>status: %{customdata[4]}<extra></extra>"),
+                name=(f"candidate: {st} ({len(sel)})" if ablated else f"top {len(cands)} candidates"),
+                meta={"role": "candidate", "status": st}))
+        # every candidate is labelled with its rank (the number of the candidate table), placed without overlap
         x_all = t["selectivity"][ok]
         x_range = (float(np.nanmin(x_all)), float(np.nanmax(x_all)))
-        texts, positions = place_labels(cx, cy, names, x_range, (-0.04, 1.08), obstacles=list(zip(sx, sy)),
-                                        max_labels=max_labels)
-        n_labelled = sum(bool(tx) for tx in texts)
-        st_c = [candidate_status(n_, data) for n_ in cands]
-        fig.add_trace(go.Scatter(
-            x=cx, y=cy, mode="markers+text", text=texts, textposition=positions,
-            textfont={"size": 11, "color": "#111"},
-            marker={"symbol": "circle-open", "size": 14, "line": {"width": 2},
-                    "color": [STATUS_COLORS.get(st, "#111") for st in st_c] if ablated else "#111"},
-            customdata=[[n_.get("rank"), to_float(n_.get("importance")), to_float(n_.get("score")), name_, st]
-                        for n_, name_, st in zip(cands, names, st_c)],
-            hovertemplate=("candidate #%{customdata[0]}: %{customdata[3]}<br>selectivity d = %{x:.3f}<br>"
-                           "consistency = %{y:.3f}<br>importance = %{customdata[1]:.3g}<br>score = "
-                           "%{customdata[2]:.3f}<br>status: %{customdata[4]}<extra></extra>"),
-            name=f"top {len(cands)} candidates"))
+        nums = [str(n_.get("rank")) for n_ in cands]
+        offs = label_offsets(cx, cy, nums, x_range, (-0.04, 1.08), obstacles=list(zip(sx, sy)))
+        for n_, x_, y_, num, (ax, ay), st in zip(cands, cx, cy, nums, offs, st_c):
+            if math.isnan(x_) or math.isnan(y_):
+                continue
+            colour = STATUS_COLORS.get(st, "#111") if ablated and st != "not ablated" else "#111"
+            fig.add_annotation(x=x_, y=y_, ax=ax, ay=ay, text=f"<b>{_esc(num)}</b>", showarrow=True, arrowhead=0,
+                               arrowwidth=1, arrowcolor="#777", standoff=8 if st != "validated" else 10,
+                               font={"size": 12, "color": colour}, bgcolor="rgba(255,255,255,0.8)", borderpad=0,
+                               hovertext=f"candidate #{_esc(num)}: {neuron_label(n_)} ({_esc(st)})",
+                               name=f"candidate-label {n_.get('layer')}:{n_.get('index')}")
     if supps:
-        st_s = [candidate_status(n_, data) for n_ in supps]
-        fig.add_trace(go.Scatter(
-            x=[to_float(n_.get("selectivity")) for n_ in supps], y=[to_float(n_.get("consistency")) for n_ in supps],
-            mode="markers", text=[neuron_label(n_) for n_ in supps],
-            marker={"symbol": "diamond-open", "size": 13, "line": {"width": 2},
-                    "color": ([STATUS_COLORS.get(st, "#777") for st in st_s] if ablated
-                              else STATUS_COLORS["validated suppressor"])},
-            customdata=[[n_.get("rank"), to_float(n_.get("importance")), to_float(n_.get("score")), st]
-                        for n_, st in zip(supps, st_s)],
-            hovertemplate=("suppressor #%{customdata[0]}: %{text}<br>selectivity d = %{x:.3f}<br>consistency = "
-                           "%{y:.3f}<br>importance = %{customdata[1]:.3g}<br>score = %{customdata[2]:.3f}"
-                           "<br>status: %{customdata[3]}<extra></extra>"),
-            name=f"top {len(supps)} suppressors"))
+        for st in (_STATUS_ORDER if ablated else [None]):
+            sel = [i for i, s_ in enumerate(st_s) if st is None or s_ == st]
+            if not sel:
+                continue
+            valid = st == "validated suppressor"
+            fig.add_trace(go.Scatter(
+                x=[sx[i] for i in sel], y=[sy[i] for i in sel], mode="markers",
+                text=[neuron_label(supps[i]) for i in sel],
+                marker={"symbol": "star-diamond-open" if valid else "diamond-open", "size": 18 if valid else 13,
+                        "line": {"width": 2.5 if valid else 2},
+                        "color": STATUS_COLORS.get(st, "#777") if ablated else STATUS_COLORS["validated suppressor"]},
+                customdata=[[supps[i].get("rank"), to_float(supps[i].get("importance")),
+                             to_float(supps[i].get("score")), st_s[i]] for i in sel],
+                hovertemplate=("suppressor #%{customdata[0]}: %{text}<br>selectivity d = %{x:.3f}<br>consistency = "
+                               "%{y:.3f}<br>importance = %{customdata[1]:.3g}<br>score = %{customdata[2]:.3f}"
+                               "<br>status: %{customdata[3]}<extra></extra>"),
+                name=(f"suppressor: {st} ({len(sel)})" if ablated else f"top {len(supps)} suppressors"),
+                meta={"role": "suppressor", "status": st}))
     fig.update_xaxes(title_text="selectivity (Cohen's d, concept vs control)", zeroline=True,
                      zerolinecolor="#999")
     fig.update_yaxes(title_text="consistency across phrasing groups", range=[-0.04, 1.08])
@@ -615,13 +727,14 @@ def scatter_figure(data: dict[str, Any], gl_threshold: int = 5000, density_thres
                   else "composite score")
     sub = f"{how}; colour = {colour_txt}"
     if ablated and (cands or supps):
-        shown = {candidate_status(n_, data) for n_ in cands + supps}
-        sub += ("<br>rings (candidates) and diamonds (suppressors) coloured by their ablation status: "
+        shown = set(st_c + st_s)
+        sub += ("<br>rings (candidates) and diamonds (suppressors) coloured by their ablation status, validated ones "
+                "as stars;<br>each candidate numbered by its rank in the candidate table. Status: "
                 + status_words_html([st for st in _STATUS_ORDER if st in shown]))
-    if cands and n_labelled < len(cands):
-        sub += (f"<br>labelled: {n_labelled} of the {len(cands)} candidates, best-ranked first where a label fits; "
-                "hover a ring for any neuron" if n_labelled else "<br>hover a ring for the neuron")
-    return style_figure(fig, "Selectivity vs consistency", 600, subtitle=sub, legend_rows=1)
+    elif cands:
+        sub += "<br>each candidate numbered by its rank in the candidate table"
+    n_traces = sum(1 for tr in fig.data if tr.showlegend is not False)
+    return style_figure(fig, "Selectivity vs consistency", 600, subtitle=sub, legend_rows=1 + (n_traces > 4))
 
 
 # ---------------------------------------------------------------------------- sankey
@@ -659,19 +772,52 @@ def sankey_figure(data: dict[str, Any]) -> go.Figure | None:
             n = sum(1 for c, st in zip(shown, status) if int(c.get("layer", 0)) == l and st == s)
             if n:
                 src.append(li[l]), dst.append(si[s]), val.append(n), lcol.append(_rgba(STATUS_COLORS[s], 0.35))
+    # nodes at fixed places and every label beside its node, off the links: the concept's label left of its
+    # node, each layer's label in the gap above its node (the gaps are wide enough for a line of text clear of the
+    # links curving past), each status's label right of its node
+    columns = [[(0, len(shown))], [(li[l], per_layer[l]) for l in layers], [(si[s], per_status[s]) for s in statuses]]
+    top_m, bottom_m, pad = 110, 24, 40  # the subtitle is one line
+    room = pad / 2 + 12  # above the Sankey: the first layer's label
+    plot_h = 150 + pad * (max(len(c) for c in columns) - 1)
+    height = int(plot_h + room + top_m + bottom_m)
+    dom_top = plot_h / (plot_h + room)
+    # one scale for all columns, as plotly computes it: the fullest column fills the height
+    ky = min((plot_h - pad * (len(col) - 1)) / max(sum(v for _, v in col), 1) for col in columns)
+    xs, ys, tops = [0.0] * len(labels), [0.0] * len(labels), [0.0] * len(labels)
+    dom = (0.16, 0.80)
+    for k, col in enumerate(columns):
+        y = 0.0
+        for node, v in col:
+            xs[node], ys[node], tops[node] = (0.001, 0.5, 0.999)[k], (y + v * ky / 2) / plot_h, y
+            y += v * ky + pad
     fig = go.Figure(go.Sankey(
-        arrangement="snap", valueformat="d",
-        node={"label": labels, "color": colors, "pad": 18, "thickness": 18, "line": {"width": 0},
-              "hovertemplate": "%{label}<extra></extra>"},
-        link={"source": src, "target": dst, "value": val, "color": lcol,
-              "hovertemplate": "%{source.label} → %{target.label}: %{value}<extra></extra>"}))
+        arrangement="fixed", valueformat="d", domain={"x": list(dom), "y": [0.0, dom_top]},
+        # plotly draws a node's label over the links: the labels are annotations instead (below), the names kept
+        # for hover in customdata
+        node={"label": [""] * len(labels), "customdata": labels, "color": colors, "pad": pad, "thickness": 18,
+              "line": {"width": 0}, "x": xs, "y": ys, "hovertemplate": "%{customdata}<extra></extra>"},
+        link={"source": src, "target": dst, "value": val, "color": lcol, "customdata": [labels[d] for d in dst],
+              "hovertemplate": "→ %{customdata}: %{value}<extra></extra>"}))
     fig.update_layout(font={"size": 13})
+    for node, text in enumerate(labels):
+        x = dom[0] + xs[node] * (dom[1] - dom[0])
+        if node == 0:
+            ann = {"x": x, "xanchor": "right", "xshift": -14, "y": dom_top * (1 - ys[node]), "yanchor": "middle",
+                   "align": "right"}
+        elif node in si.values():
+            ann = {"x": x, "xanchor": "left", "xshift": 14, "y": dom_top * (1 - ys[node]), "yanchor": "middle",
+                   "align": "left"}
+        else:
+            ann = {"x": x, "xanchor": "center", "y": dom_top * (1 - (tops[node] - pad / 2) / plot_h),
+                   "yanchor": "middle"}
+        fig.add_annotation(xref="paper", yref="paper", text=wrap(text, 16 if node == 0 else 22), showarrow=False,
+                           font={"size": 13, "color": "#222"}, name=f"sankey-label {node}", **ann)
     who = f"top {len(cands)} candidates" + (f" and {len(supps)} suppressors" if supps else "")
     ablated = any(isinstance(c.get("ablation"), dict) for c in shown)
     sub = (f"{who}; status = the verdict of the causal test ({status_words_html(statuses)})" if ablated else
            f"{who}; no ablation ran: status = role and FDR significance of the selectivity")
-    fig = style_figure(fig, "Where the candidates sit, and what survived", 360, subtitle=sub)
-    fig.update_layout(margin={"b": 24, "l": 30, "r": 30})
+    fig = style_figure(fig, "Where the candidates sit, and what survived", height, subtitle=sub)
+    fig.update_layout(margin={"b": bottom_m, "l": 30, "r": 30, "t": top_m})
     return fig
 
 
@@ -1023,7 +1169,11 @@ def layer_distribution_figure(data: dict[str, Any], relative: bool = False) -> g
     fig.update_xaxes(title_text="relative depth ℓ/(L−1)" if relative else "layer",
                      type="linear" if relative else "category")
     fig.update_yaxes(title_text="FDR-significant neurons", secondary_y=False, rangemode="tozero")
-    fig.update_yaxes(title_text="best score", secondary_y=True, rangemode="tozero", showgrid=False)
+    best = [v for v in p["top_score"].tolist() if math.isfinite(v)]
+    ticks = nice_ticks(max(best + [0.0]) or 1.0)
+    # round ticks of its own: plotly would otherwise share the count axis's tick positions (0.087, 0.173 ...)
+    fig.update_yaxes(title_text="best score", secondary_y=True, showgrid=False, tickmode="array", tickvals=ticks,
+                     range=[0, ticks[-1] * 1.02])
     q = data.get("fdr_q", 0.05)
     sub = f"neurons selective at Benjamini–Hochberg FDR q = {q}, per layer"
     if not np.nansum(p["n_significant"]) > 0:

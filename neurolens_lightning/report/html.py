@@ -24,7 +24,8 @@ import plotly.io as pio
 import plotly.offline
 
 __all__ = ["CSS", "PLOTLY_CONFIG", "escape", "isnum", "fmt_number", "fmt_general", "pct", "plural", "join_words",
-           "kv_table", "definition_list", "figure_html", "plotlyjs_tag", "html_document", "write_page"]
+           "key_label", "kv_table", "grid_style", "definition_id", "definition_list", "figure_html", "plotlyjs_tag",
+           "html_document", "write_page"]
 
 #: plotly config of every chart on a page
 PLOTLY_CONFIG: dict[str, Any] = {"displaylogo": False, "responsive": True,
@@ -113,11 +114,22 @@ def join_words(items: Sequence[str]) -> str:
 
 
 # ---------------------------------------------------------------------------- blocks
-def kv_table(title: str, d: dict[str, Any]) -> str:
-    """A titled two-column table of the plain (not nested) items of ``d``; empty for an empty dict.
+def key_label(key: Any, labels: dict[str, str] | None = None) -> str:
+    """A results.json key in words: its label from ``labels``, else the key with ``_`` as spaces.
 
-    >>> kv_table("model", {"layers": 6})
-    "<div class='kv'><h4>model</h4><table><tr><th>layers</th><td>6</td></tr></table></div>"
+    >>> key_label("null_needed", {"null_needed": "random neurons per layer, at most"}), key_label("joint_ci_low")
+    ('random neurons per layer, at most', 'joint ci low')
+    """
+    k = str(key)
+    return (labels or {}).get(k) or k.replace("_", " ")
+
+
+def kv_table(title: str, d: dict[str, Any], labels: dict[str, str] | None = None) -> str:
+    """A titled two-column table of the plain (not nested) items of ``d``; empty for an empty dict. Each key is
+    shown in words (:func:`key_label`: ``labels[key]``, else the key with spaces), the raw key in its hover title.
+
+    >>> kv_table("model", {"n_layers": 6}, {"n_layers": "layers"})
+    "<div class='kv'><h4>model</h4><table><tr><th title='n_layers'>layers</th><td>6</td></tr></table></div>"
     """
     if not isinstance(d, dict) or not d:
         return ""
@@ -126,6 +138,8 @@ def kv_table(title: str, d: dict[str, Any]) -> str:
         return str(x) if isinstance(x, int) else f"{x:.4g}"
 
     def val(v: Any) -> str:
+        if isinstance(v, bool):
+            return "yes" if v else "no"
         if isinstance(v, list):
             return ", ".join(num(x) if isnum(x) else escape(x) for x in v)
         return num(v) if isnum(v) else escape(v)
@@ -134,17 +148,41 @@ def kv_table(title: str, d: dict[str, Any]) -> str:
         return not isinstance(v, dict) and not (isinstance(v, list) and (not v or any(isinstance(x, (dict, list))
                                                                                      for x in v)))
 
-    rows = "".join(f"<tr><th>{escape(k)}</th><td>{val(v)}</td></tr>" for k, v in d.items() if plain(v))
+    rows = "".join(f"<tr><th title='{escape(k)}'>{escape(key_label(k, labels))}</th><td>{val(v)}</td></tr>"
+                   for k, v in d.items() if plain(v))
     return f"<div class='kv'><h4>{escape(title)}</h4><table>{rows}</table></div>"
 
 
+def grid_style(n: int) -> str:
+    """The ``style`` of a grid of ``n`` tiles (``.cards.grid``): columns chosen so that rows are balanced and
+    no row holds a lone tile: one row where the tiles fit (up to 7 on a wide page, 6 under 1100 px), else two
+    rows of ``ceil(n / 2)``; the CSS never lets a tile get narrower than its minimum (auto-fit falls back to
+    fewer columns on a phone).
+
+    >>> grid_style(7)
+    '--cols:7;--cols-narrow:4'
+    """
+    n = max(int(n), 1)
+    return f"--cols:{n if n <= 7 else math.ceil(n / 2)};--cols-narrow:{n if n <= 6 else math.ceil(n / 2)}"
+
+
+def definition_id(term: str) -> str:
+    """The anchor id of a term of :func:`definition_list` (``def-`` + the term in lower case, ``-`` between words).
+
+    >>> definition_id("Holm family")
+    'def-holm-family'
+    """
+    return "def-" + "-".join(w for w in "".join(c if c.isalnum() else " " for c in str(term).lower()).split())
+
+
 def definition_list(items: Sequence[tuple[str, str]]) -> str:
-    """``(term, HTML definition)`` pairs as the page's definitions list (the terms are not escaped).
+    """``(term, HTML definition)`` pairs as the page's definitions list (the terms are not escaped); each term has
+    the anchor :func:`definition_id`, so that the page can link to it.
 
     >>> definition_list([("q", "the FDR level")])
-    "<dl class='defs'><dt>q</dt><dd>the FDR level</dd></dl>"
+    "<dl class='defs'><dt id='def-q'>q</dt><dd>the FDR level</dd></dl>"
     """
-    return "<dl class='defs'>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items) + "</dl>"
+    return "<dl class='defs'>" + "".join(f"<dt id='{definition_id(k)}'>{k}</dt><dd>{v}</dd>" for k, v in items) + "</dl>"
 
 
 #: the stylesheet of every page (the comparison and steering pages add their own rules after it)
@@ -163,13 +201,14 @@ h2{font-size:22px;margin:40px 0 6px;padding-bottom:4px;border-bottom:1px solid v
 h4{margin:0 0 6px;font-size:14px;color:var(--muted);text-transform:uppercase;letter-spacing:.03em}
 .summary p{margin:0 0 10px;font-size:16.5px;max-width:1100px}
 .cards{display:flex;flex-wrap:wrap;gap:12px;margin:16px 0 10px}
-.cards.grid{display:grid;grid-template-columns:repeat(var(--cols,6),minmax(0,1fr))}
+.cards.grid{--c:var(--cols,6);display:grid;
+ grid-template-columns:repeat(auto-fit,minmax(max(140px,calc((100% - (var(--c) - 1) * 12px) / var(--c) - 0.5px)),1fr))}
 .card{flex:1 1 170px;background:var(--bg);border:1px solid var(--line);border-radius:8px;padding:10px 14px}
 .card-v{font-size:26px;font-weight:700;line-height:1.2}
 .card-k{font-size:14px;font-weight:600}
 .card-s{font-size:13px;color:var(--muted)}
 nav.toc{font-size:14px;margin:6px 0 0;color:var(--muted)}
-.summary a{color:var(--accent)}
+main a{color:var(--accent)}
 nav.toc a{color:var(--accent);text-decoration:none;margin-right:14px;white-space:nowrap;display:inline-block}
 figure{margin:10px 0 8px;border:1px solid var(--line);border-radius:8px;padding:8px 8px 2px}
 figcaption{font-size:14px;color:var(--muted);margin:2px 6px 8px}
@@ -181,9 +220,10 @@ table.cands,table.more{width:100%}
 td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
 td.neuron{white-space:nowrap;font-weight:600;font-family:ui-monospace,SFMono-Regular,Menlo,monospace}
 .sub{font-size:12px;color:var(--muted);font-weight:normal}
-.gd{margin-top:4px;font-size:11.5px;color:var(--muted);width:155px}
-.grow{display:flex;align-items:center;gap:5px;line-height:1.25}
-.gname{flex:0 0 64px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;text-align:left}
+.gd{margin-top:4px;font-size:11.5px;color:var(--muted);min-width:155px;display:grid;align-items:center;
+ grid-template-columns:fit-content(140px) minmax(36px,1fr) 34px;gap:0 5px;line-height:1.25}
+.grow{display:contents}
+.gname{text-align:left;overflow-wrap:anywhere}
 .gtrack{flex:1 1 auto;height:7px;background:#eef1f4;border-radius:3px}
 .gbar{display:block;height:7px;background:#2c7fb8;border-radius:3px}.gbar.neg{background:#c0392b}
 .gval{flex:0 0 34px;text-align:right;font-variant-numeric:tabular-nums}
@@ -235,10 +275,12 @@ ul.reasons{margin:3px 0 0;padding-left:16px;font-size:11.5px;color:#8a1c1c;line-
 .card-word{font-size:21px;line-height:1.45}
 .summary .question{font-style:italic}
 .sub.floor{color:#1a6b3a}
+ul.scatter-key{list-style:none;padding:0;margin:6px 0 0;display:flex;flex-wrap:wrap;gap:2px 18px}
+ul.scatter-key li{white-space:nowrap}
+.quiet{font-size:12.5px;color:#8a4b00;background:#fff4e5;border-radius:4px;padding:2px 6px;margin:0 0 5px}
 footer{margin-top:40px;font-size:13px;color:var(--muted)}
 @media (max-width:1100px){main{padding:22px 16px 48px}
- .cards.grid{grid-template-columns:repeat(var(--cols-narrow,4),minmax(0,1fr))}}
-@media (max-width:700px){.cards.grid{grid-template-columns:repeat(2,minmax(0,1fr))}}
+ .cards.grid{--c:var(--cols-narrow,4)}}
 """
 
 

@@ -20,7 +20,6 @@ import base64
 import functools
 import io
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,8 +28,8 @@ from neurolens_lightning.concepts import EXAMPLE_CHARS, clip_text
 from neurolens_lightning.report import figures
 from neurolens_lightning.report.figures import build_figures  # render_report's `figures` argument hides the module
 from neurolens_lightning.report.html import (PLOTLY_CONFIG, definition_list, escape, figure_html, fmt_general,
-                                             fmt_number, html_document, isnum, join_words, kv_table, pct, plural,
-                                             write_page)
+                                             fmt_number, grid_style, html_document, isnum, join_words, kv_table, pct,
+                                             plural, write_page)
 
 __all__ = ["write_report", "render_report", "summary_sentences", "all_warnings", "PLOTLY_CONFIG"]
 
@@ -40,10 +39,9 @@ _CAPTIONS = {
     "heatmap": None,  # filled from heatmap_reduction()
     "scatter": "Each dot is a neuron. Right = fires more on the concept than on the controls; up = does so for "
                "every phrasing group; colour = predicted effect on the model's concept confidence (the scale is "
-               "symmetric and covers every ringed neuron). The ringed dots are the top candidates (the best-ranked "
-               "labelled where a label fits; hover names every one), the diamonds the top suppressors.",
-    "sankey": "Concept → layer → status of each top candidate and suppressor. See the definitions at the bottom "
-              "for what the statuses mean.",
+               "symmetric and covers every ringed neuron). The ringed dots are the top candidates, each numbered by its "
+               "rank in the candidate table (the key at the end of this caption names them), the diamonds the top suppressors.",
+    "sankey": None,  # filled from the statuses shown (_sankey_caption)
     "ablation": None,  # filled from the ablation summary (_ablation_caption)
     "crossconcept": None,  # filled from cross_concept (_cross_concept_caption)
     "emergence": "How the concept's neurons appeared during training. Top: the headline, the mean selectivity d "
@@ -183,7 +181,7 @@ def summary_sentences(data: dict[str, Any]) -> list[str]:
             f"{' [95% CI ' + dci_txt[1:] if dci_txt else ''}"
             f"{', layer-scaled d = ' + fmt_number(d_layer) if isnum(d_layer) else ''}"
             f"; mean activation {fmt_number(c.get('mean_pos'))} on concept examples vs {fmt_number(c.get('mean_neg'))} "
-            f"on control examples; consistency {fmt_number(c.get('consistency'))}, importance "
+            f"on control examples{' — it ' + escape(quiet_text(c, data)) if quiet_text(c, data) else ''}; consistency {fmt_number(c.get('consistency'))}, importance "
             f"{fmt_number(c.get('importance'))}, score {fmt_number(c.get('score'))}. The top "
             f"{plural(len(cands), 'candidate')} sit in {dist}.")
     out.extend(_ablation_sentences(data))
@@ -342,18 +340,51 @@ def outcome_counts(data: dict[str, Any]) -> dict[str, int]:
 
 
 def _floor_note(a: dict[str, Any], summ: dict[str, Any]) -> str:
-    """For a validated neuron whose Holm p is the smallest its null allows: say so (it is not borderline)."""
+    """For a neuron whose Holm p is the smallest its null allows: say so, and what it means (no random neuron of its
+    layer did as well; it is not a borderline result); empty otherwise."""
     m = summ.get("n_tested")
-    if not a.get("validated") or not figures.holm_at_floor(a, m):
+    if not figures.holm_at_floor(a, m):
         return ""
     L = round(1 / a["p_floor"]) if isnum(a.get("p_floor")) and a["p_floor"] > 0 else None
     how = f"1/{L} × {fmt_number(m)} tested" if L else f"p_floor × {fmt_number(m)} tested"
-    return f"the smallest p this null can give ({how})"
+    return f"the smallest p this null can give ({how}): no random neuron of its layer did as well"
 
 
 def _holm_html(a: dict[str, Any], summ: dict[str, Any]) -> str:
     note = _floor_note(a, summ)
-    return f"Holm p = {fmt_number(a.get('p_holm'))}" + (f" — {note}, not a borderline result" if note else "")
+    return f"Holm p = {fmt_number(a.get('p_holm'))}" + (f" — {note}, so not a borderline result" if note else "")
+
+
+def floor_sentence(data: dict[str, Any]) -> str:
+    """What the smallest p of the causal test is and what a p at it means, from the tested records' ``p_floor``
+    and ``ablation_summary.n_tested`` (HTML); empty without a tested neuron.
+
+    A null of N random neurons gives p ≥ 1/(N + 1), and Holm over m tested neurons multiplies the smallest by m:
+    every validated neuron can show the same Holm p, at that floor, which reads as "barely significant" unless
+    the page says so.
+    """
+    ab = figures.ablated_neurons(data)
+    m = (data.get("ablation_summary") or {}).get("n_tested")
+    floors: dict[int, list[str]] = {}
+    for n in ab:
+        f = n["ablation"].get("p_floor")
+        if isnum(f) and f > 0:
+            floors.setdefault(round(1 / f), [])
+            if str(n.get("layer")) not in floors[round(1 / f)]:
+                floors[round(1 / f)].append(str(n.get("layer")))
+    if not floors or not isnum(m):
+        return ""
+    parts = []
+    for L, layers in sorted(floors.items()):
+        where = "" if len(floors) == 1 else f" (layer{'s' if len(layers) > 1 else ''} {join_words(layers)})"
+        parts.append(f"with {fmt_number(L - 1)} random neurons{where} the smallest p is 1/{L} = "
+                     f"{fmt_number(1 / L)} and the smallest Holm p {fmt_number(m)} × 1/{L} = "
+                     f"{fmt_number(min(1.0, m / L))}")
+    n_at = sum(figures.holm_at_floor(n["ablation"], m) for n in ab)
+    return (f"<b>The smallest p.</b> The p-values are counts against a finite null: {'; '.join(parts)}. A p at that "
+            "floor means that no random neuron of the layer had an effect as extreme; a larger null could only lower "
+            f"it, so it is not a borderline result. Here {fmt_number(n_at)} of the {plural(len(ab), 'tested neuron')} "
+            "sit at the floor.")
 
 
 def _best_sentence(neurons: list[dict[str, Any]], summ: dict[str, Any], rise: bool) -> str:
@@ -417,6 +448,9 @@ def _ablation_sentences(data: dict[str, Any]) -> list[str]:
     best = " ".join(x for x in (_best_sentence(ab, summ, False), _best_sentence(ab, summ, True)) if x)
     if best:
         out.append(best)
+    floor = floor_sentence(data)
+    if floor:
+        out.append(floor)
     fam = []
     if summ.get("holm_family"):
         fam.append(f"Holm's correction runs over {_words(summ['holm_family'])}"
@@ -487,16 +521,13 @@ def _cards(data: dict[str, Any]) -> str:
 
 def _card_grid(cards: Sequence[tuple[str, str, str]], cls: str = "", colours: Sequence[str | None] = ()) -> str:
     colours = list(colours) + [None] * (len(cards) - len(colours))
-    n = max(len(cards), 1)
-    # columns chosen so that no row holds a lone tile: one row where the tiles fit (up to 8 on a wide page, 6 under
-    # 1100 px), else two balanced rows; 2 columns on a phone
-    cols = (n if n <= 8 else math.ceil(n / 2), n if n <= 6 else math.ceil(n / 2))
     out = []
     for (k, v, sub), c in zip(cards, colours):
         style = f" style='border-left:5px solid {c}'" if c else ""
         out.append(f"<div class='card'{style}><div class='card-v'>{v}</div><div class='card-k'>{k}</div>"
                    f"<div class='card-s'>{sub}</div></div>")
-    return (f"<div class='cards grid{' ' + cls if cls else ''}' style='--cols:{cols[0]};--cols-narrow:{cols[1]}'>"
+    # balanced rows, never a lone tile (html.grid_style)
+    return (f"<div class='cards grid{' ' + cls if cls else ''}' style='{grid_style(len(cards))}'>"
             + "".join(out) + "</div>")
 
 
@@ -515,11 +546,12 @@ def _outcome_cards(data: dict[str, Any]) -> str:
     split = (f"{fmt_number(nv)} candidate{'' if nv == 1 else 's'} (drop)"
              + (f" · {fmt_number(nsv)} suppressor{'' if nsv == 1 else 's'} (rise)" if isnum(nsv) and
                 (nsv or summ.get("n_suppressors")) else "")) if isnum(nv) else f"of {fmt_number(nt)} tested"
+    # each verdict defined where it is first shown (the console's VALIDATED / CAUSAL, NOT A CANDIDATE / NOT CAUSAL)
     cards = [("neurons tested", fmt_number(nt), " · ".join(kinds) or "by the causal test"),
-             ("validated", fmt_number(c["validated"]), split),
+             ("validated", fmt_number(c["validated"]), f"selective and causal: {split}"),
              ("causal, not a candidate", fmt_number(c["causal, not a candidate"]),
-              "causal, but not selected by the ranking"),
-             ("not causal", fmt_number(c["not causal"]), f"of {fmt_number(nt)} tested")]
+              escape(figures.STATUS_GLOSS["causal, not a candidate"])),
+             ("not causal", fmt_number(c["not causal"]), f"of {fmt_number(nt)} tested: some causal criterion failed")]
     colours = [None, figures.STATUS_COLORS["validated"], figures.STATUS_COLORS["causal, not a candidate"],
                figures.STATUS_COLORS["not causal"]]
     beyond = summ.get("joint_beyond_null")
@@ -688,12 +720,69 @@ def _image_tiles(exs: Sequence[dict[str, Any]], data: dict[str, Any]) -> str:
     return f"<div class='ex-imgs'>{''.join(tiles)}</div>"
 
 
+#: a neuron "barely fires" when its largest activation on any probe example is below this fraction of the typical
+#: spread of a neuron of its layer (:func:`activation_scale`)
+QUIET_FRACTION = 0.5
+
+
+def activation_scale(data: dict[str, Any], layer: Any) -> float | None:
+    """The typical spread of a neuron of ``layer``: the standard deviation the layer-scaled d divides by,
+    √(the median over the layer's neurons of the pooled variance of their activations); None when results.json
+    does not give it.
+
+    Read from ``layer_summary[].activation_scale`` when the results carry it; otherwise recovered from the listed
+    neurons: (mean_pos − mean_neg) / d_layer is each neuron's own spread, floored at the layer's, and equals
+    the layer's exactly for a neuron quieter than the median (d_layer < d), so the median over those neurons
+    is the layer's spread (None when no listed neuron of the layer is that quiet).
+    """
+    for row in data.get("layer_summary") or []:
+        if row.get("layer") == layer and isnum(row.get("activation_scale")):
+            return float(row["activation_scale"])
+    vals = []
+    for n in data.get("neurons") or []:
+        mp, mn, d, dl = (n.get(k) for k in ("mean_pos", "mean_neg", "selectivity", "selectivity_layer"))
+        if n.get("layer") != layer or not all(isnum(v) for v in (mp, mn, d, dl)) or dl == 0:
+            continue
+        if abs(dl) < 0.999 * abs(d) and (mp - mn) / dl > 0:
+            vals.append((mp - mn) / dl)
+    if not vals:
+        return None
+    vals.sort()
+    return vals[len(vals) // 2]
+
+
+def barely_fires(neuron: dict[str, Any], data: dict[str, Any]) -> tuple[float, float] | None:
+    """(largest activation, layer spread) of a neuron whose largest activation on any probe example is within
+    ``QUIET_FRACTION`` × its layer's spread of zero (:func:`activation_scale`): its "top" examples are where it is
+    least silent, not where it fires (a GELU unit in its flat negative region); None otherwise or unknown."""
+    acts = [r.get("activation") for r in neuron.get("top_examples") or [] if isinstance(r, dict)]
+    acts = [float(a) for a in acts if isnum(a)]
+    scale = activation_scale(data, neuron.get("layer"))
+    if not acts or scale is None or scale <= 0:
+        return None
+    top = max(acts)
+    return (top, scale) if abs(top) < QUIET_FRACTION * scale else None
+
+
+def quiet_text(neuron: dict[str, Any], data: dict[str, Any]) -> str:
+    """The barely-fires note of a neuron (plain text), or empty (:func:`barely_fires`)."""
+    q = barely_fires(neuron, data)
+    if q is None:
+        return ""
+    top, scale = q
+    return (f"barely fires: its largest activation on any probe example, {fmt_number(top)}, is "
+            f"{fmt_number(abs(top) / scale, 2)}× the typical spread of a neuron of layer {neuron.get('layer')} "
+            f"({fmt_number(scale)}), so these are the examples on which it is least silent, not where it fires")
+
+
 def _examples_html(neuron: dict[str, Any], data: dict[str, Any], limit: int = 3) -> str:
     exs = [r for r in neuron.get("top_examples") or [] if isinstance(r, dict)][:limit]
     if not exs:
         return "<span class='muted'>—</span>"
+    quiet = quiet_text(neuron, data)
+    quiet = f"<div class='quiet'>{escape(quiet[0].upper() + quiet[1:])}.</div>" if quiet else ""
     if all(r.get("image") for r in exs):
-        return _image_tiles(exs, data)
+        return quiet + _image_tiles(exs, data)
     rows = []
     for r in exs:
         badge = ("<span class='badge b-pos'>concept</span>" if r.get("positive")
@@ -702,7 +791,7 @@ def _examples_html(neuron: dict[str, Any], data: dict[str, Any], limit: int = 3)
         cls = "ex" if r.get("positive") else "ex ctrl"
         rows.append(f"<div class='{cls}'><span class='act' title='activation'>{fmt_number(r.get('activation'))}</span>"
                     f"{badge}<span class='ex-body'>{content}</span></div>")
-    return "".join(rows)
+    return quiet + "".join(rows)
 
 
 # ---------------------------------------------------------------------------- tables
@@ -843,8 +932,8 @@ def _named_html(data: dict[str, Any]) -> str:
     if not rest:
         return ""
     return ("<h3>Other tested neurons</h3><p class='muted'>Neurons tested because they were named "
-            "(<code>neurons=</code> / <code>--neurons</code>) that are not among the candidates or suppressors "
-            "above. A neuron the ranking does not select can be <i>causal, not a candidate</i> at most, never "
+            "(<code>neurons=</code> / <code>--neurons</code>) that are not among the listed candidates or "
+            "suppressors. A neuron the ranking does not select can be <i>causal, not a candidate</i> at most, never "
             "<i>validated</i>.</p>" + _neurons_table(rest, data, cls="cands"))
 
 
@@ -882,7 +971,8 @@ def _null_table(data: dict[str, Any]) -> str:
             ("excess_kurtosis", "excess kurtosis")]
     body = "".join("<tr>" + "".join(f"<td class='num'>{fmt_number(r.get(k))}</td>" for k, _ in cols) + "</tr>"
                    for r in rows)
-    return ("<details class='null'><summary>The null: Δ of random neurons, per layer</summary><div class='tablewrap'>"
+    return ("<details class='null' id='sec-null' open><summary>The null: Δ of random neurons, per layer</summary>"
+            "<div class='tablewrap'>"
             "<table class='more'><thead><tr>" + "".join(f"<th>{t}</th>" for _, t in cols)
             + f"</tr></thead><tbody>{body}</tbody></table></div></details>")
 
@@ -902,7 +992,8 @@ def _ablation_caption(data: dict[str, Any]) -> str:
             "(open diamonds). The grey band is the 5–95% range of Δ over random neurons of the same layer under the "
             "same intervention (the null the p-values are computed against)"
             + (f"; the dashed lines mark the minimum effect ±{_with_unit(me, summ)}" if isnum(me) else "")
-            + (". The null of each layer (quantiles, excess kurtosis) is in the table below." if has_null else "."))
+            + (". The null of each layer (quantiles, excess kurtosis) is in <a href='#sec-null'>the null table</a> "
+               "under this chart." if has_null else "."))
 
 
 # ---------------------------------------------------------------------------- definitions
@@ -974,7 +1065,7 @@ def _definitions(data: dict[str, Any]) -> str:
         items += _ablation_definitions(data)
     else:
         items.append(("Status", f"without ablation: <i>significant</i> = positively selective at q ≤ {q}; "
-                                "<i>suppressor</i> = a suppressor as defined above; <i>not significant</i> otherwise. "
+                                "<i>suppressor</i> = a <a href='#def-suppressor'>suppressor</a>; <i>not significant</i> otherwise. "
                                 "Ablation turns these into causal verdicts."))
     if figures.neuron_table(data)["score"].size:
         items.append(("Heatmap", escape(figures.heatmap_reduction(data))))
@@ -1005,9 +1096,10 @@ def _ablation_definitions(data: dict[str, Any]) -> list[tuple[str, str]]:
                   f"specificity = Δ<sub>concept</sub> − Δ<sub>control</sub>.{stat}"))
     kurt = [(r.get("layer"), r.get("excess_kurtosis")) for r in summ.get("null") or []
             if isinstance(r, dict) and isnum(r.get("excess_kurtosis"))]
+    in_table = " (each layer's null is in <a href='#sec-null'>the null table</a>)" if _null_table(data) else ""
     kurt_txt = (" The null's excess kurtosis here: " + ", ".join(f"layer {escape(l)}: "
                                                                  f"{fmt_number(k, 2)}" for l, k in kurt)
-                + " (0 for a normal distribution; the table under the chart has each layer's null)." if kurt else "")
+                + f" (0 for a normal distribution){in_table}." if kurt else "")
     items.append(("Test", f"{_words(summ.get('test') or 'empirical p against random neurons of the same layer')}. "
                   "Random neurons of the layer are intervened on one by one in a random order; a tested neuron "
                   "whose h-th at-least-as-extreme random neuron appears after L draws gets p = h/L, otherwise p = "
@@ -1018,17 +1110,20 @@ def _ablation_definitions(data: dict[str, Any]) -> list[tuple[str, str]]:
         items.append(("Holm family", (f"{_words(summ.get('holm_family'))}, " if summ.get("holm_family") else "")
                       + f"at alpha = {fmt_general(alpha)}"
                       + (f": {_words(summ['fwer_bound'])}" if summ.get("fwer_bound") else "")
-                      + ". A validated neuron whose Holm p equals the smallest p its null allows (1/(L + 1) × the "
-                        "number tested) is marked as such: a larger null could only lower it."))
+                      + ". A neuron whose Holm p equals the smallest p its null allows (1/(L + 1) × the number "
+                        "tested) is marked as such in the candidate table: no random neuron did as well, and a larger "
+                        "null could only lower it."))
     rules = summ.get("direction_rules")
     if isinstance(rules, dict) and rules:
         items.append(("Direction", "each tested neuron is tested for a drop (Δ &gt; 0) or a rise (Δ &lt; 0), "
                       "chosen by " + "; ".join(f"<i>{escape(k)}</i>: {_words(v)}" for k, v in rules.items()) + "."))
     if summ.get("specificity_test"):
         items.append(("Specificity", f"{_words(summ['specificity_test'])}."))
+    spec = ("the <a href='#def-specificity'>specificity</a> test" if summ.get("specificity_test") else
+            "Δ on concept inputs beyond Δ on control inputs")
     items.append(("Causal", "in the tested direction s (+1 for a drop, −1 for a rise): Holm p ≤ "
-                  f"{fmt_general(alpha)} against the random neurons, the 95% CI of s·Δ above 0, specific (the "
-                  f"specificity test above, Holm p ≤ {fmt_general(alpha)}) and s·Δ ≥ the minimum effect {me_txt}."))
+                  f"{fmt_general(alpha)} against the random neurons, the 95% CI of s·Δ above 0, specific ({spec}, "
+                  f"Holm p ≤ {fmt_general(alpha)}) and s·Δ ≥ the minimum effect {me_txt}."))
     items.append(("Verdict", "<i>validated</i>: causal, and a candidate of the ranking tested for a drop; "
                   "<i>validated suppressor</i>: causal, and a suppressor tested for a rise; <i>causal, not a "
                   "candidate</i>: causal, but the ranking did not select the neuron (so it is not reported as a "
@@ -1090,13 +1185,38 @@ def _figure_caption(name: str, data: dict[str, Any]) -> str | None:
         caption = f"{_CAPTIONS['scatter']} {escape(figures.scatter_reduction(data))}"
         if figures.ablated_neurons(data) or data.get("ablation_summary"):
             caption += (" Rings and diamonds are coloured by the verdict of the causal test, in the words of the "
-                        "candidate table (not ablated: not tested).")
-        return caption
+                        "candidate table (not ablated: not tested); validated ones are stars.")
+        return caption + _scatter_key(data)
     if name == "ablation":
         return _ablation_caption(data)
     if name == "crossconcept":
         return _cross_concept_caption(data)
+    if name == "sankey":
+        return _sankey_caption(data)
     return _CAPTIONS.get(name)
+
+
+def _scatter_key(data: dict[str, Any]) -> str:
+    """The key of the scatter's numbers: each candidate's rank, neuron and status (HTML)."""
+    cands = figures.candidates(data)
+    if not cands:
+        return ""
+    items = []
+    for n in cands:
+        st = figures.candidate_status(n, data)
+        items.append(f"<li><b>{escape(n.get('rank'))}</b> {escape(figures.neuron_label(n))} <span class='st-word' "
+                     f"style='color:{figures.STATUS_COLORS.get(st, '#777')}'>{escape(st)}</span></li>")
+    return f"<ul class='scatter-key'>{''.join(items)}</ul>"
+
+
+def _sankey_caption(data: dict[str, Any]) -> str:
+    """Concept → layer → status, with each status shown defined in words (figures.STATUS_GLOSS)."""
+    shown = figures.candidates(data) + figures.suppressors(data)
+    statuses = [st for st in figures.STATUS_COLORS if st in {figures.candidate_status(n, data) for n in shown}]
+    words = "; ".join(f"<span class='st-word' style='color:{figures.STATUS_COLORS[st]}'>{escape(st)}</span>: "
+                      f"{escape(figures.STATUS_GLOSS[st])}" for st in statuses if st in figures.STATUS_GLOSS)
+    return ("Concept → layer → status of each top candidate and suppressor" + (f". The statuses: {words}" if words else "")
+            + " (all terms: <a href='#sec-defs'>Definitions</a>).")
 
 
 def _figure_sections(data: dict[str, Any], figs: dict[str, Any]) -> list[str]:
@@ -1128,16 +1248,58 @@ def _table_section(data: dict[str, Any]) -> str:
             f"{_suppressors_html(data)}{_named_html(data)}{_more_table(data)}</section>")
 
 
+#: the Setup tables' keys in words (with the unit where one applies; ``{y}`` is y's unit); a key not listed here
+#: is still shown, with ``_`` as spaces (html.key_label)
+SETUP_LABELS: dict[str, dict[str, str]] = {
+    "model": {"name": "model", "family": "family", "modality": "modality", "n_layers": "layers in the model",
+              "units": "neurons per layer", "type": "architecture (class)", "neuron": "neuron site (module pattern)",
+              "weights": "weights", "path": "path", "arch": "architecture", "n_params": "parameters"},
+    "concept": {"name": "concept", "modality": "modality", "n_positive": "concept examples (ranking)",
+                "n_negative": "control examples (ranking)", "n_groups": "phrasing groups", "groups": "groups",
+                "n_tasks": "prompt tasks (y measured on them)", "source": "probe file (split)"},
+    "settings": {"importance": "importance (grad × activation) computed", "baseline": "importance baseline",
+                 "pooling": "pooling over an example", "batch_size": "batch size (examples)", "device": "device",
+                 "ablate": "causal test (ablation) run", "seed": "random seed", "holdout": "held-out fraction",
+                 "ablation": "intervention", "direction": "direction of named neurons",
+                 "suppressors": "suppressors tested", "split": "examples"},
+    "ablation": {"method": "intervention", "split": "inputs", "n_concept_inputs": "concept inputs",
+                 "n_control_inputs": "control inputs", "y": "y (the model's concept confidence)",
+                 "min_effect": "minimum effect |Δ| ({y})", "alpha": "alpha (family-wise error rate)",
+                 "replicas": "interventions per forward pass", "n_tested": "neurons tested",
+                 "n_candidates": "candidates tested", "n_suppressors": "suppressors tested",
+                 "n_named": "named neurons tested", "null_needed": "random neurons per layer, at most",
+                 "null_rounds": "rounds of the sequential null", "joint_delta": "joint set: Δ ({y})",
+                 "joint_ci_low": "joint set: Δ, 95% CI low ({y})", "joint_ci_high": "joint set: Δ, 95% CI high ({y})",
+                 "joint_delta_control": "joint set: Δ on control inputs ({y})",
+                 "joint_specificity_ci": "joint set: specificity 95% CI ({y})", "joint_size": "joint set: neurons",
+                 "joint_p_null": "joint set: p against random sets", "joint_beyond_null": "joint set: beyond random sets",
+                 "joint_null_n": "joint set: random sets drawn", "joint_t": "joint set: t (Δ / standard error)",
+                 "joint_direction": "joint set: tested for a", "importance_delta_spearman":
+                 "Spearman ρ of importance vs measured Δ", "n_validated": "validated (candidates, drop)",
+                 "n_suppressors_validated": "validated suppressors (rise)", "n_causal": "causal",
+                 "n_causal_not_candidate": "causal, not a candidate", "n_not_causal": "not causal",
+                 "warnings": "warnings"},
+    "confidence head": {"kind": "kind", "train_accuracy": "accuracy on training examples",
+                        "heldout_accuracy": "accuracy on held-out examples", "layer": "layer", "C": "regularisation C"},
+}
+
+
+def setup_labels(table: str, data: dict[str, Any]) -> dict[str, str]:
+    """The labels of one Setup table (:data:`SETUP_LABELS`), with y's unit filled in (``nats``), or no unit."""
+    unit = _y_unit(data.get("ablation_summary") or {})
+    return {k: v.replace(" ({y})", f" ({unit})" if unit else "") for k, v in SETUP_LABELS.get(table, {}).items()}
+
+
 def _setup_section(data: dict[str, Any]) -> str:
-    """The setup section: model, concept, settings, ablation and confidence-head tables and the timings."""
+    """The setup section: model, concept, settings, ablation and confidence-head tables and the timings, each key
+    in words (:data:`SETUP_LABELS`)."""
     mi = dict(data.get("model_info") or {})
     ci = {k: v for k, v in (data.get("concept_info") or {}).items() if k != "description"}
+    tables = [("model", mi), ("concept", ci), ("settings", data.get("settings") or {}),
+              ("ablation", {k: v for k, v in (data.get("ablation_summary") or {}).items() if k not in _DEFINED_IN_DEFS}),
+              ("confidence head", data.get("confidence_head") or {})]
     return ("<section id='sec-setup'><h2>Setup</h2><div class='kvs'>"
-            + kv_table("model", mi) + kv_table("concept", ci)
-            + kv_table("settings", data.get("settings") or {})
-            + kv_table("ablation", {k: v for k, v in (data.get("ablation_summary") or {}).items()
-                                    if k not in _DEFINED_IN_DEFS})
-            + kv_table("confidence head", data.get("confidence_head") or {})
+            + "".join(kv_table(t, d, setup_labels(t, data)) for t, d in tables)
             + _timings_table(data) + "</div></section>")
 
 

@@ -23,8 +23,8 @@ from neurolens_lightning.io import json_safe
 from neurolens_lightning.report.html import (escape, figure_html, fmt_general, fmt_number, html_document, plural,
                                              write_page)
 
-__all__ = ["dose_response_figure", "null_figure", "render_steering_report", "verdict_sentence",
-           "write_steering_report"]
+__all__ = ["dose_response_figure", "floor_note", "null_figure", "p_floor", "render_steering_report",
+           "verdict_sentence", "write_steering_report"]
 
 _COLORS = {"concept": ("#2c7fb8", "rgba(44,127,184,0.18)"), "control": ("#8c6d62", "rgba(140,109,98,0.18)")}
 
@@ -76,6 +76,12 @@ def null_figure(data: dict[str, Any]) -> go.Figure | None:
         fig.add_annotation(x=eff, y=0.97, yref="paper", text=f"steered set: {fmt_number(eff)}", showarrow=False,
                            xanchor="right" if right else "left", xshift=-6 if right else 6, yanchor="top",
                            font={"color": "#c0392b", "size": 13}, bgcolor="rgba(255,255,255,0.85)")
+    xs_all = [v for v in vals if v is not None] + ([eff] if isinstance(eff, (int, float)) and math.isfinite(eff)
+                                                  else [])
+    lo, hi = (min(xs_all), max(xs_all)) if xs_all else (0.0, 1.0)
+    span = (hi - lo) or 1.0
+    # 5% air on both sides: a tick at the very corner (x = 0 at the left edge) would sit on the count axis's 0
+    fig.update_xaxes(range=[lo - 0.05 * span, hi + 0.05 * span])
     fig.update_layout(height=300, margin={"l": 70, "r": 20, "t": 36, "b": 60}, template="plotly_white",
                       showlegend=False, bargap=0.05,
                       xaxis={"title": "effect T = direction × mean over concept inputs of y(×"
@@ -100,6 +106,23 @@ def _pct_of(share: Any) -> str:
     return "—" if not isinstance(share, (int, float)) or not math.isfinite(share) else f"{100 * share:.0f}%"
 
 
+def p_floor(t: dict[str, Any]) -> float | None:
+    """The smallest p_null the random sets drawn can give, 1/(null_n + 1); None without ``null_n``."""
+    n = t.get("null_n")
+    return 1.0 / (n + 1) if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else None
+
+
+def floor_note(t: dict[str, Any]) -> str:
+    """``: the smallest p 39 random sets can give (1/40); none of them did as well`` when p_null is at its floor
+    (every random set beaten); empty otherwise."""
+    f, p = p_floor(t), t.get("p_null")
+    if f is None or not isinstance(p, (int, float)) or abs(p - f) > 1e-4 * f:
+        return ""
+    n = t["null_n"]
+    return (f" — the smallest p {fmt_number(n)} random sets can give (1/{fmt_number(n + 1)}): none of them did as "
+            "well, and more sets could only lower it")
+
+
 def verdict_sentence(data: dict[str, Any]) -> str:
     """The headline verdict (HTML), every word and number from ``data["test"]``; empty without a test."""
     t = data.get("test")
@@ -113,7 +136,7 @@ def verdict_sentence(data: dict[str, Any]) -> str:
     lo, hi = fmt_general(t.get("scale_low")), fmt_general(t.get("scale_high"))
     q = t.get("null_effect_quantiles") or {}
     same = f"random sets of {plural(n, 'neuron')} from the same layers, steered the same way on the same inputs"
-    p = f"p_null = {fmt_number(t.get('p_null'))}, one-sided, α = {fmt_general(t.get('alpha'))}"
+    p = f"p_null = {fmt_number(t.get('p_null'))}, one-sided, α = {fmt_general(t.get('alpha'))}{floor_note(t)}"
     if t.get("beyond_null"):
         eff = t.get("effect")
         verb = ("raises" if up else "lowers") if isinstance(eff, (int, float)) and eff > 0 else \
@@ -131,7 +154,7 @@ def verdict_sentence(data: dict[str, Any]) -> str:
             f"{'rise' if up else 'fall'} beats only {fmt_number(t.get('null_beaten'))} of "
             f"{fmt_number(t.get('null_n'))} {same} ({p}; random sets: median {fmt_number(q.get('q50'))}, 95th "
             f"percentile {fmt_number(q.get('q95'))}). Random neurons with a non-zero effect move y smoothly with their "
-            f"scale too, so the dose-response below is "
+            f"scale too, so the <a href='#sec-dose'>dose-response</a> is "
             f"no evidence that {these} {'carries' if n == 1 else 'carry'} the concept.")
 
 
@@ -260,7 +283,7 @@ def render_steering_report(data: dict[str, Any], plotlyjs: str = "inline") -> st
                                    f"steered set has there), each steered ×{fmt_general(t.get('scale_low'))} and "
                                    f"×{fmt_general(t.get('scale_high'))} on the same inputs. p_null = "
                                    f"{fmt_number(t.get('p_null'))} (sequential: the first "
-                                   f"{fmt_number(t.get('null_n'))} sets decide it).")
+                                   f"{fmt_number(t.get('null_n'))} sets decide it){floor_note(t)}.")
                     + "</section>")
     parts = [
         "<header><div class='kicker'>NeuroLens steering report</div>"
@@ -268,11 +291,11 @@ def render_steering_report(data: dict[str, Any], plotlyjs: str = "inline") -> st
         f"inputs</h1></header>",
         "<section class='summary'>" + (f"<p class='verdict {cls}' id='verdict'>{verdict}</p>" if verdict else "")
         + "".join(f"<p>{s}</p>" for s in _summary(data)) + "</section>",
-        "<section><h2>Dose-response</h2>"
+        "<section id='sec-dose'><h2>Dose-response</h2>"
         + figure_html("dose", dose_response_figure(data),
                        "Mean y at each setting on concept inputs and control inputs, with 95% bootstrap CI bands. "
-                       + ("The verdict above compares the change from the lowest to the highest scale with random "
-                          "sets of the same size; a smooth curve alone is no evidence."
+                       + ("<a href='#verdict'>The verdict</a> compares the change from the lowest to the highest "
+                          "scale with random sets of the same size; a smooth curve alone is no evidence."
                           if t.get("beyond_null") is not None else "No verdict in this mode."))
         + "</section>",
         null_sec,
