@@ -155,6 +155,8 @@ class ScanResult:
                 "top_score": rounded(s.score[m].max()), "max_selectivity": rounded(s.selectivity[m].max()),
                 "mean_abs_selectivity": rounded(s.selectivity[m].abs().mean()),
                 "sum_score": rounded(s.score[m].sum()),
+                # the activation spread a neuron of this layer typically has (what layer-scaled d divides by)
+                "activation_scale": None if s.activation_scale is None else rounded(s.activation_scale[m][0]),
             })
         return out
 

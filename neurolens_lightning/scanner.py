@@ -34,7 +34,7 @@ from neurolens_lightning.errors import NeuroLensError, ProbeError
 from neurolens_lightning.hooks import capture, eval_mode, intervene
 from neurolens_lightning.metrics import Consistency, Importance, MeanActivation, Selectivity, TopActivations
 from neurolens_lightning.probe_head import ProbeHead, fit_probe_head
-from neurolens_lightning.functional.selectivity import d_confidence_interval, layer_scaled_d
+from neurolens_lightning.functional.selectivity import d_confidence_interval, layer_scaled_d, layer_variance_floor
 from neurolens_lightning.ranking import ROLE_CANDIDATE, ROLE_SUPPRESSOR, bh_qvalues, composite_score, neuron_roles, rank_order
 from neurolens_lightning.scanner_fused import FusedPass, chunks as _chunks
 
@@ -67,6 +67,8 @@ class NeuronScores:
     top_positions: torch.Tensor
     n_pos: int = 0
     n_neg: int = 0
+    #: per neuron, sqrt of its layer's median pooled variance: the activation spread layer-scaled d divides by
+    activation_scale: torch.Tensor | None = None
 
     @property
     def n_candidates(self) -> int:
@@ -432,5 +434,6 @@ class ConceptScanner(FusedPass):
             score=score.cpu(), order=rank_order(score, d_layer, role).cpu(), top_values=top["values"].cpu(),
             top_example_ids=top["example_ids"].cpu(), top_positions=top["positions"].cpu(),
             n_pos=int(n_pos), n_neg=int(n_neg),
+            activation_scale=layer_variance_floor(sel["var_pos"], sel["var_neg"], layer.to(d.device)).sqrt().cpu(),
         )
 

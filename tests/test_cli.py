@@ -108,3 +108,17 @@ def test_help_texts_print_percent_signs_once(capsys):
         with pytest.raises(SystemExit):
             main([cmd, "--help"])
         assert "%%" not in capsys.readouterr().out, cmd
+
+
+def test_every_scan_flag_reaches_the_config():
+    """A flag missing from the flag list is silently ignored (--suppressors 3 gave suppressors = 0): each flag the
+    scan parser defines is forwarded."""
+    from neurolens_lightning.cli import build_parser
+    from neurolens_lightning.cli.scan import _FLAG_KEYS, _flags_to_dotlist
+
+    args = build_parser().parse_args(["scan", "--suppressors", "3", "--direction", "rise", "--overwrite"])
+    dots = _flags_to_dotlist(args)
+    assert {"suppressors=3", "direction=rise", "overwrite=True"} <= set(dots), dots
+    scan_parser = build_parser()._subparsers._group_actions[0].choices["scan"]
+    dests = {a.dest for a in scan_parser._actions} - {"help", "config", "overrides", "func", "wandb", "site"}
+    assert dests <= set(_FLAG_KEYS), sorted(dests - set(_FLAG_KEYS))

@@ -1289,6 +1289,21 @@ def test_activation_scale_is_the_layers_median_spread():
     assert activation_scale(data, 1) == 0.3
 
 
+def test_saved_activation_scale_is_what_layer_scaled_d_divides_by(minilm_report):
+    """layer_summary[].activation_scale (saved by the scan) equals the spread recovered from the neurons quieter
+    than their layer's median, on a real MiniLM scan."""
+    from neurolens_lightning.report.page import activation_scale
+
+    data = minilm_report[1]
+    for row in data["layer_summary"]:
+        saved = row["activation_scale"]
+        recovered = activation_scale({"neurons": data["neurons"], "layer_summary": [{"layer": row["layer"]}]},
+                                     row["layer"])
+        assert saved is not None and saved > 0
+        if recovered is not None:
+            assert saved == pytest.approx(recovered, rel=1e-3)
+
+
 def test_scatter_labels_every_candidate_and_marks_the_validated(outcome_reports, minilm_report):
     """Every listed candidate has a numbered label (its rank) placed without overlap; validated candidates are
     their own trace (star, the verdict in the legend)."""

@@ -62,8 +62,9 @@ def _add_scan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="config overrides as key=value (e.g. top_k=20 wandb.enabled=true)")
 
 
-_FLAG_KEYS = ["model", "concept", "layers", "top_k", "ablate", "ablation", "null_samples", "neurons", "out", "overwrite",
-              "weights", "arch", "tokenizer", "device", "download", "importance", "batch_size", "cross_concept", "also"]
+_FLAG_KEYS = ["model", "concept", "layers", "top_k", "ablate", "ablation", "null_samples", "neurons", "suppressors",
+              "direction", "out", "overwrite", "weights", "arch", "tokenizer", "device", "download", "importance",
+              "batch_size", "cross_concept", "also"]
 
 
 def _flags_to_dotlist(args: argparse.Namespace) -> list[str]:
