@@ -60,7 +60,7 @@ def figures(data: dict) -> list[str]:
         out.append(f"  validated {len(val)} of {summ['n_tested']} tested: {' '.join(val)}; joint set "
                    f"{'beyond' if summ.get('joint_beyond_null') else 'not beyond'} its null, p = "
                    f"{summ.get('joint_p_null')}; {data['n_significant_fdr']} neurons FDR-significant")
-    elif "neurons" in data:
+    elif "n_significant_fdr" in data:
         out.append(f"  {data['n_significant_fdr']} neurons FDR-significant; top candidates "
                    + " ".join(f"{n['layer']}:{n['index']}" for n in data["neurons"][:5]))
     cc = data.get("cross_concept")
