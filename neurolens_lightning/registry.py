@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import os
@@ -364,7 +365,8 @@ def load_model(
 
 @contextlib.contextmanager
 def _no_loading_bar() -> Iterator[None]:
-    """transformers' "Loading weights" bar off while NeuroLens loads a model (restored afterwards)."""
+    """transformers' "Loading weights" and GGUF "de-quantizing" bars off while NeuroLens loads a model (restored
+    afterwards)."""
     try:
         from transformers.utils import logging as hf_logging
     except ImportError:  # pragma: no cover
@@ -372,9 +374,18 @@ def _no_loading_bar() -> Iterator[None]:
         return
     was_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
+    try:  # the GGUF de-quantizing bar is a plain tqdm of that module, outside transformers' switch
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:  # pragma: no cover
+        gguf_utils = None
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is not None:
+        gguf_utils.tqdm = functools.partial(bar, disable=True)
     try:
         yield
     finally:
+        if bar is not None:
+            gguf_utils.tqdm = bar
         if was_on:
             hf_logging.enable_progress_bar()
 
