@@ -29,6 +29,8 @@ def nl(argv, env=None, patch: str = "", wait=True, **kw):
     code = (f"import sys\n{patch}\nfrom neurolens_lightning.cli import main\nsys.exit(main(sys.argv[1:]))")
     cmd = [sys.executable, "-c", code, *map(str, argv)]
     e = {**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    # a user's shell delivers Ctrl-C: undo the SIG_IGN a background launcher (nohup, `cmd &`) may have passed down
+    kw.setdefault("preexec_fn", lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     if not wait:
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=e, **kw)
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=e, **kw)
