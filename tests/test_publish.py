@@ -112,7 +112,8 @@ def test_a_signal_during_the_swap_is_held_until_the_run_is_whole(tmp_path, monke
     """Also with another thread alive (torch's and tokenizers' pools): the kernel may hand it the signal."""
     import threading
 
-    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, also when launched
+    stop = threading.Event()                                            # in the background (SIGINT ignored)
     if other_thread:
         threading.Thread(target=stop.wait, daemon=True).start()
     out = tmp_path / "run"
@@ -127,6 +128,7 @@ def test_a_signal_during_the_swap_is_held_until_the_run_is_whole(tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         publish(out, writer(NEW))
     stop.set()
+    signal.signal(signal.SIGINT, previous)
     assert contents(out) == NEW and out in nio.published()  # delivered after the swap: the new run, whole
 
 
