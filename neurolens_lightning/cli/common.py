@@ -53,6 +53,24 @@ def add_output_flags(p: argparse.ArgumentParser, default: str) -> None:
                         "(it is replaced whole)")
 
 
+def print_notes(output: Any) -> None:
+    """What the output check cleaned up before the work (leftovers of killed runs), one ``note:`` line each."""
+    for note in getattr(output, "notes", None) or []:
+        print(f"note: {note}", file=sys.stderr)
+
+
+def print_published(output: Any, out: Any) -> None:
+    """After the publish: say when another run took the folder meanwhile (this run went to ``out``), or when an
+    earlier run was replaced."""
+    if output is None:
+        return
+    if out != output.path:
+        print(f"note: {output.path} was written by another run while this one worked; this run is in {out}",
+              file=sys.stderr)
+    elif output.replaces:
+        print(f"note: the earlier run in {out} was replaced whole by this one", file=sys.stderr)
+
+
 def add_runtime_flags(p: argparse.ArgumentParser, tokenizer_help: str) -> None:
     """Flags shared by scan and compare: tokenizer, device, download, importance, batch size."""
     p.add_argument("--tokenizer", help=tokenizer_help)

@@ -6,13 +6,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any, Mapping
 
 from neurolens_lightning.io import default_out
 from neurolens_lightning.cli.common import (add_ablation_flags, add_command, add_output_flags, add_runtime_flags,
-                                            quiet_libraries)
+                                            print_notes, print_published, quiet_libraries)
 from neurolens_lightning.compare import compare
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.settings import ScanSettings
@@ -73,11 +72,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                    progress=True, settings=ScanSettings.from_any(cfg))
     out = output.published or out
     _print_comparison(comp, out)
-    if out != output.path:
-        print(f"note: {output.path} was written by another run while this one worked; this run is in {out}",
-              file=sys.stderr)
-    elif output.replaces:
-        print(f"note: the earlier run in {out} was replaced whole by this one", file=sys.stderr)
+    print_published(output, out)
     return 0
 
 
@@ -93,8 +88,7 @@ def _preflight(cfg: Any, out: Path) -> Any:
     _check_modalities([s.label for s in specs], [_static_modality(s) for s in specs], probe)
     st.split(probe)
     output = check_out(out, overwrite=cfg.overwrite)
-    for note in output.notes:
-        print(f"note: {note}", file=sys.stderr)
+    print_notes(output)
     return output
 
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from neurolens_lightning.io import default_out
 from neurolens_lightning.cli.common import (add_ablation_flags, add_command, add_output_flags, add_runtime_flags,
-                                            quiet_libraries)
+                                            print_notes, print_published, quiet_libraries)
 from neurolens_lightning.preflight import preflight
 from neurolens_lightning.settings import ScanSettings
 
@@ -108,8 +107,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     # every check that needs no model, before any heavy import: one line and exit 2, nothing started
     pf = preflight(cfg.model, cfg.concept, settings, arch=cfg.arch, site=cfg.site, also=list(cfg.also),
                    out=out if writer else None, overwrite=cfg.overwrite)
-    for note in pf.output.notes if pf.output else []:
-        print(f"note: {note}", file=sys.stderr)
+    print_notes(pf.output)
     quiet_libraries()
     from neurolens_lightning.api import scan  # lazy: keeps neurolens --help fast
     from neurolens_lightning.distributed import dist_context  # lazy: keeps neurolens --help fast
@@ -125,11 +123,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         return 0
     out = result.save(pf.output or out, report=cfg.report)
     _print_summary(result, out)
-    if pf.output is not None and out != pf.output.path:
-        print(f"note: {pf.output.path} was written by another run while this one worked; this run is in {out}",
-              file=sys.stderr)
-    elif pf.output is not None and pf.output.replaces:
-        print(f"note: the earlier run in {out} was replaced whole by this one", file=sys.stderr)
+    print_published(pf.output, out)
     if cfg.wandb.enabled:
         from neurolens_lightning.report import log_scan_to_wandb, wandb_run_for  # lazy: keeps neurolens --help fast
 

@@ -9,12 +9,12 @@ Writes steering.json + steering.html (the module, with torch, is imported only w
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 from neurolens_lightning.io import default_out
-from neurolens_lightning.cli.common import add_command, add_output_flags, quiet_libraries
+from neurolens_lightning.cli.common import (add_command, add_output_flags, print_notes, print_published,
+                                            quiet_libraries)
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.settings import parse_neuron
 
@@ -80,11 +80,7 @@ def cmd_steer(args: argparse.Namespace) -> int:
     res.extra["source"] = plan["source"]
     out = res.save(output)
     _print_steering(res.to_dict(), out)
-    if out != output.path:
-        print(f"note: {output.path} was written by another run while this one worked; this run is in {out}",
-              file=sys.stderr)
-    elif output.replaces:
-        print(f"note: the earlier run in {out} was replaced whole by this one", file=sys.stderr)
+    print_published(output, out)
     return 0
 
 
@@ -105,8 +101,7 @@ def _preflight(args: argparse.Namespace, plan: dict[str, Any], out: Path) -> Any
     check_layers(sorted({l for l, _ in plan["neurons"]}), facts.n_layers, facts.name, what="neuron layer(s)")
     check_units(plan["neurons"], facts)
     output = check_out(out, overwrite=bool(args.overwrite))
-    for note in output.notes:
-        print(f"note: {note}", file=sys.stderr)
+    print_notes(output)
     return output
 
 
