@@ -59,7 +59,8 @@ REGISTRY: dict[str, RegistryEntry] = {
 
 _RESNET_BLOCKS = ("resnet18", "resnet50")
 _LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
-_IMAGE_TYPES = ("vit", "deit", "beit", "dinov2", "swin", "convnext", "resnet", "clip_vision_model", "siglip_vision_model")
+_IMAGE_TYPES = ("vit", "deit", "beit", "dinov2", "swin", "convnext", "resnet", "clip_vision_model",
+                "siglip_vision_model")
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,8 @@ import numpy as np
 
 from neurolens_lightning.errors import NeuroLensError
 
-__all__ = ["publish", "check_out", "Output", "OutputError", "published", "json_safe", "nonfinite_paths", "rounded", "slug", "default_out"]
+__all__ = ["publish", "check_out", "Output", "OutputError", "published", "json_safe", "nonfinite_paths",
+           "nonfinite_warning", "rounded", "slug", "default_out"]
 
 
 #: the files that mark a folder as a NeuroLens output (a re-run may replace it; any other non-empty folder is
@@ -120,14 +121,19 @@ def _recover(out: Path) -> list[str]:
             if not m or m["name"] != name or _alive(int(m["pid"])):
                 continue
             where = Path(e.path)
-            if folder == out:  # inside a mount point: undo a swap of entries a dead run left half done
-                notes += _recover_in_mount(out, where, m["kind"])
-            elif m["kind"] == "old" and not os.path.lexists(out):
-                os.rename(where, out)  # the swap moved the earlier run aside and died before the new one came in
-                notes.append(f"restored the earlier run in {out} (a run publishing there was killed mid-swap)")
-            else:
-                shutil.rmtree(where, ignore_errors=True)
-                notes.append(f"removed {where.name}, a temporary folder of a killed run")
+            try:  # another process (a DDP rank, a second run) may be repairing the same leftovers right now
+                if folder == out:  # inside a mount point: undo a swap of entries a dead run left half done
+                    notes += _recover_in_mount(out, where, m["kind"])
+                elif m["kind"] == "old" and not os.path.lexists(out):
+                    os.rename(where, out)  # the swap moved the earlier run aside and died before the new one came in
+                    notes.append(f"restored the earlier run in {out} (a run publishing there was killed mid-swap)")
+                else:
+                    shutil.rmtree(where)
+                    notes.append(f"removed {where.name}, a temporary folder of a killed run")
+            except FileNotFoundError:
+                continue
+            except OSError as err:
+                notes.append(f"could not clean up {where.name}, left by a killed run ({err.strerror or err})")
     return notes
 
 
@@ -336,7 +342,8 @@ def publish(out: "str | Path | Output", write: Callable[[Path], Any],
         write(tmp)
         with _locked(base), _signals_held():
             target = path
-            if _token(path, output.keep) != output.token:  # another run wrote it after our check: never replace it silently
+            # another run wrote it after our check: never replace it silently
+            if _token(path, output.keep) != output.token:
                 target = _free_name(path)
                 if output.mount:
                     target.parent.mkdir(parents=True, exist_ok=True)

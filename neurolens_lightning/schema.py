@@ -23,7 +23,8 @@ from typing import Any, List, Mapping, Optional, TypedDict
 from neurolens_lightning.errors import NeuroLensError
 from neurolens_lightning.settings import format_neuron, parse_neuron
 
-__all__ = ["neurons_from_results", "scan_split", "RESULTS_VERSION", "STEERING_VERSION", "COMPARISON_VERSION", "SchemaError", "read_results",
+__all__ = ["neurons_from_results", "scan_split", "RESULTS_VERSION", "STEERING_VERSION", "COMPARISON_VERSION",
+           "SchemaError", "read_results",
            "neuron_key", "format_neuron", "parse_neuron", "AblationRecord", "ExampleRecord", "NeuronRecord",
            "ResultsFile", "NEURONS", "ABLATION", "ABLATION_SUMMARY", "SETTINGS", "VALIDATED", "CAUSAL", "VERDICT",
            "DELTA", "DELTA_CONTROL", "CI_LOW", "CI_HIGH", "P_VALUE", "P_HOLM", "N_VALIDATED", "WARNINGS"]
