@@ -783,13 +783,8 @@ def test_group_names_have_their_full_name_on_hover(tmp_path):
     assert "<span class='gname' title='prince_princess_and_heirs'>prince_princess_and_heirs</span>" in html
 
 
-_LAYOUT_PROBE = r"""<script>
-window.addEventListener('load', () => setTimeout(() => {
-  const out = {inner: window.innerWidth, doc: document.documentElement.scrollWidth, scrolling: [], overlaps: [],
-               wide_words: []};
-  document.querySelectorAll('.tablewrap').forEach(el => {
-    if (el.scrollWidth > el.clientWidth + 1) out.scrolling.push((el.closest('section') || {}).id); });
-  document.querySelectorAll('.nl-figure').forEach(fig => {
+#: the JS both page probes share: every pair of overlapping (unrotated) texts of a chart goes to out.overlaps
+_OVERLAPS_JS = r"""  document.querySelectorAll('.nl-figure').forEach(fig => {
     const texts = [...fig.querySelectorAll('svg text')].filter(t => t.textContent.trim()
       && t.getBoundingClientRect().width > 0
       && !/rotate\((?!0)/.test((t.getAttribute('transform') || '') + (t.parentNode.getAttribute('transform') || '')));
@@ -798,11 +793,19 @@ window.addEventListener('load', () => setTimeout(() => {
       const a = r[i][1], b = r[j][1];
       const ox = Math.min(a.right, b.right) - Math.max(a.left, b.left);
       const oy = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
-      if (ox > 1 && oy > 1)
-        out.overlaps.push([fig.dataset.figure, r[i][0], r[j][0]]);
+      if (ox > 1 && oy > 1) out.overlaps.push([fig.dataset.figure, r[i][0], r[j][0]]);
     }
   });
-  out.breaks_anywhere = [...document.querySelectorAll('.kv td')].filter(td => {
+"""
+
+
+_LAYOUT_PROBE = r"""<script>
+window.addEventListener('load', () => setTimeout(() => {
+  const out = {inner: window.innerWidth, doc: document.documentElement.scrollWidth, scrolling: [], overlaps: [],
+               wide_words: []};
+  document.querySelectorAll('.tablewrap').forEach(el => {
+    if (el.scrollWidth > el.clientWidth + 1) out.scrolling.push((el.closest('section') || {}).id); });
+""" + _OVERLAPS_JS + r"""  out.breaks_anywhere = [...document.querySelectorAll('.kv td')].filter(td => {
     const cs = getComputedStyle(td); return cs.overflowWrap === 'anywhere' || cs.wordBreak === 'break-all'; }).length;
   document.querySelectorAll('.kv td').forEach(td => {
     const span = document.createElement('span');
@@ -1014,19 +1017,7 @@ window.addEventListener('load', () => setTimeout(() => {
     const el = document.getElementById(a.getAttribute('href').slice(1));
     if (!el || !el.getClientRects().length) out.missing_targets.push(a.getAttribute('href')); });
   // no two texts of a chart overlap
-  document.querySelectorAll('.nl-figure').forEach(fig => {
-    const texts = [...fig.querySelectorAll('svg text')].filter(t => t.textContent.trim()
-      && t.getBoundingClientRect().width > 0
-      && !/rotate\((?!0)/.test((t.getAttribute('transform') || '') + (t.parentNode.getAttribute('transform') || '')));
-    const r = texts.map(t => [t.textContent.trim(), t.getBoundingClientRect()]);
-    for (let i = 0; i < r.length; i++) for (let j = i + 1; j < r.length; j++) {
-      const a = r[i][1], b = r[j][1];
-      const ox = Math.min(a.right, b.right) - Math.max(a.left, b.left);
-      const oy = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
-      if (ox > 1 && oy > 1) out.overlaps.push([fig.dataset.figure, r[i][0], r[j][0]]);
-    }
-  });
-  const pre = document.createElement('pre'); pre.id = 'nl-read'; pre.textContent = JSON.stringify(out);
+""" + _OVERLAPS_JS + r"""  const pre = document.createElement('pre'); pre.id = 'nl-read'; pre.textContent = JSON.stringify(out);
   document.body.appendChild(pre);
 }, 2000));
 </script>"""
