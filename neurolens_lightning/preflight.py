@@ -38,13 +38,19 @@ class Preflight:
 
 
 def check_layers(layers: Sequence[int] | None, n_layers: int | None, name: str, what: str = "layer(s)") -> None:
-    """Refuse layer indices outside ``0..n_layers-1`` (nothing to check when ``n_layers`` is unknown)."""
-    if n_layers is None or not layers:
+    """Refuse layer indices that are not integers in ``0..n_layers-1`` (the range is not checked when
+    ``n_layers`` is unknown) and a list that names a layer twice. The one rule for ``--layers``: the adapters'
+    ``select_sites`` applies it too, once the model is loaded."""
+    if not layers:
         return
-    bad = [l for l in layers if not 0 <= int(l) < n_layers]
+    bad = [l for l in layers if not isinstance(l, int) or isinstance(l, bool)
+           or (n_layers is not None and not 0 <= l < n_layers)]
     if bad:
         raise NeuroLensError(f"{what} {bad} out of range for {name}: it has {n_layers} layers, valid indices are "
-                             f"0..{n_layers - 1} (0 = closest to the input)")
+                             f"0..{n_layers - 1} (0 = closest to the input)" if n_layers is not None else
+                             f"{what} {bad} are not layer indices (integers >= 0, 0 = closest to the input)")
+    if len(set(layers)) != len(layers):
+        raise NeuroLensError(f"layers {list(layers)} contain duplicates; list each layer once")
 
 
 def check_units(neurons: Sequence[tuple[int, int]], facts: ModelFacts) -> None:
@@ -74,8 +80,6 @@ def preflight(model: Any, concept: Any, settings: ScanSettings, *, arch: str | N
     probe = load_concept(concept)
     check_modality(facts, probe)
     settings.split(probe)  # a probe too small for the requested split fails here, naming the part and the fix
-    if settings.layers is not None and len(set(settings.layers)) != len(settings.layers):
-        raise NeuroLensError(f"layers {list(settings.layers)} contain duplicates; list each layer once")
     check_layers(settings.layers, facts.n_layers, facts.name)
     named = settings.named_neurons() or []
     check_layers(sorted({l for l, _ in named}), facts.n_layers, facts.name, what="named neuron layer(s)")

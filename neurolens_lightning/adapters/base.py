@@ -17,6 +17,7 @@ from torch import nn
 
 from neurolens_lightning.concepts import Example, ImageTask, TextTask
 from neurolens_lightning.errors import ModelLoadError, NeuroLensError
+from neurolens_lightning.preflight import check_layers
 
 Pooling = Literal["auto", "max", "mean", "span", "last"]
 
@@ -158,14 +159,7 @@ class ModelAdapter(ABC):
         sites = self.sites
         if layers is None or len(layers) == 0:
             return sites
-        bad = [l for l in layers if not isinstance(l, int) or isinstance(l, bool) or not 0 <= l < len(sites)]
-        if bad:
-            raise NeuroLensError(
-                f"layer(s) {bad} out of range for {self.name}: it has {len(sites)} layers, valid indices are "
-                f"0..{len(sites) - 1} (0 = closest to the input)"
-            )
-        if len(set(layers)) != len(layers):
-            raise NeuroLensError(f"layers {list(layers)} contain duplicates; list each layer once")
+        check_layers(list(layers), len(sites), self.name)  # the rule preflight applies before loading
         return [sites[l] for l in sorted(layers)]
 
     # ---------------------------------------------------------------- data
