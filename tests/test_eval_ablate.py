@@ -234,15 +234,17 @@ def _run_ddp_eval(tiny_dir: Path, out: Path, cwd: Path) -> subprocess.CompletedP
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # single node: gloo over loopback
     cmd = [sys.executable, "-m", "neurolens_lightning.cli", "eval", "--config", CONFIG, f"model={tiny_dir}", *COMMON,
            "trainer.devices=2", "report=false", f"out={out}"]
-    proc = subprocess.Popen(cmd, cwd=str(cwd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    # bytes, decoded without newline translation: text=True would turn each bar redraw's "\r" into a new line
+    proc = subprocess.Popen(cmd, cwd=str(cwd), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
-        stdout, _ = proc.communicate(timeout=DDP_TIMEOUT_S)
+        raw, _ = proc.communicate(timeout=DDP_TIMEOUT_S)
     except subprocess.TimeoutExpired:  # pragma: no cover - a hang fails instead of blocking the suite
         os.killpg(proc.pid, signal.SIGKILL)  # the launcher and the rank it started
-        stdout, _ = proc.communicate()
+        raw, _ = proc.communicate()
+        stdout = raw.decode("utf-8", "replace")
         pytest.fail(f"the 2-process eval still ran after {DDP_TIMEOUT_S} s (killed). Output tail:\n{stdout[-4000:]}")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, "")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, raw.decode("utf-8", "replace"), "")
 
 
 def test_eval_ablation_ddp_two_cpu_processes_equals_single(single_run, tiny_dir, tmp_path):
