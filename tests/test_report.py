@@ -829,24 +829,12 @@ def test_layout_at_narrow_and_wide_windows(tmp_path, width):
     """At 1000 and 1920 px: no table scrolls sideways (the examples column used to), the page is not wider than
     the window, no two texts of a chart overlap (e.g. crowded scatter labels), no word of the Setup tables is
     broken mid-word. Measured on a copy of the page with a probe script appended (the page itself is unchanged)."""
-    import html as html_mod
-
     data = synthetic_results(n_layers=6, units=512, ablation=True, emergence=True, seed=1)
     data["concept_info"]["groups"] = ["prince_princess", "royal_objects", "monarch", "king", "queen", "emperor"]
     data["settings"]["split"] = ("ranked on the ranking split (31 concept and 33 control examples); the disjoint "
                                  "held-out split is kept for ablation")
     page = write_report(data, tmp_path / "report.html")
-    probe = tmp_path / "probe.html"
-    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", _LAYOUT_PROBE + "</body>"), encoding="utf-8")
-    with tempfile.TemporaryDirectory(prefix="nl-chromium-") as profile:
-        proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader",
-                               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                               "--no-first-run", f"--user-data-dir={profile}", f"--window-size={width},1000",
-                               "--virtual-time-budget=8000", "--dump-dom", probe.resolve().as_uri()],
-                              capture_output=True, text=True, timeout=120)
-    m = re.search(r'<pre id="nl-layout">(.*?)</pre>', proc.stdout, flags=re.S)
-    assert m, proc.stderr[-2000:]
-    got = json.loads(html_mod.unescape(m.group(1)))
+    got = _render_with_probe(page, _LAYOUT_PROBE, "nl-layout", width, tmp_path / "probe.html", timeout=120)
     assert got["scrolling"] == [], f"tables scrolling sideways at {width} px: {got['scrolling']}"
     assert got["doc"] <= got["inner"], got
     assert got["overlaps"] == [], got["overlaps"][:10]
@@ -1023,21 +1011,26 @@ window.addEventListener('load', () => setTimeout(() => {
 </script>"""
 
 
-def read_page(page: Path, width: int, tmp: Path) -> dict:
-    """Render a copy of ``page`` with :data:`_READ_PROBE` appended at ``width`` px and return what it measured."""
+def _render_with_probe(page: Path, script: str, pre_id: str, width: int, copy: Path, timeout: int) -> dict:
+    """Render ``copy`` (``page`` with ``script`` appended; the page itself is unchanged) in headless Chromium at
+    ``width`` px and return the JSON the script left in ``<pre id=pre_id>``."""
     import html as html_mod
 
-    probe = tmp / f"read-{width}-{page.name}"
-    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", _READ_PROBE + "</body>"), encoding="utf-8")
+    copy.write_text(page.read_text(encoding="utf-8").replace("</body>", script + "</body>"), encoding="utf-8")
     with tempfile.TemporaryDirectory(prefix="nl-chromium-") as profile:
         proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader",
                                "--disable-background-networking", "--disable-component-update", "--disable-sync",
                                "--no-first-run", f"--user-data-dir={profile}", f"--window-size={width},1000",
-                               "--virtual-time-budget=8000", "--dump-dom", probe.resolve().as_uri()],
-                              capture_output=True, text=True, timeout=150)
-    m = re.search(r'<pre id="nl-read">(.*?)</pre>', proc.stdout, flags=re.S)
+                               "--virtual-time-budget=8000", "--dump-dom", copy.resolve().as_uri()],
+                              capture_output=True, text=True, timeout=timeout)
+    m = re.search(rf'<pre id="{pre_id}">(.*?)</pre>', proc.stdout, flags=re.S)
     assert m, proc.stderr[-2000:]
     return json.loads(html_mod.unescape(m.group(1)))
+
+
+def read_page(page: Path, width: int, tmp: Path) -> dict:
+    """Render a copy of ``page`` with :data:`_READ_PROBE` appended at ``width`` px and return what it measured."""
+    return _render_with_probe(page, _READ_PROBE, "nl-read", width, tmp / f"read-{width}-{page.name}", timeout=150)
 
 
 def is_nice(ticks: list[str]) -> bool:
